@@ -1,0 +1,497 @@
+"""Prompt encoding on open_clip: captions (and reference images) to prompt features.
+
+One :class:`PromptEncoder` wraps any open_clip model: a pretrained one by
+architecture and tag (downloaded into the cache on users' machines), a local
+weights file, the project's bundled encoder, or random initialisation
+(``none``, used by tests). It turns captions into per-token features, a mask and
+a pooled vector (:class:`PromptEmbedding`) and caches them per caption.
+
+Empty caption: it is encoded as the empty string, i.e. only CLIP's end-of-text
+token, which is the conventional *unconditional* prompt of text-conditioned
+models. Its pooled vector is the EOT feature and its single token is named
+``<sentence>``; models treat it like any other caption, so an empty caption
+never crashes and gives the model's caption-free behaviour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_textsr._torchvision_compat import ensure_torchvision_importable
+
+__all__ = [
+    "EncoderSpec",
+    "EncoderIdentity",
+    "PromptEmbedding",
+    "PromptEncoder",
+    "cache_dir",
+    "state_dict_fingerprint",
+]
+
+SENTENCE_TOKEN = "<sentence>"
+_CONFIG_DIR = Path(__file__).parent / "encoder_configs"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+_register_lock = threading.Lock()
+_registered = False
+
+
+def register_encoder_configs() -> None:
+    """Make the project's small open_clip architectures known to open_clip.
+
+    ``textsr-tiny`` is for tests; ``textsr-clip-s`` is the encoder this project
+    pretrains on captioned images. Both load with ``open_clip.create_model``.
+    """
+    global _registered
+    with _register_lock:
+        if _registered:
+            return
+        ensure_torchvision_importable()
+        import open_clip
+
+        open_clip.add_model_config(_CONFIG_DIR)
+        _registered = True
+
+
+def cache_dir() -> Path:
+    """Where downloaded CLIP weights go: ``$NAPARI_TEXTSR_CACHE`` or ``~/.cache/napari-textsr``."""
+    env = os.environ.get("NAPARI_TEXTSR_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "napari-textsr"
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Which open_clip model encodes prompts.
+
+    ``arch`` is an open_clip architecture name (``ViT-B-32``, ``textsr-tiny``).
+    ``pretrained`` is one of: an open_clip pretrained tag (``openai``,
+    ``laion2b_s34b_b79k``), ``bundled:<name>`` for weights shipped in this
+    package, a path to a weights file, or ``none`` for a deterministic random
+    initialisation. The string form is ``arch:pretrained``.
+    """
+
+    arch: str
+    pretrained: str = "none"
+
+    @classmethod
+    def parse(cls, text: str) -> "EncoderSpec":
+        text = text.strip()
+        if not text:
+            raise ValueError("empty encoder spec; expected 'ARCH:PRETRAINED', e.g. 'ViT-B-32:openai'")
+        arch, sep, pretrained = text.partition(":")
+        return cls(arch=arch, pretrained=pretrained if sep else "none")
+
+    def __str__(self) -> str:
+        return f"{self.arch}:{self.pretrained}"
+
+    @property
+    def kind(self) -> str:
+        """``random``, ``bundled``, ``tag`` or ``file``."""
+        if self.pretrained in ("", "none", None):
+            return "random"
+        if self.pretrained.startswith("bundled:"):
+            return "bundled"
+        if os.sep in self.pretrained or self.pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
+            return "file"
+        return "tag"
+
+
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """What a checkpoint records about its prompt encoder, and what must match.
+
+    Public pretrained tags are identified by (arch, tag); every other source by
+    (arch, fingerprint of the weights), so a renamed or retrained file is caught.
+    """
+
+    arch: str
+    source: str  # random | bundled | tag | file
+    pretrained: str
+    embed_dim: int
+    fingerprint: str
+
+    def matches(self, other: "EncoderIdentity") -> bool:
+        if self.arch != other.arch or self.embed_dim != other.embed_dim:
+            return False
+        if self.source == "tag" and other.source == "tag":
+            return self.pretrained == other.pretrained
+        return self.fingerprint == other.fingerprint
+
+    def describe(self) -> str:
+        if self.source == "tag":
+            return f"{self.arch} with pretrained weights '{self.pretrained}' (embed dim {self.embed_dim})"
+        return (
+            f"{self.arch} from {self.source} weights '{self.pretrained}' "
+            f"(embed dim {self.embed_dim}, fingerprint {self.fingerprint})"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "arch": self.arch,
+            "source": self.source,
+            "pretrained": self.pretrained,
+            "embed_dim": self.embed_dim,
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, object]) -> "EncoderIdentity":
+        return cls(
+            arch=str(values["arch"]),
+            source=str(values["source"]),
+            pretrained=str(values["pretrained"]),
+            embed_dim=int(values["embed_dim"]),  # type: ignore[arg-type]
+            fingerprint=str(values["fingerprint"]),
+        )
+
+
+def state_dict_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """Short sha256 over names, shapes and float32 values of a state dict."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu", torch.float32).contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class PromptEmbedding:
+    """Encoded prompts for a batch.
+
+    Attributes
+    ----------
+    tokens: float32 (B, T, D) per-token features in the joint embedding space.
+    mask: bool (B, T), True where ``tokens`` holds a real token (words and the
+        end-of-text token; never all False).
+    pooled: float32 (B, D), L2-normalised sentence (or image) embedding.
+    words: B lists of T strings naming each token ("" where masked out).
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+    words: list[list[str]]
+
+    def __post_init__(self) -> None:
+        b, t, d = self.tokens.shape
+        if self.mask.shape != (b, t) or self.pooled.shape != (b, d) or len(self.words) != b:
+            raise ValueError(
+                f"inconsistent prompt shapes: tokens {tuple(self.tokens.shape)}, mask "
+                f"{tuple(self.mask.shape)}, pooled {tuple(self.pooled.shape)}, {len(self.words)} word lists"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.tokens.shape[2]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "PromptEmbedding":
+        return PromptEmbedding(
+            tokens=self.tokens.to(device=device, dtype=dtype or self.tokens.dtype),
+            mask=self.mask.to(device),
+            pooled=self.pooled.to(device=device, dtype=dtype or self.pooled.dtype),
+            words=self.words,
+        )
+
+    def repeat(self, n: int) -> "PromptEmbedding":
+        """The same prompt for each of ``n`` images (batch must be 1)."""
+        if self.batch_size != 1:
+            raise ValueError("repeat() needs a single prompt")
+        return PromptEmbedding(
+            tokens=self.tokens.expand(n, -1, -1),
+            mask=self.mask.expand(n, -1),
+            pooled=self.pooled.expand(n, -1),
+            words=self.words * n,
+        )
+
+    @classmethod
+    def cat(cls, prompts: Sequence["PromptEmbedding"]) -> "PromptEmbedding":
+        """Stack prompts of different token counts into one batch (padding masked out)."""
+        t = max(p.tokens.shape[1] for p in prompts)
+
+        def pad(x: torch.Tensor, value: float | bool) -> torch.Tensor:
+            extra = t - x.shape[1]
+            if extra == 0:
+                return x
+            shape = list(x.shape)
+            shape[1] = extra
+            return torch.cat([x, x.new_full(shape, value)], dim=1)
+
+        return cls(
+            tokens=torch.cat([pad(p.tokens, 0.0) for p in prompts]),
+            mask=torch.cat([pad(p.mask, False) for p in prompts]),
+            pooled=torch.cat([p.pooled for p in prompts]),
+            words=[w + [""] * (t - len(w)) for p in prompts for w in p.words],
+        )
+
+
+class PromptEncoder(nn.Module):
+    """A frozen open_clip model that encodes captions and reference images.
+
+    Build one with :meth:`from_spec`. ``encode(captions)`` returns a
+    :class:`PromptEmbedding` on the encoder's device; results are cached per
+    caption (on the CPU, at most ``cache_size`` captions).
+    """
+
+    def __init__(self, clip_model: nn.Module, tokenizer, spec: EncoderSpec, cache_size: int = 1024) -> None:
+        super().__init__()
+        self.clip = clip_model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+        self._identity: EncoderIdentity | None = None
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def from_spec(
+        cls, spec: EncoderSpec | str, device: torch.device | str = "cpu", seed: int = 0
+    ) -> "PromptEncoder":
+        """Create the open_clip model a spec names.
+
+        ``none`` gives a random initialisation seeded by ``seed`` (same spec,
+        same weights). A tag downloads into :func:`cache_dir` on first use.
+        Raises ValueError for an unknown architecture or a missing file.
+        """
+        register_encoder_configs()
+        import open_clip
+
+        spec = EncoderSpec.parse(spec) if isinstance(spec, str) else spec
+        if spec.arch not in open_clip.list_models():
+            raise ValueError(
+                f"unknown open_clip architecture {spec.arch!r}; e.g. 'ViT-B-32', 'textsr-tiny', 'textsr-clip-s'"
+            )
+        kind = spec.kind
+        if kind == "random":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = open_clip.create_model(spec.arch, pretrained=None)
+        elif kind == "tag":
+            model = open_clip.create_model(spec.arch, pretrained=spec.pretrained, cache_dir=str(cache_dir()))
+        else:
+            path = _resolve_weights_path(spec)
+            model = open_clip.create_model(spec.arch, pretrained=None)
+            state = load_encoder_state(path)
+            model.load_state_dict(state)
+        tokenizer = open_clip.get_tokenizer(spec.arch)
+        return cls(model, tokenizer, spec).to(device)
+
+    @classmethod
+    def from_state_dict(
+        cls, spec: EncoderSpec, state: dict[str, torch.Tensor], device: torch.device | str = "cpu"
+    ) -> "PromptEncoder":
+        """Rebuild an encoder whose weights travelled inside a checkpoint."""
+        register_encoder_configs()
+        import open_clip
+
+        model = open_clip.create_model(spec.arch, pretrained=None)
+        model.load_state_dict(state)
+        return cls(model, open_clip.get_tokenizer(spec.arch), spec).to(device)
+
+    # -------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.clip.parameters()).device
+
+    @property
+    def embed_dim(self) -> int:
+        proj = getattr(self.clip, "text_projection", None)
+        if isinstance(proj, nn.Linear):
+            return proj.out_features
+        if isinstance(proj, torch.Tensor):
+            return proj.shape[1]
+        return int(self.clip.encode_text(self.tokenize([""])).shape[-1])
+
+    @property
+    def image_size(self) -> int:
+        size = getattr(self.clip.visual, "image_size", 224)
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    def identity(self) -> EncoderIdentity:
+        if self._identity is None:
+            kind = self.spec.kind
+            fingerprint = "" if kind == "tag" else state_dict_fingerprint(self.clip.state_dict())
+            self._identity = EncoderIdentity(
+                arch=self.spec.arch,
+                source=kind,
+                pretrained=str(self.spec.pretrained),
+                embed_dim=self.embed_dim,
+                fingerprint=fingerprint,
+            )
+        return self._identity
+
+    # ---------------------------------------------------------------- encoding
+    def tokenize(self, captions: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(list(captions)).to(self.device)
+
+    # no_grad, not inference_mode: cached features feed training graphs, and
+    # inference tensors cannot be saved for backward.
+    @torch.no_grad()
+    def encode(self, captions: Sequence[str] | str) -> PromptEmbedding:
+        """Captions -> PromptEmbedding (tokens (B, T, D), mask (B, T), pooled (B, D)).
+
+        Whitespace-only captions count as empty (the unconditional prompt).
+        """
+        if isinstance(captions, str):
+            captions = [captions]
+        captions = [" ".join(c.split()) for c in captions]
+        missing = [c for c in dict.fromkeys(captions) if c not in self._cache]
+        if missing:
+            self._encode_uncached(missing)
+        with self._cache_lock:
+            entries = []
+            for c in captions:
+                self._cache.move_to_end(c)
+                entries.append(self._cache[c])
+        prompts = [
+            PromptEmbedding(tokens=t[None], mask=m[None], pooled=p[None], words=[w]) for t, m, p, w in entries
+        ]
+        return PromptEmbedding.cat(prompts).to(self.device)
+
+    def _encode_uncached(self, captions: list[str]) -> None:
+        text = self.tokenize(captions)
+        tokens, pooled = self._text_features(text)
+        pooled = F.normalize(pooled.float(), dim=-1)
+        lengths = _token_lengths(text, self.tokenizer)
+        for i, caption in enumerate(captions):
+            n = lengths[i]  # words + EOT, SOT dropped
+            ids = text[i, 1 : 1 + n].tolist()
+            words = [_decode_token(self.tokenizer, t) for t in ids[:-1]] + [SENTENCE_TOKEN]
+            entry = (
+                tokens[i, 1 : 1 + n].float().cpu(),
+                torch.ones(n, dtype=torch.bool),
+                pooled[i].cpu(),
+                words,
+            )
+            with self._cache_lock:
+                self._cache[caption] = entry
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+
+    def _text_features(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) token ids -> token features (B, L, D) and pooled (B, D), both projected."""
+        clip = self.clip
+        if hasattr(clip, "token_embedding") and hasattr(clip, "transformer"):
+            # open_clip.CLIP keeps the text tower inline; replay encode_text without its pooling.
+            cast = clip.transformer.get_cast_dtype()
+            x = clip.token_embedding(text).to(cast) + clip.positional_embedding.to(cast)
+            x = clip.transformer(x, attn_mask=clip.attn_mask)
+            x = clip.ln_final(x)
+            pooled = clip.encode_text(text)
+            return _project(x, clip.text_projection), pooled
+        text_tower = getattr(clip, "text", None)
+        if text_tower is not None and hasattr(text_tower, "output_tokens"):
+            previous = text_tower.output_tokens
+            text_tower.output_tokens = True
+            try:
+                pooled, x = text_tower(text)
+            finally:
+                text_tower.output_tokens = previous
+            return _project(x, getattr(text_tower, "text_projection", None)), pooled
+        # Towers without token outputs (e.g. HF text models): the sentence is the only token.
+        pooled = clip.encode_text(text)
+        return pooled[:, None].expand(-1, text.shape[1], -1), pooled
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> PromptEmbedding:
+        """Reference images as prompts (PDN's image prompts).
+
+        images: float (B, 3, H, W) in [0, 1], any size (resized to the encoder's
+        input). Returns one ``<image>`` token per item.
+        """
+        x = images.to(self.device, torch.float32)
+        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", antialias=True)
+        mean = torch.tensor(getattr(self.clip.visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073))
+        std = torch.tensor(getattr(self.clip.visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711))
+        x = (x.clamp(0, 1) - mean.to(x)[:, None, None]) / std.to(x)[:, None, None]
+        pooled = F.normalize(self.clip.encode_image(x).float(), dim=-1)
+        return PromptEmbedding(
+            tokens=pooled[:, None],
+            mask=torch.ones(pooled.shape[0], 1, dtype=torch.bool, device=pooled.device),
+            pooled=pooled,
+            words=[["<image>"] for _ in range(pooled.shape[0])],
+        )
+
+    def clear_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+
+
+def _project(x: torch.Tensor, projection) -> torch.Tensor:
+    if projection is None:
+        return x
+    if isinstance(projection, nn.Module):
+        return projection(x)
+    return x @ projection
+
+
+def _token_lengths(text: torch.Tensor, tokenizer) -> list[int]:
+    """Number of tokens after SOT up to and including EOT, per row."""
+    eot = getattr(tokenizer, "eot_token_id", None)
+    lengths = []
+    for row in text.tolist():
+        if eot is not None and eot in row[1:]:
+            end = row.index(eot, 1)
+        else:  # CLIP's EOT is the largest id; also covers truncated captions
+            end = max(range(len(row)), key=lambda j: row[j])
+        lengths.append(max(end, 1))
+    return lengths
+
+
+def _decode_token(tokenizer, token_id: int) -> str:
+    try:
+        return tokenizer.decode([token_id]).strip() or "?"
+    except Exception:  # tokenizers without per-token decode
+        return f"token{token_id}"
+
+
+def _resolve_weights_path(spec: EncoderSpec) -> Path:
+    if spec.kind == "bundled":
+        name = spec.pretrained.split(":", 1)[1]
+        path = WEIGHTS_DIR / f"{name}.safetensors"
+    else:
+        path = Path(spec.pretrained).expanduser()
+    if not path.is_file():
+        raise ValueError(f"prompt encoder weights not found: {path}")
+    return path
+
+
+def load_encoder_state(path: Path | str) -> dict[str, torch.Tensor]:
+    """An open_clip state dict from .safetensors or a torch file (open_clip's own format)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return {k: v.float() for k, v in load_file(str(path)).items()}
+    register_encoder_configs()
+    from open_clip.factory import load_state_dict
+
+    return load_state_dict(str(path))
+
+
+def save_encoder_state(encoder: PromptEncoder | nn.Module, path: Path | str, half: bool = False) -> Path:
+    """Save an open_clip model's weights so ``EncoderSpec(arch, path)`` loads them."""
+    from safetensors.torch import save_file
+
+    clip = encoder.clip if isinstance(encoder, PromptEncoder) else encoder
+    dtype = torch.float16 if half else torch.float32
+    state = {k: v.detach().to("cpu", dtype).contiguous().clone() for k, v in clip.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return path
