@@ -176,12 +176,17 @@ class PromptEmbedding:
         end-of-text token; never all False).
     pooled: float32 (B, D), L2-normalised sentence (or image) embedding.
     words: B lists of T strings naming each token ("" where masked out).
+        Tokens are BPE pieces ("fil", "am", "ents").
+    word_ids: B lists of T ints: the index of the whole word each token belongs
+        to (-1 where masked out), so per-token maps can be merged per word
+        (see :meth:`whole_words`). None when the tokenizer cannot tell.
     """
 
     tokens: torch.Tensor
     mask: torch.Tensor
     pooled: torch.Tensor
     words: list[list[str]]
+    word_ids: list[list[int]] | None = None
 
     def __post_init__(self) -> None:
         b, t, d = self.tokens.shape
@@ -190,6 +195,21 @@ class PromptEmbedding:
                 f"inconsistent prompt shapes: tokens {tuple(self.tokens.shape)}, mask "
                 f"{tuple(self.mask.shape)}, pooled {tuple(self.pooled.shape)}, {len(self.words)} word lists"
             )
+
+    def whole_words(self, item: int = 0) -> list[tuple[str, list[int]]]:
+        """(word, token positions) for batch item ``item``, in order, for real tokens.
+
+        BPE pieces are joined ("fil"+"am"+"ents" -> "filaments"); without
+        ``word_ids`` every token is its own word.
+        """
+        groups: dict[int, tuple[str, list[int]]] = {}
+        for position, real in enumerate(self.mask[item].tolist()):
+            if not real:
+                continue
+            word_id = self.word_ids[item][position] if self.word_ids is not None else position
+            text, positions = groups.get(word_id, ("", []))
+            groups[word_id] = (text + self.words[item][position], positions + [position])
+        return list(groups.values())
 
     @property
     def batch_size(self) -> int:
@@ -205,6 +225,7 @@ class PromptEmbedding:
             mask=self.mask.to(device),
             pooled=self.pooled.to(device=device, dtype=dtype or self.pooled.dtype),
             words=self.words,
+            word_ids=self.word_ids,
         )
 
     def repeat(self, n: int) -> "PromptEmbedding":
@@ -216,6 +237,7 @@ class PromptEmbedding:
             mask=self.mask.expand(n, -1),
             pooled=self.pooled.expand(n, -1),
             words=self.words * n,
+            word_ids=self.word_ids * n if self.word_ids is not None else None,
         )
 
     @classmethod
@@ -236,6 +258,11 @@ class PromptEmbedding:
             mask=torch.cat([pad(p.mask, False) for p in prompts]),
             pooled=torch.cat([p.pooled for p in prompts]),
             words=[w + [""] * (t - len(w)) for p in prompts for w in p.words],
+            word_ids=(
+                [ids + [-1] * (t - len(ids)) for p in prompts for ids in p.word_ids]  # type: ignore[union-attr]
+                if all(p.word_ids is not None for p in prompts)
+                else None
+            ),
         )
 
 
@@ -252,7 +279,9 @@ class PromptEncoder(nn.Module):
         self.clip = clip_model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.spec = spec
-        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], list[int]]] = (
+            OrderedDict()
+        )
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self._identity: EncoderIdentity | None = None
@@ -350,21 +379,25 @@ class PromptEncoder(nn.Module):
         if isinstance(captions, str):
             captions = [captions]
         captions = [" ".join(c.split()) for c in captions]
-        missing = [c for c in dict.fromkeys(captions) if c not in self._cache]
-        if missing:
-            self._encode_uncached(missing)
+        found: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], list[int]]] = {}
         with self._cache_lock:
-            entries = []
-            for c in captions:
-                self._cache.move_to_end(c)
-                entries.append(self._cache[c])
+            for c in dict.fromkeys(captions):
+                if c in self._cache:
+                    self._cache.move_to_end(c)
+                    found[c] = self._cache[c]
+        missing = [c for c in dict.fromkeys(captions) if c not in found]
+        if missing:
+            found.update(self._encode_uncached(missing))
+        entries = [found[c] for c in captions]
         prompts = [
-            PromptEmbedding(tokens=t[None], mask=m[None], pooled=p[None], words=[w]) for t, m, p, w in entries
+            PromptEmbedding(tokens=t[None], mask=m[None], pooled=p[None], words=[w], word_ids=[ids])
+            for t, m, p, w, ids in entries
         ]
         return PromptEmbedding.cat(prompts).to(self.device)
 
-    def _encode_uncached(self, captions: list[str]) -> None:
+    def _encode_uncached(self, captions: list[str]) -> dict[str, tuple]:
         text = self.tokenize(captions)
+        encoded = {}
         tokens, pooled = self._text_features(text)
         pooled = F.normalize(pooled.float(), dim=-1)
         lengths = _token_lengths(text, self.tokenizer)
@@ -377,11 +410,14 @@ class PromptEncoder(nn.Module):
                 torch.ones(n, dtype=torch.bool),
                 pooled[i].cpu(),
                 words,
+                _word_ids(self.tokenizer, ids[:-1]) + [-2],  # EOT is its own "word"
             )
+            encoded[caption] = entry
             with self._cache_lock:
                 self._cache[caption] = entry
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
+        return encoded
 
     def _text_features(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) token ids -> token features (B, L, D) and pooled (B, D), both projected."""
@@ -451,6 +487,22 @@ def _token_lengths(text: torch.Tensor, tokenizer) -> list[int]:
             end = max(range(len(row)), key=lambda j: row[j])
         lengths.append(max(end, 1))
     return lengths
+
+
+def _word_ids(tokenizer, token_ids: list[int]) -> list[int]:
+    """Index of the whole word each BPE token belongs to.
+
+    CLIP's BPE marks the last piece of a word with ``</w>``; tokenizers without
+    that vocabulary get one word per token.
+    """
+    decoder = getattr(tokenizer, "decoder", None)
+    word, ids = 0, []
+    for token_id in token_ids:
+        ids.append(word)
+        piece = decoder.get(token_id, "</w>") if isinstance(decoder, dict) else "</w>"
+        if piece.endswith("</w>"):
+            word += 1
+    return ids
 
 
 def _decode_token(tokenizer, token_id: int) -> str:
