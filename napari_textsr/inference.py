@@ -1,0 +1,874 @@
+"""The inference engine: napari-style arrays in, upscaled arrays of the same kind out.
+
+>>> from napari_textsr import load_model
+>>> upscaler = load_model("random:pdn:4:tiny")          # or a checkpoint path / bundled name
+>>> result = upscaler.upscale(image, "DAPI-stained nuclei, two in mitosis")
+>>> result.image.shape, result.attention.keys()
+
+What happens to an image (see :class:`Upscaler` for the details):
+
+* layout: (Y, X) grey, (Y, X, 3|4) RGB/RGBA, any leading axes (z, t, channels)
+  iterated slice by slice; grey is fed as three equal channels and averaged back;
+  RGBA's alpha is upscaled bicubically;
+* intensities: uint8 RGB /255, everything else percentile-normalised once over
+  the whole array and inverted afterwards (:mod:`napari_textsr.intensity`);
+* tiles: padded by the receptive field, aligned, core-only paste
+  (:mod:`napari_textsr.tiling`), so tiled == untiled for models whose tiling
+  is exact; the tile size comes from free memory unless given;
+* optional measurement consistency by back-projection
+  (:mod:`napari_textsr.consistency`), per tile;
+* progress after each tile from a generator; closing it cancels.
+
+Nothing here imports Qt or napari.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+import os
+import threading
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generator, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_textsr.checkpoints import SUFFIX, CheckpointError, TrainingRecord, load_checkpoint, read_metadata
+from napari_textsr.consistency import BackProjection, back_project, upsample
+from napari_textsr.devices import autocast_dtype, available_memory_bytes, select_device
+from napari_textsr.intensity import DEFAULT_PERCENTILES, IntensityMapping, check_dtype, compute_mappings
+from napari_textsr.models import TextSRModel, TilingInfo, available_methods, create_model, get_model_class
+from napari_textsr.prompts import WEIGHTS_DIR, PromptEmbedding, PromptEncoder
+from napari_textsr.tiling import Tile, auto_tile_size, plan_tiles
+
+__all__ = [
+    "BundledModel",
+    "ModelDescription",
+    "UpscaleCancelled",
+    "UpscaleProgress",
+    "UpscaleResult",
+    "Upscaler",
+    "list_models",
+    "load_model",
+]
+
+RANDOM_ENCODER_SPEC = "textsr-tiny:none"
+DEFAULT_SCALE = 4
+# "default" prefers, at the asked scale, a bundled model named default*, then
+# this method order: PDN tiles exactly and is the fastest; TGSR is local too.
+DEFAULT_METHOD_PREFERENCE = ("pdn", "tgsr", "clipsr")
+# Working memory per tile on the CPU is capped so that a whole run (Python,
+# torch, the output buffer and one tile) stays well under 4 GB.
+DEFAULT_CPU_TILE_MEMORY = 1 << 30
+# Assumed number of attention maps when sizing tiles (PDN default has 8).
+_ASSUMED_ATTENTION_MAPS = 8
+
+
+class UpscaleCancelled(Exception):
+    """Raised by :meth:`Upscaler.upscale` when ``cancel`` asked to stop; no output is kept."""
+
+
+# --------------------------------------------------------------------------- descriptions
+@dataclass(frozen=True)
+class BundledModel:
+    """A checkpoint shipped in ``napari_textsr/weights/`` (read from its header only)."""
+
+    name: str
+    path: Path
+    method: str
+    scale: int
+    encoder: str
+    description: str = ""
+    created: str = ""
+    training: TrainingRecord | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["path"] = str(self.path)
+        return values
+
+
+def list_models(directory: str | os.PathLike | None = None) -> list[BundledModel]:
+    """Bundled models (``*.textsr.safetensors`` in ``napari_textsr/weights/``), by scale then name.
+
+    Only headers are read, so this is fast. A file that is not a readable
+    checkpoint is skipped with a warning.
+    """
+    folder = Path(directory) if directory is not None else WEIGHTS_DIR
+    models = []
+    for path in sorted(folder.glob(f"*{SUFFIX}")):
+        try:
+            meta = read_metadata(path)
+        except (CheckpointError, ValueError, KeyError, TypeError) as error:
+            warnings.warn(f"skipping unreadable bundled model {path.name}: {error}", stacklevel=2)
+            continue
+        models.append(
+            BundledModel(
+                name=path.name[: -len(SUFFIX)],
+                path=path,
+                method=meta.method,
+                scale=meta.scale,
+                encoder=meta.encoder_spec,
+                description=meta.description or meta.name,
+                created=meta.created,
+                training=meta.training,
+            )
+        )
+    return sorted(models, key=lambda m: (m.scale, m.name))
+
+
+@dataclass
+class ModelDescription:
+    """Everything worth knowing about a loaded model (spandrel-style); ``textsr info`` prints it.
+
+    ``source`` says where it came from (a checkpoint path, or ``random`` for an
+    untrained model); ``preset`` is the size preset its config matches, if any.
+    ``parameters`` counts the SR model's parameters (not the prompt encoder's).
+    """
+
+    name: str
+    method: str
+    scale: int
+    preset: str | None
+    config: dict[str, Any]
+    encoder: str
+    trained: bool
+    tiling: TilingInfo
+    device: str
+    parameters: int
+    training: TrainingRecord | None = None
+    source: str = ""
+    description: str = ""
+    half: bool = False
+    encoder_parameters: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        values = dataclasses.asdict(self)
+        values["tiling"] = dataclasses.asdict(self.tiling)
+        values["training"] = dataclasses.asdict(self.training) if self.training is not None else None
+        return values
+
+
+def _infer_preset(model: TextSRModel) -> str | None:
+    """The preset whose config (apart from scale, prompt width, channels, fusion) equals the model's."""
+    config = model.config.to_dict()
+    ignore = {"scale", "prompt_dim", "in_channels", "text_fusion"}
+    for preset in model.config_class.PRESETS:
+        try:
+            candidate = model.config_class.from_preset(
+                preset, **{k: config[k] for k in ignore if k in config}
+            ).to_dict()
+        except (TypeError, ValueError):
+            continue
+        if candidate == config:
+            return preset
+    return None
+
+
+def describe_model(
+    model: TextSRModel,
+    encoder: PromptEncoder,
+    device: torch.device,
+    *,
+    name: str,
+    trained: bool,
+    half: bool = False,
+    training: TrainingRecord | None = None,
+    source: str = "",
+    description: str = "",
+    preset: str | None = None,
+) -> ModelDescription:
+    return ModelDescription(
+        name=name,
+        method=model.method,
+        scale=model.scale,
+        preset=preset if preset is not None else _infer_preset(model),
+        config=model.config.to_dict(),
+        encoder=str(encoder.spec),
+        trained=trained,
+        tiling=model.tiling_info(),
+        device=str(device),
+        parameters=sum(p.numel() for p in model.parameters()),
+        training=training,
+        source=source,
+        description=description,
+        half=half,
+        encoder_parameters=sum(p.numel() for p in encoder.parameters()),
+    )
+
+
+# --------------------------------------------------------------------------- progress and result
+@dataclass(frozen=True)
+class UpscaleProgress:
+    """Yielded after each tile.
+
+    ``done``/``total`` count tiles over the whole call (all slices), so one
+    progress bar goes from 0 to ``total`` once; ``slice_index`` is the 0-based
+    slice being processed out of ``n_slices`` (1 for a single image).
+    """
+
+    done: int
+    total: int
+    slice_index: int
+    n_slices: int
+    message: str = ""
+    tile_index: int = 0
+    n_tiles: int = 1
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+@dataclass
+class UpscaleResult:
+    """The output of one upscaling call.
+
+    image: same dtype and kind as the input, leading axes kept, the two spatial
+        axes multiplied by ``scale`` (channel axis kept for RGB/RGBA).
+    attention: name -> float32 map on the output grid, leading axes kept, no
+        channel axis (raw model values: masks in [0, 1], softmax weights, ...).
+    consistency_map: float32, same shape as an attention map, or None:
+        |bicubic upsampling of (input - downsample(raw output))|, averaged over
+        colour channels, in units of the intensity normalisation range (1.0 =
+        the input's percentile range, or 255 grey levels for uint8 RGB).
+    consistency_error: RMS over all input pixels and channels of that residual
+        before correction, same units; None without ``consistency``.
+    """
+
+    image: np.ndarray
+    attention: dict[str, np.ndarray]
+    caption: str
+    scale: int
+    consistency_map: np.ndarray | None
+    consistency_error: float | None
+    seconds: float
+    model: ModelDescription
+    tile: int = 0
+    intensity: dict[str, Any] | None = None
+    created: str = ""
+
+    def provenance(self) -> dict[str, Any]:
+        """JSON-ready record of how this result was made (for layer metadata and file headers)."""
+        from napari_textsr import __version__
+
+        return {
+            "caption": self.caption,
+            "model": self.model.name,
+            "method": self.model.method,
+            "scale": self.scale,
+            "encoder": self.model.encoder,
+            "trained": self.model.trained,
+            "model_source": self.model.source,
+            "consistency_error": self.consistency_error,
+            "tile": self.tile,
+            "device": self.model.device,
+            "intensity": self.intensity,
+            "software": "napari-textsr",
+            "software_version": __version__,
+            "time": self.created,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# --------------------------------------------------------------------------- input layout
+@dataclass(frozen=True)
+class _Layout:
+    """How a napari array is read: leading axes, spatial size, colour channels."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    leading: tuple[int, ...]
+    height: int
+    width: int
+    rgb: bool
+    channels: int  # 1 (grey), 3 or 4
+
+    @property
+    def n_slices(self) -> int:
+        return int(np.prod(self.leading)) if self.leading else 1
+
+    def output_shape(self, scale: int) -> tuple[int, ...]:
+        tail = (self.channels,) if self.rgb else ()
+        return self.leading + (self.height * scale, self.width * scale) + tail
+
+    def map_shape(self, scale: int) -> tuple[int, ...]:
+        return self.leading + (self.height * scale, self.width * scale)
+
+
+def _as_array(image: Any) -> Any:
+    """numpy arrays and lazy array-likes (dask, zarr) pass through; anything else goes through np.asarray."""
+    if isinstance(image, np.ndarray) or (hasattr(image, "shape") and hasattr(image, "dtype") and hasattr(image, "__getitem__")):
+        return image
+    return np.asarray(image)
+
+
+def _layout(image: Any, rgb: bool | None, min_size: int) -> _Layout:
+    shape = tuple(int(n) for n in image.shape)
+    dtype = check_dtype(image.dtype)
+    if len(shape) < 2:
+        raise ValueError(f"expected an image with at least 2 dimensions (Y, X), got shape {shape}")
+    if rgb is None:
+        rgb = len(shape) >= 3 and shape[-1] in (3, 4)
+    if rgb and (len(shape) < 3 or shape[-1] not in (3, 4)):
+        raise ValueError(
+            f"rgb=True needs a last axis of 3 (RGB) or 4 (RGBA) channels and at least 3 dimensions, got shape {shape}"
+        )
+    spatial = shape[-3:-1] if rgb else shape[-2:]
+    leading = shape[:-3] if rgb else shape[:-2]
+    if 0 in shape:
+        raise ValueError(f"the image is empty (shape {shape})")
+    height, width = spatial
+    if height < min_size or width < min_size:
+        raise ValueError(
+            f"the image is {height}x{width} pixels but this model needs at least {min_size}x{min_size}"
+        )
+    return _Layout(shape, dtype, leading, height, width, bool(rgb), shape[-1] if rgb else 1)
+
+
+@dataclass
+class _Prepared:
+    """An input ready to be upscaled any number of times (statistics computed once)."""
+
+    array: Any
+    layout: _Layout
+    colour: IntensityMapping
+    alpha: IntensityMapping | None
+
+
+def _cancel_check(cancel: Callable[[], bool] | threading.Event | None) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set
+    if callable(cancel):
+        return lambda: bool(cancel())
+    raise TypeError("cancel must be a callable returning bool or a threading.Event")
+
+
+def _drive(
+    generator: Generator[UpscaleProgress, None, UpscaleResult],
+    progress: Callable[[UpscaleProgress], None] | None,
+    is_cancelled: Callable[[], bool],
+) -> UpscaleResult:
+    try:
+        while True:
+            try:
+                event = next(generator)
+            except StopIteration as stop:
+                return stop.value
+            if progress is not None:
+                progress(event)
+            if is_cancelled():
+                raise UpscaleCancelled(f"cancelled after {event.done} of {event.total} tiles")
+    finally:
+        generator.close()
+
+
+# --------------------------------------------------------------------------- the upscaler
+class Upscaler:
+    """A loaded model and its prompt encoder, ready to upscale many images.
+
+    Build one with :func:`load_model`, or directly from a model and encoder
+    (``Upscaler(create_model("pdn", 4, "tiny", prompt_dim=enc.embed_dim), enc)``).
+
+    ``device``: None keeps the model where it is; otherwise a device name
+    (``auto`` = CUDA, MPS, CPU). ``half``: autocast to float16 on GPUs (None =
+    yes on GPUs, never on the CPU). ``percentiles``: the intensity
+    normalisation of non-uint8-RGB data. ``tile_memory``: working-memory budget
+    of one tile in bytes for automatic tiling (default: a quarter of free memory,
+    at most 1 GiB on the CPU, half of free memory on a GPU).
+
+    Calls are meant to come from one thread at a time (e.g. one napari worker).
+    """
+
+    def __init__(
+        self,
+        model: TextSRModel,
+        encoder: PromptEncoder,
+        *,
+        device: str | torch.device | None = None,
+        half: bool | None = None,
+        description: ModelDescription | None = None,
+        percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+        back_projection: BackProjection = BackProjection(),
+        tile_memory: int | None = None,
+    ) -> None:
+        if model.config.prompt_dim != encoder.embed_dim:
+            raise ValueError(
+                f"the model expects prompt embeddings of width {model.config.prompt_dim}, "
+                f"but the encoder {encoder.spec} gives {encoder.embed_dim}"
+            )
+        if device is None:
+            first = next(model.parameters(), None)
+            self.device = first.device if first is not None else torch.device("cpu")
+        else:
+            self.device = select_device(device)
+        self.model = model.to(self.device).eval()
+        self.encoder = encoder.to(self.device)
+        self.autocast_dtype = autocast_dtype(self.device, half)
+        self.percentiles = tuple(percentiles)
+        self.back_projection = back_projection
+        self.tile_memory = tile_memory
+        is_half = self.autocast_dtype is not None
+        if description is None:
+            description = describe_model(
+                model, encoder, self.device, name=f"{model.method} (in memory)", trained=False, half=is_half, source="memory"
+            )
+        else:
+            description = dataclasses.replace(description, device=str(self.device), half=is_half)
+        self.description = description
+
+    @property
+    def scale(self) -> int:
+        return self.model.scale
+
+    def __repr__(self) -> str:
+        d = self.description
+        return f"Upscaler({d.name!r}, method={d.method}, scale={d.scale}, device={d.device}, trained={d.trained})"
+
+    # ------------------------------------------------------------------ public calls
+    def iter_upscale(
+        self,
+        image: np.ndarray,
+        caption: str = "",
+        *,
+        rgb: bool | None = None,
+        tile: int | None = None,
+        consistency: bool = False,
+        reference: np.ndarray | None = None,
+        attention: bool = True,
+        percentiles: tuple[float, float] | None = None,
+    ) -> Generator[UpscaleProgress, None, UpscaleResult]:
+        """Upscale ``image``, yielding :class:`UpscaleProgress` after each tile; returns the result.
+
+        image: (*leading, Y, X) grey or (*leading, Y, X, 3|4) RGB/RGBA when
+            ``rgb`` (None: last axis 3 or 4 and ndim >= 3); uint8, uint16, other
+            integers or float16/32/64; numpy or a lazy array-like (dask, zarr)
+            read tile by tile.
+        caption: the text prompt ("" = the unconditional prompt).
+        tile: core tile side in input pixels; None = from free memory; 0 = no tiling.
+        consistency: back-project so that antialiased bicubic downsampling of
+            the output reproduces the input; fills ``consistency_map`` and
+            ``consistency_error``.
+        reference: an image (grey or RGB, any dtype) used as an image prompt
+            instead of the caption (PDN's caption-free protocol uses the
+            horizontally flipped input).
+        attention: also return the model's attention maps (float32 on the
+            output grid: 4 bytes per output pixel per map).
+        percentiles: override the Upscaler's intensity normalisation.
+
+        The result comes as ``StopIteration.value``. Closing the generator stops
+        between tiles and nothing is returned. ValueError for bad input.
+        """
+        start = time.perf_counter()
+        prepared = self._prepare(image, rgb, percentiles)
+        prompt = self._prompt(caption, reference)
+        return (
+            yield from self._generate(prepared, caption, prompt, tile, consistency, attention, start, "")
+        )
+
+    def upscale(
+        self,
+        image: np.ndarray,
+        caption: str = "",
+        *,
+        progress: Callable[[UpscaleProgress], None] | None = None,
+        cancel: Callable[[], bool] | threading.Event | None = None,
+        **kwargs: Any,
+    ) -> UpscaleResult:
+        """Run :meth:`iter_upscale` to the end (same keyword arguments).
+
+        ``progress(event)`` is called after each tile; when ``cancel()`` is true
+        (or the Event is set) the run stops and :class:`UpscaleCancelled` is raised.
+        """
+        is_cancelled = _cancel_check(cancel)
+        if is_cancelled():
+            raise UpscaleCancelled("cancelled before start")
+        return _drive(self.iter_upscale(image, caption, **kwargs), progress, is_cancelled)
+
+    def upscale_captions(
+        self,
+        image: np.ndarray,
+        captions: Sequence[str],
+        *,
+        progress: Callable[[UpscaleProgress], None] | None = None,
+        cancel: Callable[[], bool] | threading.Event | None = None,
+        rgb: bool | None = None,
+        tile: int | None = None,
+        consistency: bool = False,
+        attention: bool = True,
+        percentiles: tuple[float, float] | None = None,
+    ) -> list[UpscaleResult]:
+        """One result per caption, for comparing captions on the same image.
+
+        The intensity statistics are computed once and shared, so differences
+        between results come from the captions only. Progress restarts at 0 for
+        each caption (its message names the caption).
+        """
+        if isinstance(captions, str):
+            raise TypeError("captions must be a sequence of strings, not one string")
+        is_cancelled = _cancel_check(cancel)
+        prepared = self._prepare(image, rgb, percentiles)
+        results = []
+        for i, caption in enumerate(captions):
+            if is_cancelled():
+                raise UpscaleCancelled(f"cancelled before caption {i + 1} of {len(captions)}")
+            start = time.perf_counter()
+            prompt = self._prompt(caption, None)
+            label = f"caption {i + 1}/{len(captions)}: "
+            generator = self._generate(prepared, caption, prompt, tile, consistency, attention, start, label)
+            results.append(_drive(generator, progress, is_cancelled))
+        return results
+
+    # ------------------------------------------------------------------ preparation
+    def _prepare(self, image: Any, rgb: bool | None, percentiles: tuple[float, float] | None) -> _Prepared:
+        array = _as_array(image)
+        layout = _layout(array, rgb, self.model.tiling_info().min_size)
+        colour, alpha = compute_mappings(array, layout.leading, layout.rgb, percentiles or self.percentiles)
+        return _Prepared(array, layout, colour, alpha)
+
+    def _prompt(self, caption: str, reference: np.ndarray | None) -> PromptEmbedding:
+        # Outside inference_mode: the encoder caches what it computes, and
+        # inference tensors in that cache would break later training graphs.
+        if not isinstance(caption, str):
+            raise TypeError(f"caption must be a string, got {type(caption).__name__}")
+        if reference is not None:
+            return self.encoder.encode_images(_reference_tensor(reference)).to(self.device)
+        return self.encoder.encode([caption]).to(self.device)
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    # ------------------------------------------------------------------ memory
+    def _bytes_per_lr_pixel(self, info: TilingInfo, consistency: bool, attention: bool, channels: int) -> float:
+        """Working memory of one padded LR pixel of a tile (activations, output, maps)."""
+        s2 = self.scale**2
+        model_bytes = info.bytes_per_lr_pixel or 4 * 64 * (4 + 2 * s2)
+        if self.autocast_dtype is not None:
+            model_bytes *= 0.6  # fp16 activations; some layers stay in float32
+        extra = 4 * 3 * s2 * 2  # output copies: float32 core on the CPU, converted values
+        if consistency:
+            extra += 4 * 3 * s2 * 5  # corrected output, upsampled residual, temporaries
+        if attention:
+            extra += 4 * s2 * _ASSUMED_ATTENTION_MAPS * 2
+        return model_bytes + extra
+
+    def _tile_budget(self) -> float:
+        if self.tile_memory is not None:
+            return float(self.tile_memory)
+        free = available_memory_bytes(self.device)
+        if self.device.type == "cuda":
+            return 0.5 * free
+        return min(0.25 * free, DEFAULT_CPU_TILE_MEMORY)
+
+    def _resolve_tile(self, tile: int | None, layout: _Layout, padding: int, bytes_per_pixel: float, info: TilingInfo) -> int:
+        if tile is None:
+            return auto_tile_size(
+                layout.height, layout.width, padding, bytes_per_pixel, self._tile_budget(), info.alignment
+            )
+        if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 0:
+            raise ValueError(f"tile must be None (automatic), 0 (no tiling) or a positive number of pixels, got {tile!r}")
+        tile = int(tile)
+        if tile == 0:
+            needed = layout.height * layout.width * bytes_per_pixel
+            free = available_memory_bytes(self.device)
+            if needed > free:
+                raise ValueError(
+                    f"upscaling {layout.height}x{layout.width} pixels in one piece needs about "
+                    f"{needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB is free on {self.device}; "
+                    "use tiling (tile=None picks a tile size from free memory)"
+                )
+        return tile
+
+    @staticmethod
+    def _check_output_fits(layout: _Layout, scale: int, n_maps: int, consistency: bool) -> None:
+        out_pixels = int(np.prod(layout.map_shape(scale)))
+        needed = out_pixels * (layout.channels * layout.dtype.itemsize + 4 * (n_maps + int(consistency)))
+        free = available_memory_bytes(torch.device("cpu"))
+        if needed > 0.9 * free:
+            parts = f"{layout.output_shape(scale)} {layout.dtype}"
+            if n_maps:
+                parts += f" + {n_maps} float32 attention maps (pass attention=False to skip them)"
+            if consistency:
+                parts += " + a float32 consistency map"
+            raise ValueError(
+                f"the output ({parts}) needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB of memory is free"
+            )
+
+    # ------------------------------------------------------------------ the work
+    def _generate(
+        self,
+        prepared: _Prepared,
+        caption: str,
+        prompt: PromptEmbedding,
+        tile: int | None,
+        consistency: bool,
+        attention: bool,
+        start: float,
+        label: str,
+    ) -> Generator[UpscaleProgress, None, UpscaleResult]:
+        layout, array = prepared.layout, prepared.array
+        colour, alpha = prepared.colour, prepared.alpha
+        scale = self.scale
+        info = self.model.tiling_info()
+        padding = info.receptive_field + (self.back_projection.extra_padding() if consistency else 0)
+        bytes_per_pixel = self._bytes_per_lr_pixel(info, consistency, attention, layout.channels)
+        tile_size = self._resolve_tile(tile, layout, padding, bytes_per_pixel, info)
+        tiles = plan_tiles(layout.height, layout.width, tile_size, padding, info.alignment, info.min_size)
+        n_slices, n_tiles = layout.n_slices, len(tiles)
+        total = n_slices * n_tiles
+
+        self._check_output_fits(layout, scale, 0, consistency)
+        output = np.empty(layout.output_shape(scale), dtype=layout.dtype)
+        consistency_map = np.empty(layout.map_shape(scale), dtype=np.float32) if consistency else None
+        maps: dict[str, np.ndarray] | None = None if attention else {}
+        squared_error, error_count = 0.0, 0
+
+        done = 0
+        for slice_index, index in enumerate(np.ndindex(*layout.leading)):
+            for tile_index, t in enumerate(tiles):
+                raw = np.asarray(array[index + t.padded_slices()])
+                lr = self._lr_tensor(raw, layout, colour)
+                with torch.inference_mode():
+                    with self._autocast():
+                        out = self.model(lr, prompt)
+                    sr = out.image.float()
+                    if not layout.rgb:  # grey: the output is the channel mean
+                        sr = sr.mean(1, keepdim=True)
+                        lr = lr[:, :1]
+                    core_hr = t.core_in_padded(scale)
+                    if consistency:
+                        sr, residual = back_project(lr, sr, scale, self.back_projection)
+                        core_residual = residual[(..., *t.core_in_padded(1))]
+                        squared_error += float(core_residual.double().square().sum())
+                        error_count += core_residual.numel()
+                        disagreement = upsample(residual, scale).abs().mean(1)[0]
+                        consistency_map[index + t.core_slices(scale)] = disagreement[core_hr].cpu().numpy()
+                    core = sr[0][(slice(None), *core_hr)].cpu().numpy()
+                    if attention:
+                        maps = self._paste_attention(maps, out.attention, t, index, scale, layout, consistency)
+                    if alpha is not None:
+                        a = torch.from_numpy(alpha.to_unit(raw[..., 3]))[None, None]
+                        alpha_core = upsample(a, scale)[0, 0][core_hr].numpy()
+                core_out = t.core_slices(scale)
+                if layout.rgb:
+                    output[index + core_out + (slice(0, 3),)] = colour.from_unit(np.moveaxis(core, 0, -1))
+                    if alpha is not None:
+                        output[index + core_out + (3,)] = alpha.from_unit(alpha_core)
+                else:
+                    output[index + core_out] = colour.from_unit(core[0])
+                done += 1
+                where = f"slice {slice_index + 1}/{n_slices}, " if n_slices > 1 else ""
+                yield UpscaleProgress(
+                    done=done,
+                    total=total,
+                    slice_index=slice_index,
+                    n_slices=n_slices,
+                    message=f"{label}{where}tile {tile_index + 1}/{n_tiles}",
+                    tile_index=tile_index,
+                    n_tiles=n_tiles,
+                )
+        error = math.sqrt(squared_error / error_count) if consistency and error_count else None
+        return UpscaleResult(
+            image=output,
+            attention=maps or {},
+            caption=caption,
+            scale=scale,
+            consistency_map=consistency_map,
+            consistency_error=error,
+            seconds=time.perf_counter() - start,
+            model=self.description,
+            tile=tile_size,
+            intensity=colour.to_dict(),
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+
+    def _lr_tensor(self, raw: np.ndarray, layout: _Layout, colour: IntensityMapping) -> torch.Tensor:
+        """A padded tile as read from the array -> float32 (1, 3, h, w) model input on the device."""
+        if layout.rgb:
+            unit = colour.to_unit(raw[..., :3])
+            tensor = torch.from_numpy(unit).permute(2, 0, 1)
+        else:
+            tensor = torch.from_numpy(colour.to_unit(raw))[None].expand(3, -1, -1)
+        return tensor[None].contiguous().to(self.device)
+
+    def _paste_attention(
+        self,
+        maps: dict[str, np.ndarray] | None,
+        attention: dict[str, torch.Tensor],
+        t: Tile,
+        index: tuple[int, ...],
+        scale: int,
+        layout: _Layout,
+        consistency: bool,
+    ) -> dict[str, np.ndarray]:
+        if maps is None:  # first tile: now the names are known
+            self._check_output_fits(layout, scale, len(attention), consistency)
+            maps = {name: np.empty(layout.map_shape(scale), dtype=np.float32) for name in attention}
+        height, width = t.padded_shape
+        core_hr = t.core_in_padded(scale)
+        for name, store in maps.items():
+            if name not in attention:
+                raise RuntimeError(f"the model returned attention map {name!r} for one tile but not another")
+            amap = attention[name][:1].float()
+            if amap.ndim == 3:
+                amap = amap[:, None]
+            # Bilinear resampling is local, so with aligned tiles the stitched
+            # maps equal the untiled ones wherever the model's maps are local.
+            resampled = F.interpolate(amap, size=(height * scale, width * scale), mode="bilinear", align_corners=False)
+            store[index + t.core_slices(scale)] = resampled[0, 0][core_hr].cpu().numpy()
+        return maps
+
+
+def _reference_tensor(reference: Any) -> torch.Tensor:
+    """A reference image (Y, X) or (Y, X, 3|4), any supported dtype -> float32 (1, 3, Y, X) in [0, 1]."""
+    array = np.asarray(reference)
+    check_dtype(array.dtype)
+    rgb = array.ndim == 3 and array.shape[-1] in (3, 4)
+    if array.ndim != 2 and not rgb:
+        raise ValueError(f"reference must be (Y, X) grey or (Y, X, 3|4) RGB(A), got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError("the reference image is empty")
+    colour, _ = compute_mappings(array, (), rgb)
+    unit = np.clip(colour.to_unit(array[..., :3] if rgb else array), 0.0, 1.0)
+    tensor = torch.from_numpy(unit).permute(2, 0, 1) if rgb else torch.from_numpy(unit)[None].expand(3, -1, -1)
+    return tensor[None].contiguous()
+
+
+# --------------------------------------------------------------------------- loading
+def load_model(
+    spec: str | os.PathLike = "default",
+    *,
+    scale: int | None = None,
+    device: str = "auto",
+    half: bool | None = None,
+    encoder: PromptEncoder | None = None,
+) -> Upscaler:
+    """Load a model once; the returned :class:`Upscaler` is reused for many images.
+
+    spec:
+      * a path to a ``.textsr.safetensors`` checkpoint;
+      * the name of a bundled model (see :func:`list_models`);
+      * ``"default"``: the bundled model for ``scale`` (default x4): one named
+        ``default*`` first, else by method preference PDN, TGSR, CLIP-SR;
+      * ``"random:<method>:<scale>[:<preset>]"``: an untrained model with the
+        ``textsr-tiny:none`` encoder (tests, demos of the plumbing, benchmarks).
+    scale: required scale; a model of another scale is refused.
+    encoder: a prompt encoder to use instead of the checkpoint's own (it must
+      be the one the model was trained with; refused otherwise).
+    """
+    torch_device = select_device(device)
+    text = os.fspath(spec)
+    if text.startswith("random:"):
+        return _random_upscaler(text, scale, torch_device, half, encoder)
+    path, source = _resolve_checkpoint(text, scale)
+    loaded = load_checkpoint(path, encoder=encoder, device=torch_device)
+    meta = loaded.metadata
+    if scale is not None and meta.scale != scale:
+        raise ValueError(f"{path.name} is a x{meta.scale} model, but scale={scale} was asked for")
+    file_name = path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.stem
+    description = describe_model(
+        loaded.model,
+        loaded.encoder,
+        torch_device,
+        name=meta.name or file_name,
+        trained=meta.training is not None,
+        training=meta.training,
+        source=source,
+        description=meta.description,
+    )
+    return Upscaler(loaded.model, loaded.encoder, device=torch_device, half=half, description=description)
+
+
+def _random_upscaler(
+    text: str, scale: int | None, device: torch.device, half: bool | None, encoder: PromptEncoder | None
+) -> Upscaler:
+    parts = text.split(":")
+    usage = "expected 'random:<method>:<scale>[:<preset>]', e.g. 'random:pdn:4:tiny'"
+    if len(parts) < 2 or len(parts) > 4 or not parts[1]:
+        raise ValueError(f"bad model spec {text!r}: {usage}")
+    method = parts[1].lower()
+    if method not in available_methods():
+        raise ValueError(f"unknown method {method!r} in {text!r}; choose from {available_methods()}")
+    spec_scale = None
+    if len(parts) >= 3 and parts[2]:
+        try:
+            spec_scale = int(parts[2].lstrip("x"))
+        except ValueError:
+            raise ValueError(f"bad scale {parts[2]!r} in {text!r}: {usage}") from None
+    if spec_scale is not None and scale is not None and spec_scale != scale:
+        raise ValueError(f"{text!r} is a x{spec_scale} model, but scale={scale} was asked for")
+    model_scale = spec_scale or scale or DEFAULT_SCALE
+    preset = parts[3] if len(parts) == 4 and parts[3] else "default"
+    if encoder is None:
+        encoder = PromptEncoder.from_spec(RANDOM_ENCODER_SPEC, device=device)
+    get_model_class(method)  # a clear error for a method whose module is missing
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # same spec, same untrained weights
+        model = create_model(method, model_scale, preset, prompt_dim=encoder.embed_dim)
+    description = describe_model(
+        model,
+        encoder,
+        device,
+        name=f"random:{method}:{model_scale}:{preset}",
+        trained=False,
+        source="random",
+        description="untrained (random weights): for tests, demos of the plumbing and benchmarks",
+        preset=preset,
+    )
+    return Upscaler(model, encoder, device=device, half=half, description=description)
+
+
+def _resolve_checkpoint(text: str, scale: int | None) -> tuple[Path, str]:
+    """(checkpoint path, source description) for a path, a bundled name or 'default'."""
+    if text == "default":
+        bundled = _pick_default(scale)
+        return bundled.path, f"bundled:{bundled.name}"
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path, str(path)
+    looks_like_path = text.endswith(SUFFIX) or text.endswith(".safetensors") or os.sep in text or "/" in text
+    if looks_like_path:
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    for bundled in list_models():
+        if bundled.name == text:
+            return bundled.path, f"bundled:{bundled.name}"
+    raise ValueError(f"no model {text!r}: it is not a file and not a bundled model. {_bundled_summary()}")
+
+
+def _pick_default(scale: int | None) -> BundledModel:
+    models = list_models()
+    wanted = scale if scale is not None else DEFAULT_SCALE
+    candidates = [m for m in models if m.scale == wanted]
+    if not candidates:
+        raise ValueError(f"no bundled model for x{wanted}. {_bundled_summary(models)}")
+
+    def preference(model: BundledModel) -> tuple[int, int, str]:
+        method_rank = DEFAULT_METHOD_PREFERENCE.index(model.method) if model.method in DEFAULT_METHOD_PREFERENCE else 99
+        return (0 if model.name.startswith("default") else 1, method_rank, model.name)
+
+    return min(candidates, key=preference)
+
+
+def _bundled_summary(models: list[BundledModel] | None = None) -> str:
+    models = list_models() if models is None else models
+    if models:
+        listing = ", ".join(f"{m.name} ({m.method}, x{m.scale})" for m in models)
+        have = f"Bundled models: {listing}."
+    else:
+        have = f"No models are bundled (none in {WEIGHTS_DIR})."
+    return (
+        f"{have} Load a checkpoint by path (e.g. one written by `textsr train`), "
+        "or use 'random:<method>:<scale>[:<preset>]' for an untrained model."
+    )
