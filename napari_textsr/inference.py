@@ -67,6 +67,9 @@ DEFAULT_METHOD_PREFERENCE = ("pdn", "tgsr", "clipsr")
 # Working memory per tile on the CPU is capped so that a whole run (Python,
 # torch, the output buffer and one tile) stays well under 4 GB.
 DEFAULT_CPU_TILE_MEMORY = 1 << 30
+# Smallest spatial side accepted whatever the model says: a 1-pixel line has
+# no 2-D neighbourhood to super-resolve (and is usually a wrongly read axis).
+MIN_SIDE = 2
 # Assumed number of attention maps when sizing tiles (PDN default has 8).
 _ASSUMED_ATTENTION_MAPS = 8
 
@@ -327,6 +330,7 @@ def _layout(image: Any, rgb: bool | None, min_size: int) -> _Layout:
     if 0 in shape:
         raise ValueError(f"the image is empty (shape {shape})")
     height, width = spatial
+    min_size = max(min_size, MIN_SIDE)
     if height < min_size or width < min_size:
         raise ValueError(
             f"the image is {height}x{width} pixels but this model needs at least {min_size}x{min_size}"
@@ -586,7 +590,7 @@ class Upscaler:
             if needed > free:
                 raise ValueError(
                     f"upscaling {layout.height}x{layout.width} pixels in one piece needs about "
-                    f"{needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB is free on {self.device}; "
+                    f"{_gb(needed)} but only {_gb(free)} is free on {self.device}; "
                     "use tiling (tile=None picks a tile size from free memory)"
                 )
         return tile
@@ -603,7 +607,7 @@ class Upscaler:
             if consistency:
                 parts += " + a float32 consistency map"
             raise ValueError(
-                f"the output ({parts}) needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB of memory is free"
+                f"the output ({parts}) needs {_gb(needed)} but only {_gb(free)} of memory is free"
             )
 
     # ------------------------------------------------------------------ the work
@@ -729,6 +733,10 @@ class Upscaler:
             resampled = F.interpolate(amap, size=(height * scale, width * scale), mode="bilinear", align_corners=False)
             store[index + t.core_slices(scale)] = resampled[0, 0][core_hr].cpu().numpy()
         return maps
+
+
+def _gb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.3g} GB"
 
 
 def _reference_tensor(reference: Any) -> torch.Tensor:
