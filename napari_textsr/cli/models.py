@@ -1,0 +1,49 @@
+"""``textsr models``: the models bundled with the package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "models",
+        help="list the bundled models",
+        description=(
+            "List the models shipped in napari_textsr/weights/: name (for --model), method, scale, "
+            "what each was trained on and its validation figures."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_textsr import inference
+
+    models = inference.list_models()
+    if args.json:
+        print(json.dumps([m.to_dict() for m in models], indent=2))
+        return 0
+    if not models:
+        print(
+            f"No bundled models (none in {inference.WEIGHTS_DIR}). Train one with `textsr train`, "
+            "pass a checkpoint path to --model, or try the plumbing with --model random:pdn:4:tiny."
+        )
+        return 0
+    rows = [("NAME", "METHOD", "SCALE", "TRAINED ON", "STEPS", "VALIDATION")]
+    for m in models:
+        record = m.training
+        data = ", ".join(record.data) if record and record.data else "-"
+        steps = str(record.steps) if record else "-"
+        validation = ", ".join(f"{k}={_number(v)}" for k, v in record.validation.items()) if record else ""
+        rows.append((m.name, m.method, f"x{m.scale}", data, steps, validation or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def _number(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

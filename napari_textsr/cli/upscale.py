@@ -1,0 +1,151 @@
+"""``textsr upscale`` (one image file to another) and ``textsr info`` (describe a model)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    upscale = subparsers.add_parser(
+        "upscale",
+        help="super-resolve an image file guided by a caption",
+        description=(
+            "Upscale IN (png, jpg, tif: 8/16-bit, float, multi-page stacks, RGB/RGBA) and write OUT "
+            "(.tif keeps any dtype and stack; .png uint8 or 16-bit grey; .jpg uint8). Same dtype and "
+            "intensity range as the input; the caption, model and settings are stored in OUT's metadata."
+        ),
+    )
+    upscale.add_argument("input", type=Path, metavar="IN", help="image to upscale")
+    upscale.add_argument("output", type=Path, metavar="OUT", help="where to write the result")
+    upscale.add_argument("--caption", default="", metavar="TEXT", help="what the image shows (default: none)")
+    upscale.add_argument(
+        "--model", default="default", metavar="SPEC",
+        help="checkpoint path, bundled model name, 'default' (bundled, for --scale) or "
+             "'random:<method>:<scale>[:<preset>]' (untrained; default: %(default)s)",
+    )
+    upscale.add_argument("--scale", type=int, default=None, help="required scale (picks the default model)")
+    upscale.add_argument("--tile", type=int, default=None, metavar="N",
+                         help="tile side in input pixels; 0 = no tiling (default: from free memory)")
+    upscale.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, mps")
+    upscale.add_argument("--precision", choices=("auto", "full", "half"), default="auto",
+                         help="half = float16 autocast on GPUs (auto: half on GPUs, full on the CPU)")
+    upscale.add_argument("--consistency", action="store_true",
+                         help="back-project so that bicubic downsampling of OUT reproduces IN; prints the error")
+    upscale.add_argument("--reference", default=None, metavar="PATH|flip",
+                         help="image prompt instead of the caption: an image file, or 'flip' for the horizontally "
+                              "flipped input (PDN's protocol for uncaptioned images; middle slice of a stack)")
+    upscale.add_argument("--attention-dir", type=Path, default=None, metavar="DIR",
+                         help="write the attention maps (and the consistency map) here")
+    upscale.add_argument("--attention-format", choices=("tif", "png"), default="tif",
+                         help="float32 TIFF (default) or 8-bit PNG scaled to each map's maximum")
+    upscale.add_argument("--quiet", action="store_true", help="no progress bar")
+    upscale.set_defaults(func=run_upscale)
+
+    info = subparsers.add_parser(
+        "info", help="describe a model as JSON",
+        description="Print the model's description (method, scale, config, encoder, tiling, training record) as JSON.",
+    )
+    info.add_argument("spec", metavar="SPEC", help="checkpoint path, bundled name, 'default' or 'random:...'")
+    info.add_argument("--scale", type=int, default=None)
+    info.add_argument("--device", default="cpu", help="device to load on (default: cpu)")
+    info.set_defaults(func=run_info)
+
+
+def _half(precision: str) -> bool | None:
+    return {"auto": None, "full": False, "half": True}[precision]
+
+
+def run_upscale(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_textsr.imageio import read_image_file, write_image_file, write_map
+    from napari_textsr.inference import load_model
+
+    if args.output.resolve() == args.input.resolve():
+        raise ValueError("OUT must differ from IN")
+    source = read_image_file(args.input)
+    upscaler = load_model(args.model, scale=args.scale, device=args.device, half=_half(args.precision))
+    reference = _reference(args.reference, source)
+    with tqdm(total=None, unit="tile", desc="upscale", file=sys.stderr, disable=args.quiet, leave=False) as bar:
+
+        def progress(event) -> None:
+            if bar.total != event.total:
+                bar.reset(total=event.total)
+            bar.n = event.done
+            bar.set_postfix_str(event.message, refresh=False)
+            bar.refresh()
+
+        result = upscaler.upscale(
+            source.data,
+            args.caption,
+            rgb=source.rgb,
+            tile=args.tile,
+            consistency=args.consistency,
+            reference=reference,
+            attention=args.attention_dir is not None,
+            progress=progress,
+        )
+    provenance = result.provenance()
+    provenance["input"] = str(args.input)
+    if reference is not None:
+        provenance["reference"] = args.reference
+    write_image_file(args.output, result.image, source.rgb, metadata=provenance)
+    written = [args.output]
+    if args.attention_dir is not None:
+        stem = args.output.name.split(".")[0]
+        suffix = args.attention_format
+        # Numbered in the model's order, which also keeps repeated words apart.
+        for i, (name, values) in enumerate(result.attention.items(), start=1):
+            written += write_map(args.attention_dir / f"{stem}_attention{i:02d}_{_safe(name)}.{suffix}", values)
+        if result.consistency_map is not None:
+            written += write_map(args.attention_dir / f"{stem}_consistency.{suffix}", result.consistency_map)
+    d = result.model
+    line = (
+        f"wrote {args.output} {result.image.shape} {result.image.dtype} "
+        f"(x{result.scale}, {d.name}, {result.seconds:.1f} s"
+        + (f", tile {result.tile}" if result.tile else "")
+        + ")"
+    )
+    print(line)
+    if result.consistency_error is not None:
+        print(f"consistency error (RMS, fraction of the intensity range): {result.consistency_error:.4g}")
+    if args.attention_dir is not None:
+        print(f"wrote {len(written) - 1} map file(s) to {args.attention_dir}")
+    if not d.trained:
+        print(f"note: {d.name} is untrained; its output shows the plumbing, not super-resolution", file=sys.stderr)
+    return 0
+
+
+def _reference(option: str | None, source):
+    import numpy as np
+
+    from napari_textsr.imageio import read_image_file
+
+    if option is None:
+        return None
+    if option == "flip":
+        data = source.data
+        lead = data.ndim - (3 if source.rgb else 2)
+        plane = data[tuple(n // 2 for n in data.shape[:lead])]
+        return np.ascontiguousarray(plane[:, ::-1])
+    reference = read_image_file(option)
+    if reference.data.ndim != (3 if reference.rgb else 2):
+        raise ValueError(f"--reference must be one image, not a stack of shape {reference.data.shape}")
+    return reference.data
+
+
+def _safe(name: str) -> str:
+    """A map name ("DCM 1", "<sentence>", a word) as a file-name part."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.") or "map"
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from napari_textsr.inference import load_model
+
+    upscaler = load_model(args.spec, scale=args.scale, device=args.device)
+    print(json.dumps(upscaler.description.to_dict(), indent=2))
+    return 0
