@@ -18,7 +18,8 @@ from typing import Sequence
 COMMAND_MODULES = (
     "napari_textsr.cli.upscale",  # upscale, info
     "napari_textsr.cli.models",  # models
-    "napari_textsr.cli.train",  # train, pretrain-encoder
+    "napari_textsr.cli.train",  # train
+    "napari_textsr.cli.pretrain",  # pretrain-encoder
     "napari_textsr.cli.bench",  # bench
     "napari_textsr.cli.demo",  # demo (the main job: napari with sample + widget)
 )

@@ -1,0 +1,502 @@
+"""Contrastive pretraining of a small open_clip prompt encoder on captioned images.
+
+Public CLIP weights cannot be fetched everywhere this project runs (and a
+ViT-B is heavy on a laptop CPU), so the project trains its own small encoder
+(``textsr-clip-s``) on the captioned photographs and the synthetic scenes, with
+open_clip's own contrastive loss (``open_clip.loss.ClipLoss``). What matters
+for super-resolution is that the *text* features separate what the captions
+say ("vertical stripes" vs. "horizontal stripes", "filaments" vs. "puncta"); the
+image tower is the teacher that makes them do so.
+
+The saved file is an open_clip state dict in safetensors, loadable by
+``PromptEncoder.from_spec(EncoderSpec(arch, path))`` and by
+``open_clip.create_model(arch, pretrained=path)``. A JSON record with the
+exact command, the data and the retrieval accuracies is written beside it.
+
+Retrieval accuracy (image -> text top-1 on a held-out split): each validation
+image is matched against every distinct caption of the validation set; a hit
+is a best caption that belongs to the image (captions shared by several
+synthetic scenes, e.g. "red circles on black", count for all of them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Generator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_textsr.prompts import (
+    EncoderSpec,
+    PromptEncoder,
+    register_encoder_configs,
+    save_encoder_state,
+    state_dict_fingerprint,
+)
+from napari_textsr.training.data import CaptionedImage, DataError, load_data_source, split_train_val
+
+__all__ = [
+    "PretrainConfig",
+    "RetrievalResult",
+    "PretrainEvent",
+    "PretrainSummary",
+    "EncoderTrainingSet",
+    "iter_pretrain",
+    "pretrain_encoder",
+    "retrieval_accuracy",
+    "contrastive_loss",
+    "encode_text",
+]
+
+_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of one pretraining run.
+
+    data: captioned folders, or ``synthetic:N[:SEED[:SIZE]]`` entries.
+    synthetic: number of synthetic scenes added (seeded by ``seed``), of side ``synthetic_size``.
+    image_size: the encoder's input size; fixed by the architecture (its
+        positional embedding), so it may only be given to check it.
+    init: an EncoderSpec string to start from (e.g. a previous run's file);
+        default: random init of ``arch`` seeded by ``seed``.
+    crop_min: smallest random crop, as a fraction of the image's short side.
+    eval_every: steps between retrieval evaluations (0: only before and after).
+    """
+
+    arch: str = "textsr-clip-s"
+    out: Path = Path("textsr-clip-s.safetensors")
+    data: list[str] = field(default_factory=list)
+    synthetic: int = 0
+    synthetic_size: int = 256
+    steps: int = 2000
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.1
+    warmup_steps: int | None = None
+    val_fraction: float = 0.1
+    crop_min: float = 0.35
+    image_size: int | None = None
+    init: str | None = None
+    seed: int = 0
+    num_threads: int | None = None
+    checkpoint_every: int = 500
+    eval_every: int = 0
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.steps < 1 or self.batch_size < 2:
+            raise ValueError("steps must be >= 1 and batch_size >= 2 (a contrastive batch needs negatives)")
+        if not 0 < self.crop_min <= 1:
+            raise ValueError(f"crop_min must be in (0, 1], got {self.crop_min}")
+
+
+@dataclass
+class RetrievalResult:
+    """Image -> text top-1 accuracy of ``n_images`` images against ``n_captions`` candidate captions."""
+
+    top1: float
+    n_images: int
+    n_captions: int
+    chance: float
+
+    def __str__(self) -> str:
+        return f"{100 * self.top1:.1f}% top-1 over {self.n_images} images / {self.n_captions} captions (chance {100 * self.chance:.1f}%)"
+
+
+@dataclass
+class PretrainEvent:
+    step: int
+    total_steps: int
+    loss: float
+    learning_rate: float
+    images_per_second: float
+    retrieval: dict[str, RetrievalResult] | None = None  # group name ("all", folder, "synthetic") -> result
+    checkpoint: Path | None = None
+
+
+@dataclass
+class PretrainSummary:
+    out: Path
+    steps: int
+    final_loss: float
+    retrieval_before: dict[str, RetrievalResult]
+    retrieval_after: dict[str, RetrievalResult]
+    n_train: int
+    n_val: int
+    seconds: float
+    fingerprint: str
+
+
+@dataclass
+class _Entry:
+    image: np.ndarray  # uint8 (H, W, 3): a quarter of float32's memory for a whole data set
+    captions: list[str]
+    name: str
+    group: str
+
+
+class EncoderTrainingSet:
+    """Captioned images held compactly, with the random crops CLIP training uses."""
+
+    def __init__(self, entries: Sequence[_Entry], image_size: int, crop_min: float) -> None:
+        if not entries:
+            raise DataError("no images to train the encoder on")
+        self.entries = list(entries)
+        self.image_size = image_size
+        self.crop_min = crop_min
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @classmethod
+    def from_items(cls, items: Sequence[tuple[CaptionedImage, str]], image_size: int, crop_min: float) -> "EncoderTrainingSet":
+        return cls([_entry(item, group) for item, group in items], image_size, crop_min)
+
+    def _resize(self, crop: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float()[None] / 255.0
+        size = self.image_size
+        return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+
+    def random_batch(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[str]]:
+        """(B, 3, S, S) float crops in [0, 1] and one caption each; captions in a batch are distinct
+        (a duplicate would be a false negative for the contrastive loss). B <= batch_size."""
+        images, captions = [], []
+        seen: set[str] = set()
+        for index in rng.permutation(len(self.entries)):
+            entry = self.entries[int(index)]
+            caption = entry.captions[int(rng.integers(len(entry.captions)))]
+            key = " ".join(caption.split()).lower()
+            if key in seen:
+                continue
+            seen.add(key)
+            h, w = entry.image.shape[:2]
+            short = min(h, w)
+            low = min(short, max(int(self.crop_min * short), self.image_size))
+            side = int(rng.integers(low, short + 1))
+            y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+            images.append(self._resize(entry.image[y : y + side, x : x + side]))
+            captions.append(caption)
+            if len(images) == batch_size:
+                break
+        return torch.cat(images), captions
+
+    def centre_crops(self) -> torch.Tensor:
+        """(N, 3, S, S): each image's central square, resized (the validation view)."""
+        crops = []
+        for entry in self.entries:
+            h, w = entry.image.shape[:2]
+            side = min(h, w)
+            y, x = (h - side) // 2, (w - side) // 2
+            crops.append(self._resize(entry.image[y : y + side, x : x + side]))
+        return torch.cat(crops)
+
+
+def _open_clip():
+    """open_clip, imported the way this package must (torchvision shim, project configs)."""
+    register_encoder_configs()
+    import open_clip
+
+    return open_clip
+
+
+def _clip_input(images: torch.Tensor, clip: torch.nn.Module) -> torch.Tensor:
+    """[0, 1] images at the model's size -> normalised as ``PromptEncoder.encode_images`` does."""
+    mean = torch.tensor(getattr(clip.visual, "image_mean", None) or _OPENAI_MEAN, dtype=images.dtype)
+    std = torch.tensor(getattr(clip.visual, "image_std", None) or _OPENAI_STD, dtype=images.dtype)
+    return (images - mean[:, None, None]) / std[:, None, None]
+
+
+def encode_text(clip: torch.nn.Module, text: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """``clip.encode_text`` on token ids (B, L), skipping the padding after the last real token.
+
+    The text tower is causal and pools at the end-of-text token, so positions
+    after it cannot change the result: running only up to the longest caption
+    gives the same features (to float rounding) about 3x faster than all 77.
+    Other towers fall back to ``encode_text``.
+    """
+    causal = getattr(clip, "attn_mask", None) is not None and hasattr(clip, "token_embedding")
+    if not causal or getattr(clip, "text_pool_type", "argmax") not in ("argmax", "eos"):
+        return clip.encode_text(text, normalize=normalize)
+    from open_clip.transformer import text_global_pool
+
+    used = (text != 0).int()
+    length = int((used * torch.arange(1, text.shape[1] + 1)).max())
+    text = text[:, :length]
+    cast = clip.transformer.get_cast_dtype()
+    x = clip.token_embedding(text).to(cast) + clip.positional_embedding[:length].to(cast)
+    x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
+    x = clip.ln_final(x)
+    x = text_global_pool(x, text, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
+    if clip.text_projection is not None:
+        x = clip.text_projection(x) if isinstance(clip.text_projection, torch.nn.Module) else x @ clip.text_projection
+    return F.normalize(x, dim=-1) if normalize else x
+
+
+def contrastive_loss(clip: torch.nn.Module, tokenizer, images: torch.Tensor, captions: Sequence[str], loss_fn=None) -> torch.Tensor:
+    """open_clip's symmetric InfoNCE (``ClipLoss``) for a batch of (B, 3, S, S) images in [0, 1] and B captions."""
+    loss_fn = loss_fn or _open_clip().loss.ClipLoss()
+    text = tokenizer([" ".join(c.split()) for c in captions])
+    image_features = clip.encode_image(_clip_input(images, clip), normalize=True)
+    text_features = encode_text(clip, text)
+    return loss_fn(image_features, text_features, clip.logit_scale.exp())
+
+
+@torch.no_grad()
+def retrieval_accuracy(
+    clip: torch.nn.Module, tokenizer, data: EncoderTrainingSet, chunk: int = 128
+) -> dict[str, RetrievalResult]:
+    """Image -> text top-1 on ``data`` (centre crops), overall ("all") and per group."""
+    was_training = clip.training
+    clip.eval()
+    try:
+        images = data.centre_crops()
+        image_features = torch.cat(
+            [clip.encode_image(_clip_input(images[i : i + chunk], clip), normalize=True) for i in range(0, len(images), chunk)]
+        )
+        candidates = list(dict.fromkeys(" ".join(c.split()) for e in data.entries for c in e.captions))
+        text_features = torch.cat(
+            [encode_text(clip, tokenizer(candidates[i : i + chunk])) for i in range(0, len(candidates), chunk)]
+        )
+    finally:
+        clip.train(was_training)
+    best = (image_features @ text_features.T).argmax(dim=1).tolist()
+    hits, chance = [], []
+    for entry, b in zip(data.entries, best):
+        own = {" ".join(c.split()) for c in entry.captions}
+        hits.append(candidates[b] in own)
+        chance.append(len(own) / len(candidates))
+    groups = {"all": list(range(len(data.entries)))}
+    for i, entry in enumerate(data.entries):
+        groups.setdefault(entry.group, []).append(i)
+    return {
+        name: RetrievalResult(
+            top1=float(np.mean([hits[i] for i in idx])),
+            n_images=len(idx),
+            n_captions=len(candidates),
+            chance=float(np.mean([chance[i] for i in idx])),
+        )
+        for name, idx in groups.items()
+    }
+
+
+def _entry(item: CaptionedImage, group: str, name: str | None = None) -> _Entry:
+    return _Entry(np.round(item.image * 255).astype(np.uint8), list(item.captions), name or item.name, group)
+
+
+def _load_entries(config: PretrainConfig) -> list[_Entry]:
+    """config.data and config.synthetic as compact entries, converted one image at a time."""
+    from napari_textsr.synthetic import iter_synthetic
+
+    entries: list[_Entry] = []
+    for spec in config.data:
+        if spec.startswith("synthetic:"):
+            entries += [_entry(item, "synthetic") for item in load_data_source(spec)]
+        else:
+            group = Path(spec).name
+            # The folder name keeps items of different folders apart (both might hold "1.png").
+            entries += [_entry(item, group, f"{group}/{item.name}") for item in load_data_source(spec)]
+    if config.synthetic:
+        entries += [_entry(item, "synthetic") for item in iter_synthetic(config.synthetic, config.seed, config.synthetic_size)]
+    if not entries:
+        raise DataError("no training data: give --data folders and/or --synthetic N")
+    return entries
+
+
+def _build_sets(
+    config: PretrainConfig, items: Sequence[tuple[CaptionedImage, str]] | None, image_size: int
+) -> tuple[EncoderTrainingSet, EncoderTrainingSet]:
+    entries = [_entry(item, group) for item, group in items] if items is not None else _load_entries(config)
+    train, val = split_train_val(entries, config.val_fraction, seed=config.seed)  # by name, as for SR training
+    if not val:
+        raise DataError("the validation split is empty: give more images or a larger val_fraction")
+    return (
+        EncoderTrainingSet(train, image_size, config.crop_min),
+        EncoderTrainingSet(val, image_size, config.crop_min),
+    )
+
+
+def _optimizer(clip: torch.nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
+    # open_clip's rule: no weight decay on gains, biases, norms and the temperature.
+    def exclude(name: str, p: torch.nn.Parameter) -> bool:
+        return p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+
+    named = [(n, p) for n, p in clip.named_parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        [
+            {"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
+            {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": config.weight_decay},
+        ],
+        lr=config.learning_rate,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+        foreach=True,  # one fused update over all tensors: noticeably faster on the CPU
+    )
+
+
+def _save(clip: torch.nn.Module, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".partial" + path.suffix)
+    save_encoder_state(clip, tmp)
+    os.replace(tmp, path)
+
+
+def iter_pretrain(
+    config: PretrainConfig, items: Sequence[tuple[CaptionedImage, str]] | None = None
+) -> Generator[PretrainEvent, None, PretrainSummary]:
+    """Train; yields an event per step (with retrieval results at the start, the end and
+    every ``eval_every`` steps) and returns a :class:`PretrainSummary`.
+
+    ``items``: (image, group name) pairs instead of ``config.data``/``synthetic``.
+    The weights go to ``config.out`` (atomically, also every ``checkpoint_every``
+    steps) and a JSON record to ``config.out`` with suffix ``.json``.
+    """
+    previous_threads = torch.get_num_threads()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    try:
+        return (yield from _pretrain(config, items))
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _pretrain(
+    config: PretrainConfig, items: Sequence[tuple[CaptionedImage, str]] | None
+) -> Generator[PretrainEvent, None, PretrainSummary]:
+    open_clip = _open_clip()
+    start = time.perf_counter()
+    spec = EncoderSpec.parse(config.init) if config.init else EncoderSpec(config.arch, "none")
+    if spec.arch != config.arch:
+        raise ValueError(f"--init is a {spec.arch} encoder but --arch is {config.arch}")
+    encoder = PromptEncoder.from_spec(spec, seed=config.seed)
+    clip, tokenizer = encoder.clip, encoder.tokenizer
+    image_size = encoder.image_size
+    if config.image_size is not None and config.image_size != image_size:
+        raise ValueError(
+            f"{config.arch} takes {image_size}x{image_size} images (its positional embedding fixes the size, "
+            f"and the saved weights must load as {config.arch}); got image_size={config.image_size}"
+        )
+    clip.requires_grad_(True).train()
+    train_set, val_set = _build_sets(config, items, image_size)
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+
+    optimizer = _optimizer(clip, config)
+    warmup = config.warmup_steps if config.warmup_steps is not None else max(1, config.steps // 20)
+
+    def schedule(step: int) -> float:  # linear warm-up, then cosine to zero (open_clip's cosine_lr)
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, config.steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    loss_fn = open_clip.loss.ClipLoss()
+    before = retrieval_accuracy(clip, tokenizer, val_set)
+    yield PretrainEvent(0, config.steps, float("nan"), optimizer.param_groups[0]["lr"], 0.0, retrieval=before)
+
+    config.out.parent.mkdir(parents=True, exist_ok=True)
+    loss_value, seen, tick = float("nan"), 0, time.perf_counter()
+    retrieval = before
+    for step in range(1, config.steps + 1):
+        images, captions = train_set.random_batch(config.batch_size, rng)
+        loss = contrastive_loss(clip, tokenizer, images, captions, loss_fn)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():  # CLIP's temperature cap (logit scale <= 100)
+            clip.logit_scale.clamp_(0, math.log(100))
+        loss_value = float(loss.detach())
+        seen += len(captions)
+        checkpoint = None
+        if step == config.steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
+            _save(clip, config.out)
+            checkpoint = config.out
+        evaluate = step == config.steps or (config.eval_every and step % config.eval_every == 0)
+        if evaluate:
+            retrieval = retrieval_accuracy(clip, tokenizer, val_set)
+        elapsed = time.perf_counter() - tick
+        yield PretrainEvent(
+            step,
+            config.steps,
+            loss_value,
+            optimizer.param_groups[0]["lr"],
+            seen / elapsed if elapsed > 0 else 0.0,
+            retrieval=retrieval if evaluate else None,
+            checkpoint=checkpoint,
+        )
+    summary = PretrainSummary(
+        out=config.out,
+        steps=config.steps,
+        final_loss=loss_value,
+        retrieval_before=before,
+        retrieval_after=retrieval,
+        n_train=len(train_set),
+        n_val=len(val_set),
+        seconds=time.perf_counter() - start,
+        fingerprint=state_dict_fingerprint(clip.state_dict()),
+    )
+    _write_record(config, summary)
+    return summary
+
+
+def _write_record(config: PretrainConfig, summary: PretrainSummary) -> Path:
+    record = {
+        "arch": config.arch,
+        "weights": str(summary.out),
+        "fingerprint": summary.fingerprint,
+        "command": config.command,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "n_train": summary.n_train,
+        "n_val": summary.n_val,
+        "steps": summary.steps,
+        "final_loss": summary.final_loss,
+        "seconds": round(summary.seconds, 1),
+        "retrieval_before": {k: asdict(v) for k, v in summary.retrieval_before.items()},
+        "retrieval_after": {k: asdict(v) for k, v in summary.retrieval_after.items()},
+    }
+    path = summary.out.with_suffix(".json")
+    path.write_text(json.dumps(record, indent=2))
+    return path
+
+
+def pretrain_encoder(
+    config: PretrainConfig,
+    items: Sequence[tuple[CaptionedImage, str]] | None = None,
+    progress: bool = True,
+    log=print,
+) -> PretrainSummary:
+    """Run :func:`iter_pretrain` to the end with a tqdm progress bar; returns the summary."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=config.steps, desc=f"pretrain {config.arch}", unit="step", disable=not progress)
+    run = iter_pretrain(config, items)
+    try:
+        while True:
+            event = next(run)
+            if event.step == 0 and event.retrieval:
+                log(f"retrieval before: {event.retrieval['all']}")
+                continue
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_second:.0f}")
+            if event.retrieval and event.step < event.total_steps:
+                bar.write(f"step {event.step}: retrieval {event.retrieval['all']}")
+    except StopIteration as stop:
+        summary: PretrainSummary = stop.value
+    finally:
+        bar.close()
+    for name, result in summary.retrieval_after.items():
+        log(f"retrieval after ({name}): {result}   [before: {summary.retrieval_before[name]}]")
+    log(f"saved {summary.out} (+ {summary.out.with_suffix('.json').name}); load with EncoderSpec({config.arch!r}, {str(summary.out)!r})")
+    return summary
