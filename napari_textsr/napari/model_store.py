@@ -1,0 +1,202 @@
+"""The models a napari session can use, and the loaded ones, shared by every widget.
+
+One :data:`MODEL_STORE` per process:
+
+* :meth:`ModelStore.choices` lists what the model picker offers: models bundled
+  with the package, checkpoints registered in this session (by the training
+  widget or the picker's file browser) and untrained ``random:<method>:<scale>:tiny``
+  specs for trying the plumbing;
+* :meth:`ModelStore.get` loads a model and its prompt encoder once per
+  (spec, device) and hands the same :class:`~napari_textsr.inference.Upscaler`
+  back afterwards; :meth:`ModelStore.using` also keeps other threads off it
+  while one run uses it.
+
+No Qt here: the store is also what the scripted :func:`~napari_textsr.napari.upscale_layer` uses.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from psygnal import Signal
+
+from napari_textsr.models import SUPPORTED_SCALES, available_methods
+
+if TYPE_CHECKING:
+    from napari_textsr.inference import Upscaler
+
+# Groups, in the order the picker shows them.
+BUNDLED = "bundled"
+TRAINED = "trained"
+FILE = "file"
+UNTRAINED = "untrained"
+GROUP_TITLES = {
+    BUNDLED: "Bundled models",
+    TRAINED: "Trained in this session",
+    FILE: "Checkpoint files",
+    UNTRAINED: "Untrained (random weights, for trying the plumbing)",
+}
+UNTRAINED_PRESET = "tiny"
+_METHOD_NAMES = {"tgsr": "TGSR", "clipsr": "CLIP-SR", "pdn": "PDN"}
+
+
+def method_title(method: str) -> str:
+    """Display name of a method ("pdn" -> "PDN")."""
+    return _METHOD_NAMES.get(method, method)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the model picker: ``spec`` is what :func:`napari_textsr.load_model` takes."""
+
+    spec: str
+    label: str
+    group: str
+    tooltip: str = ""
+
+
+def untrained_spec(method: str, scale: int, preset: str = UNTRAINED_PRESET) -> str:
+    return f"random:{method}:{scale}:{preset}"
+
+
+def untrained_choices() -> list[ModelChoice]:
+    """``random:<method>:<scale>:tiny`` for every method and scale, labelled as untrained."""
+    return [
+        ModelChoice(
+            spec=untrained_spec(method, scale),
+            label=f"UNTRAINED {method_title(method)} x{scale} (random weights)",
+            group=UNTRAINED,
+            tooltip="Random weights: the output is not a real super-resolution. "
+            "Use it to try the widget, tiling and attention layers.",
+        )
+        for method in available_methods()
+        for scale in SUPPORTED_SCALES
+    ]
+
+
+def bundled_choices() -> list[ModelChoice]:
+    """Models shipped in ``napari_textsr/weights/`` (headers only, so this is fast)."""
+    from napari_textsr.inference import list_models
+
+    return [
+        ModelChoice(
+            spec=model.name,
+            label=f"{model.name} ({method_title(model.method)} x{model.scale})",
+            group=BUNDLED,
+            tooltip=model.description or str(model.path),
+        )
+        for model in list_models()
+    ]
+
+
+class ModelStore:
+    """Loaded models cached by (spec, device, file version) and checkpoints registered in this session.
+
+    ``checkpoint_registered`` is emitted with the new :class:`ModelChoice` so every
+    open model picker can add it at once. Register from the GUI thread.
+    """
+
+    checkpoint_registered = Signal(object)
+
+    def __init__(self) -> None:
+        self._registered: list[ModelChoice] = []
+        self._cache: dict[tuple, Upscaler] = {}
+        self._key_locks: dict[tuple, threading.Lock] = {}
+        self._run_locks: dict[int, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ the picker
+    def choices(self) -> list[ModelChoice]:
+        """Bundled, then registered (trained, files), then untrained choices."""
+        registered = sorted(self._registered, key=lambda c: c.group != TRAINED)
+        try:
+            bundled = bundled_choices()
+        except Exception as error:  # an unreadable weights folder must not break the pickers
+            warnings.warn(f"could not list the bundled models: {error}", stacklevel=2)
+            bundled = []
+        return bundled + registered + untrained_choices()
+
+    def register_checkpoint(self, path: str | os.PathLike, label: str | None = None, group: str = TRAINED) -> ModelChoice:
+        """Offer a checkpoint file in every model picker; returns its choice.
+
+        Registering the same file again (e.g. a training run that wrote it
+        anew) keeps one entry; the next :meth:`get` reloads it because the
+        cache key includes the file's modification time.
+        """
+        resolved = Path(path).expanduser().resolve()
+        if not resolved.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {resolved}")
+        spec = str(resolved)
+        name = resolved.name.removesuffix(".safetensors").removesuffix(".textsr")
+        if name == "model":  # the trainer's fixed file name: the run folder says more
+            name = resolved.parent.name
+        prefix = "trained: " if group == TRAINED else "file: "
+        choice = ModelChoice(spec=spec, label=label or f"{prefix}{name}", group=group, tooltip=spec)
+        existing = [c for c in self._registered if c.spec == spec]
+        if existing:
+            if group == TRAINED and existing[0].group != TRAINED:  # a file that turned out to be ours
+                self._registered.remove(existing[0])
+            else:
+                return existing[0]
+        self._registered.append(choice)
+        self.checkpoint_registered.emit(choice)
+        return choice
+
+    # ------------------------------------------------------------------ loaded models
+    @staticmethod
+    def _key(spec: str, device: str, scale: int | None) -> tuple:
+        from napari_textsr.devices import select_device
+
+        resolved_device = str(select_device(device))
+        path = Path(spec).expanduser()
+        version = path.stat().st_mtime_ns if path.is_file() else None
+        return (spec, resolved_device, scale, version)
+
+    def cached(self, spec: str, device: str = "auto", scale: int | None = None) -> Upscaler | None:
+        """The loaded model for (spec, device) if it is loaded already, else None (never loads)."""
+        return self._cache.get(self._key(spec, device, scale))
+
+    def get(self, spec: str, device: str = "auto", scale: int | None = None) -> Upscaler:
+        """Load ``spec`` on ``device`` once (thread-safe) and return the cached Upscaler afterwards.
+
+        Raises whatever :func:`napari_textsr.load_model` raises (ValueError,
+        FileNotFoundError, CheckpointError) for a model that cannot be loaded.
+        """
+        key = self._key(spec, device, scale)
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # two threads asking for the same model load it once
+            if key not in self._cache:
+                from napari_textsr.inference import load_model
+
+                upscaler = load_model(spec, scale=scale, device=device)
+                with self._lock:
+                    self._cache[key] = upscaler
+            return self._cache[key]
+
+    @contextmanager
+    def using(self, spec: str, device: str = "auto", scale: int | None = None) -> Iterator[Upscaler]:
+        """``get`` plus exclusive use: an Upscaler serves one thread at a time."""
+        upscaler = self.get(spec, device, scale)
+        with self._lock:
+            run_lock = self._run_locks.setdefault(id(upscaler), threading.Lock())
+        with run_lock:
+            yield upscaler
+
+    def clear(self) -> None:
+        """Forget every loaded model (registered checkpoints stay)."""
+        with self._lock:
+            self._cache.clear()
+            self._key_locks.clear()
+            self._run_locks.clear()
+
+
+MODEL_STORE = ModelStore()

@@ -1,0 +1,89 @@
+"""The scripted path: what the widget does, as one function call."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from napari_textsr.napari.jobs import JobProgress, iter_job, make_job
+from napari_textsr.napari.layers import add_result_layers
+from napari_textsr.napari.model_store import MODEL_STORE
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+
+def upscale_layer(
+    viewer: napari.components.ViewerModel,
+    layer_or_name: Layer | str,
+    caption: str | Sequence[str] = "",
+    model: str = "default",
+    *,
+    device: str = "auto",
+    scale: int | None = None,
+    tile: int | None = None,
+    consistency: bool = False,
+    attention: bool = True,
+    whole_stack: bool = True,
+    progress: Callable[[JobProgress], None] | None = None,
+    **engine_kwargs: Any,
+) -> list[Layer]:
+    """Super-resolve an Image layer guided by a caption and add the results to ``viewer``.
+
+    Adds exactly the layers the "Text-guided super-resolution" widget adds:
+    the output ``"<input> x<k>"`` (same dtype, overlaying the input in world
+    coordinates, provenance in ``metadata``), one layer per attention map and
+    the consistency map if asked for. Runs in the calling thread and returns
+    the new layers, output first.
+
+    Parameters
+    ----------
+    viewer : the napari viewer (or ``ViewerModel``) holding the layer.
+    layer_or_name : an Image layer or its name.
+    caption : the caption; a sequence of captions compares them (one stack
+        layer with a slice per caption, the captions in its metadata).
+    model : a bundled model name, a ``.textsr.safetensors`` path, ``"default"``
+        (the bundled model for ``scale``) or ``"random:<method>:<scale>[:<preset>]"``
+        (untrained). Loaded once per (model, device) and reused.
+    device : ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``...
+    tile : tile side in input pixels; None = from free memory; 0 = no tiling.
+    consistency : back-project so that downsampling the output gives the input;
+        adds a consistency-map layer.
+    attention : add the model's attention maps as layers.
+    whole_stack : for nD layers, every slice (True) or only the slice the
+        viewer shows (False).
+    progress : called with a :class:`~napari_textsr.napari.jobs.JobProgress` after each tile.
+    **engine_kwargs : passed to :meth:`napari_textsr.Upscaler.iter_upscale`
+        (e.g. ``reference=`` an image prompt, ``percentiles=``).
+
+    Raises
+    ------
+    KeyError for an unknown layer name, TypeError for a layer that is not an
+    Image layer, ValueError for an image the engine cannot take (e.g. 1x1),
+    and whatever loading the model raises.
+    """
+    layer = viewer.layers[layer_or_name] if isinstance(layer_or_name, str) else layer_or_name
+    job = make_job(
+        layer,
+        caption,
+        model,
+        whole_stack=whole_stack,
+        point=viewer.dims.point,
+        device=device,
+        scale=scale,
+        tile=tile,
+        consistency=consistency,
+        attention=attention,
+        **engine_kwargs,
+    )
+    with MODEL_STORE.using(job.model, job.device, job.scale) as upscaler:
+        work = iter_job(job, upscaler)
+        while True:
+            try:
+                event = next(work)
+            except StopIteration as stop:
+                results = stop.value
+                break
+            if progress is not None:
+                progress(event)
+    return add_result_layers(viewer, job.source, results, offset=job.offset, compare=job.compare)

@@ -1,0 +1,248 @@
+"""The "Text-guided super-resolution" dock widget, end to end with tiny untrained models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_support import dock, grey_image, notifications, viewer, wait_idle  # noqa: F401 (fixtures)
+
+from napari_textsr.napari.model_store import MODEL_STORE, ModelStore
+from napari_textsr.napari.sr_widget import SuperResolutionWidget
+
+PDN2 = "random:pdn:2:tiny"
+
+
+def make_widget(viewer, qtbot, model=PDN2, store=MODEL_STORE):
+    widget = dock(viewer, SuperResolutionWidget(viewer, store=store), qtbot)
+    widget.select_model(model)
+    wait_model_loaded(widget, qtbot)
+    return widget
+
+
+def wait_model_loaded(widget, qtbot):
+    qtbot.waitUntil(lambda: widget.model_info.text() not in ("", "loading…"), timeout=60_000)
+
+
+def run_and_wait(widget, qtbot):
+    widget.run_button.click()
+    wait_idle(qtbot, widget)
+
+
+def test_grey_2d_output_overlays_input_with_provenance(viewer, qtbot):
+    data = grey_image((40, 48))
+    layer = viewer.add_image(
+        data, name="cells", scale=(0.5, 0.25), translate=(3.0, -2.0), metadata={"caption": "DAPI-stained nuclei"}
+    )
+    widget = make_widget(viewer, qtbot)
+    widget.select_layer(layer)
+    assert widget.caption_edit.toPlainText() == "DAPI-stained nuclei"  # pre-filled from the metadata
+    assert "PDN x2" in widget.model_info.text() and "UNTRAINED" in widget.model_info.text()
+    assert not widget.stack_radio.isEnabled()  # a 2D layer has no stack
+
+    run_and_wait(widget, qtbot)
+
+    out = viewer.layers["cells x2"]
+    assert widget.last_layers[0] is out
+    assert out.data.shape == (80, 96) and out.data.dtype == np.uint16
+    # output pixel j's centre at input pixel (j + 0.5)/2 - 0.5, through the input's scale/translate
+    np.testing.assert_allclose(out.scale, [0.25, 0.125])
+    np.testing.assert_allclose(out.translate, [3.0 - 0.25 * 0.5, -2.0 - 0.25 * 0.25])
+    assert out.contrast_limits == layer.contrast_limits
+    assert out.metadata["caption"] == "DAPI-stained nuclei"
+    assert out.metadata["model"] == PDN2 and out.metadata["method"] == "pdn" and out.metadata["scale"] == 2
+    assert out.metadata["encoder"] == "textsr-tiny:none" and out.metadata["input_layer"] == "cells"
+    assert out.metadata["trained"] is False and out.metadata["software_version"]
+    assert np.array_equal(layer.data, data)  # the input is never touched
+
+    attention = [lay for lay in viewer.layers if lay.name.startswith("cells x2 attention: ")]
+    assert len(attention) >= 1
+    index = list(viewer.layers).index(out)
+    assert list(viewer.layers)[index + 1 : index + 1 + len(attention)] == attention  # right after the output
+    assert [lay.visible for lay in attention] == [True] + [False] * (len(attention) - 1)
+    for amap in attention:
+        assert amap.data.shape == out.data.shape and amap.data.dtype == np.float32
+        np.testing.assert_allclose(amap.scale, out.scale)
+        np.testing.assert_allclose(amap.translate, out.translate)
+        assert amap.blending == "additive"
+    assert widget.status_label.text().startswith("Done in")
+    assert widget.progress_bar.value() == widget.progress_bar.maximum()
+    assert widget.controls.isEnabled() and widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+    run_and_wait(widget, qtbot)  # a second run gets a unique name
+    assert "cells x2 [1]" in viewer.layers
+
+
+def test_rgb_keeps_channels_and_dtype(viewer, qtbot):
+    rng = np.random.default_rng(1)
+    rgb = viewer.add_image(rng.integers(0, 256, (32, 36, 3), dtype=np.uint8), name="photo", rgb=True)
+    widget = make_widget(viewer, qtbot, model="random:tgsr:2:tiny")
+    widget.select_layer(rgb)
+    widget.caption_edit.setPlainText("a red bird on a branch")
+    widget.consistency_check.setChecked(True)
+    run_and_wait(widget, qtbot)
+
+    out = viewer.layers["photo x2"]
+    assert out.rgb and out.data.shape == (64, 72, 3) and out.data.dtype == np.uint8
+    np.testing.assert_allclose(out.translate, [-0.25, -0.25])
+    consistency = viewer.layers["photo x2 consistency"]
+    assert consistency.data.shape == (64, 72) and not consistency.visible
+    assert out.metadata["consistency_error"] == pytest.approx(consistency.metadata["consistency_error"])
+    words = [lay.metadata["attention"] for lay in viewer.layers if lay.name.startswith("photo x2 attention: ")]
+    assert "red" in words and "bird" in words  # TGSR: one map per word
+
+
+def test_z_stack_current_slice_and_whole_stack(viewer, qtbot):
+    stack = viewer.add_image(grey_image((3, 32, 32), dtype=np.float32), name="zstack", scale=(2.0, 1.0, 1.0))
+    widget = make_widget(viewer, qtbot)
+    widget.select_layer(stack)
+    assert widget.slice_radio.isEnabled() and widget.slice_radio.isChecked()
+    viewer.dims.set_point(0, 2.0)  # world z = 2 -> data slice 1
+
+    run_and_wait(widget, qtbot)
+    one = viewer.layers["zstack x2"]
+    assert one.data.shape == (1, 64, 64) and one.data.dtype == np.float32
+    np.testing.assert_allclose(one.scale, [2.0, 0.5, 0.5])
+    np.testing.assert_allclose(one.translate, [2.0, -0.25, -0.25])  # overlays slice 1 only
+    assert one.metadata["input_slice"] == [1]
+
+    widget.stack_radio.setChecked(True)
+    run_and_wait(widget, qtbot)
+    whole = viewer.layers["zstack x2 [1]"]
+    assert whole.data.shape == (3, 64, 64)
+    np.testing.assert_allclose(whole.translate, [0.0, -0.25, -0.25])
+    # the slice run and slice 1 of the whole-stack run agree (same model, same intensity mapping per slice data)
+    assert np.corrcoef(whole.data[1].ravel(), one.data[0].ravel())[0, 1] > 0.99
+
+
+def test_caption_comparison_gives_distinct_slices(viewer, qtbot):
+    store = ModelStore()  # its own cache: the fusion weights are perturbed below
+    upscaler = store.get(PDN2, "cpu")
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for parameter in upscaler.model.fusion_parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    viewer.add_image(grey_image((32, 32), dtype=np.float32), name="img")
+    widget = make_widget(viewer, qtbot, store=store)
+    widget.device_combo.setCurrentText("cpu")
+    widget.compare_check.setChecked(True)
+    widget.caption_edit.setPlainText("bright filaments\n\nround nuclei\nsmall puncta\n")
+    run_and_wait(widget, qtbot)
+
+    stack = viewer.layers["img x2 captions"]
+    assert stack.data.shape == (3, 64, 64)
+    assert stack.metadata["captions"] == ["bright filaments", "round nuclei", "small puncta"]
+    assert [p["caption"] for p in stack.metadata["provenance"]] == stack.metadata["captions"]
+    np.testing.assert_allclose(stack.scale, [1.0, 0.5, 0.5])
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert np.abs(stack.data[i] - stack.data[j]).mean() > 1e-4, (i, j)
+    attention = [lay for lay in viewer.layers if lay.name.startswith("img x2 captions attention: ")]
+    assert attention and all(lay.data.shape == (3, 64, 64) for lay in attention)
+
+
+def test_cancel_mid_run_adds_nothing_and_widget_stays_usable(viewer, qtbot, monkeypatch, notifications):
+    import time
+
+    from napari_textsr.napari import jobs
+
+    original = jobs.iter_job
+
+    def slow_iter_job(*args, **kwargs):  # make the run long enough to cancel it for sure
+        generator = original(*args, **kwargs)
+        try:
+            while True:
+                event = next(generator)
+                time.sleep(0.02)
+                yield event
+        except StopIteration as stop:
+            return stop.value
+
+    monkeypatch.setattr(jobs, "iter_job", slow_iter_job)
+    viewer.add_image(grey_image((64, 64)), name="big")
+    widget = make_widget(viewer, qtbot)
+    widget.tile_combo.addItem("16 px", 16)  # 16 tiles
+    widget.tile_combo.setCurrentIndex(widget.tile_combo.count() - 1)
+    n_layers = len(viewer.layers)
+
+    widget.run_button.click()
+    assert not widget.controls.isEnabled() and not widget.run_button.isEnabled()  # locked while running
+    qtbot.waitUntil(lambda: widget._last_event is not None and widget._last_event.done >= 1, timeout=60_000)
+    widget.cancel_button.click()
+    wait_idle(qtbot, widget)
+
+    assert widget.last_outcome.cancelled
+    assert widget._last_event.done < widget._last_event.total  # it really stopped mid-run
+    assert len(viewer.layers) == n_layers
+    assert widget.status_label.text().startswith("Cancelled")
+    assert widget.controls.isEnabled() and widget.run_button.isEnabled()
+    assert not notifications.of("error")
+
+    monkeypatch.setattr(jobs, "iter_job", original)
+    run_and_wait(widget, qtbot)  # usable afterwards
+    assert "big x2" in viewer.layers
+
+
+def test_wrong_inputs_notify_and_keep_the_widget_usable(viewer, qtbot, monkeypatch, notifications):
+    labels = viewer.add_labels(np.zeros((32, 32), dtype=np.int32), name="mask")
+    widget = make_widget(viewer, qtbot)
+    assert widget.layer_combo.count() == 0  # Labels layers are not offered
+    widget.run_button.click()
+    assert any("No Image layer" in m and "mask" in m for m in notifications.of("error"))
+
+    viewer.add_image(np.ones((1, 1), dtype=np.float32), name="dot")
+    widget.select_layer("dot")
+    widget.run_button.click()
+    wait_idle(qtbot, widget)
+    assert any("2x2" in m for m in notifications.of("error"))
+
+    viewer.add_image(grey_image((48, 48)), name="fine")
+    widget.select_layer("fine")
+    monkeypatch.setattr("napari_textsr.inference.available_memory_bytes", lambda device: 1000)
+    widget.tile_combo.setCurrentIndex(1)  # no tiling
+    assert widget.tile_combo.currentData() == 0
+    run_and_wait(widget, qtbot)
+    assert any("tiling" in m for m in notifications.of("error"))
+    monkeypatch.undo()
+
+    widget.select_model("/nonexistent/model.textsr.safetensors")
+    qtbot.waitUntil(lambda: widget.model_info.text().startswith("could not load"), timeout=20_000)
+    run_and_wait(widget, qtbot)
+    assert any("could not load model" in m for m in notifications.of("error"))
+
+    names = [lay.name for lay in viewer.layers]
+    assert names == ["mask", "dot", "fine"]  # nothing lost, nothing added
+    assert viewer.layers["mask"] is labels
+    widget.select_model(PDN2)
+    wait_model_loaded(widget, qtbot)
+    widget.tile_combo.setCurrentIndex(0)
+    run_and_wait(widget, qtbot)
+    assert "fine x2" in viewer.layers
+
+
+def test_layer_picker_follows_the_layer_list(viewer, qtbot):
+    widget = make_widget(viewer, qtbot)
+    a = viewer.add_image(grey_image((32, 32)), name="a")
+    viewer.add_labels(np.zeros((32, 32), dtype=np.int32), name="labels")
+    viewer.add_image(grey_image((32, 32)), name="b", metadata={"caption": "stripes"})
+    items = lambda: [widget.layer_combo.itemText(i) for i in range(widget.layer_combo.count())]  # noqa: E731
+    assert items() == ["a", "b"]
+    widget.select_layer("b")
+    assert widget.caption_edit.toPlainText() == "stripes"
+    a.name = "renamed"
+    assert items() == ["renamed", "b"]
+    assert widget.selected_layer().name == "b"  # the choice survives refreshes
+    viewer.layers.remove("b")
+    assert items() == ["renamed"] and widget.selected_layer() is a
+
+
+def test_model_picker_lists_untrained_models_labelled(viewer, qtbot):
+    widget = make_widget(viewer, qtbot)
+    labels = [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())]
+    specs = [widget.model_combo.itemData(i) for i in range(widget.model_combo.count())]
+    for method in ("pdn", "tgsr", "clipsr"):
+        for scale in (2, 4, 8, 16):
+            spec = f"random:{method}:{scale}:tiny"
+            assert spec in specs
+            assert "UNTRAINED" in labels[specs.index(spec)]
