@@ -1,0 +1,208 @@
+"""How much a model gains over bicubic, and how much of that the caption adds.
+
+For every captioned image: the HR image is degraded (antialiased bicubic, the
+training convention) and quantised to 8 bits, then upscaled four ways: bicubic,
+the model with the image's own caption, with an empty caption, and with the
+caption of a different image. Each output is scored against the HR image
+(PSNR/SSIM on Y and RGB, border of ``scale`` pixels cropped) and against the
+image's true caption with the model's own prompt encoder (cosine similarity of
+image and text embeddings: the role TGSR's TIM score plays).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_textsr.metrics import QualityScores, quality_scores
+
+if TYPE_CHECKING:
+    from napari_textsr.inference import Upscaler
+    from napari_textsr.training.data import CaptionedImage
+
+VARIANTS = ("bicubic", "true_caption", "empty_caption", "other_caption")
+
+
+@dataclass
+class VariantResult:
+    scores: QualityScores
+    text_image_similarity: float
+
+
+@dataclass
+class ImageResult:
+    name: str
+    caption: str
+    other_caption: str
+    lr_shape: tuple[int, int]
+    variants: dict[str, VariantResult]
+    seconds: float  # one model pass (true caption), wall clock
+    megapixels_per_second: float  # output megapixels per second of that pass
+
+
+@dataclass
+class BenchReport:
+    model: dict
+    dataset: str
+    scale: int
+    images: list[ImageResult]
+    machine: str = field(default_factory=lambda: machine_description())
+    date: str = field(default_factory=lambda: _dt.date.today().isoformat())
+    command: str = ""
+
+    def mean(self, variant: str, metric: str) -> float:
+        """Mean of ``metric`` (a QualityScores field or ``text_image_similarity``) over images."""
+        values = []
+        for image in self.images:
+            result = image.variants[variant]
+            values.append(getattr(result.scores, metric) if metric != "text_image_similarity" else result.text_image_similarity)
+        return float(np.mean(values))
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        metrics = [f.name for f in dataclasses.fields(QualityScores)] + ["text_image_similarity"]
+        table = {variant: {m: self.mean(variant, m) for m in metrics} for variant in VARIANTS}
+        table["timing"] = {
+            "seconds_per_image": float(np.mean([i.seconds for i in self.images])),
+            "megapixels_per_second": float(np.mean([i.megapixels_per_second for i in self.images])),
+        }
+        return table
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "scale": self.scale,
+            "machine": self.machine,
+            "date": self.date,
+            "command": self.command,
+            "summary": self.summary(),
+            "images": [dataclasses.asdict(i) for i in self.images],
+        }
+
+    def markdown(self) -> str:
+        """The summary as a Markdown table (what README shows)."""
+        summary = self.summary()
+        lines = [
+            f"{self.dataset}, x{self.scale}, {len(self.images)} images",
+            "",
+            "| output | PSNR Y (dB) | SSIM Y | PSNR RGB (dB) | SSIM RGB | text-image similarity |",
+            "|---|---|---|---|---|---|",
+        ]
+        for variant in VARIANTS:
+            s = summary[variant]
+            lines.append(
+                f"| {variant.replace('_', ' ')} | {s['psnr_y']:.2f} | {s['ssim_y']:.4f} | "
+                f"{s['psnr_rgb']:.2f} | {s['ssim_rgb']:.4f} | {s['text_image_similarity']:.4f} |"
+            )
+        t = summary["timing"]
+        lines += ["", f"{t['seconds_per_image']:.2f} s per image, {t['megapixels_per_second']:.3f} output MP/s"]
+        return "\n".join(lines)
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    threads = torch.get_num_threads()
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{cpu}, {threads} torch threads{gpu}, torch {torch.__version__}"
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) float/uint8 -> float32 (1, 3, H, W) in [0, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(image))
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    return x.permute(2, 0, 1)[None]
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """uint8 (h, w, 3) -> float32 (s*h, s*w, 3) in [0, 1], MATLAB-style bicubic (a = -0.5)."""
+    up = F.interpolate(_to_tensor(lr), scale_factor=scale, mode="bicubic", antialias=True, align_corners=False)
+    return up[0].permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def text_image_similarity(upscaler: "Upscaler", image: np.ndarray, caption: str) -> float:
+    """Cosine similarity of the encoder's image embedding of ``image`` (H, W, 3) in [0, 1] and ``caption``."""
+    image_embedding = upscaler.encoder.encode_images(_to_tensor(image)).pooled
+    text_embedding = upscaler.encoder.encode(caption).pooled
+    return float((image_embedding * text_embedding).sum())
+
+
+def run_benchmark(
+    upscaler: "Upscaler",
+    items: Sequence["CaptionedImage"],
+    *,
+    dataset: str,
+    blur_sigma: float = 0.0,
+    caption_index: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> BenchReport:
+    """Score ``upscaler`` on ``items`` (HR images with captions); see the module docstring."""
+    from napari_textsr.training.degradations import Degradation
+
+    if len(items) < 2:
+        raise ValueError("a benchmark needs at least two captioned images (one lends the other its caption)")
+    scale = upscaler.scale
+    degrade = Degradation(scale=scale, blur_sigma=blur_sigma)
+    results = []
+    for index, item in enumerate(items):
+        h, w = (item.image.shape[0] // scale) * scale, (item.image.shape[1] // scale) * scale
+        hr = np.ascontiguousarray(item.image[:h, :w, :3], dtype=np.float32)
+        with torch.no_grad():
+            lr_float = degrade(_to_tensor(hr))[0].permute(1, 2, 0).clamp(0, 1).numpy()
+        lr = np.round(lr_float * 255).astype(np.uint8)
+        caption = item.captions[min(caption_index, len(item.captions) - 1)]
+        other = _other_caption(items, index, caption, caption_index)
+
+        outputs: dict[str, np.ndarray] = {"bicubic": bicubic_upscale(lr, scale)}
+        start = time.perf_counter()
+        outputs["true_caption"] = upscaler.upscale(lr, caption).image.astype(np.float32) / 255.0
+        seconds = time.perf_counter() - start
+        outputs["empty_caption"] = upscaler.upscale(lr, "").image.astype(np.float32) / 255.0
+        outputs["other_caption"] = upscaler.upscale(lr, other).image.astype(np.float32) / 255.0
+
+        variants = {
+            name: VariantResult(
+                scores=quality_scores(out, hr, border=scale),
+                text_image_similarity=text_image_similarity(upscaler, out, caption),
+            )
+            for name, out in outputs.items()
+        }
+        results.append(
+            ImageResult(
+                name=item.name,
+                caption=caption,
+                other_caption=other,
+                lr_shape=(lr.shape[0], lr.shape[1]),
+                variants=variants,
+                seconds=seconds,
+                megapixels_per_second=h * w / 1e6 / seconds,
+            )
+        )
+        if progress is not None:
+            progress(index + 1, len(items))
+    return BenchReport(model=upscaler.description.to_dict(), dataset=dataset, scale=scale, images=results)
+
+
+def _other_caption(items: Sequence["CaptionedImage"], index: int, caption: str, caption_index: int) -> str:
+    """The caption of the next image whose caption differs (a deterministic mismatch)."""
+    for step in range(1, len(items)):
+        candidate = items[(index + step) % len(items)]
+        text = candidate.captions[min(caption_index, len(candidate.captions) - 1)]
+        if text != caption:
+            return text
+    raise ValueError("all images share one caption; a mismatched caption cannot be chosen")

@@ -1,0 +1,86 @@
+"""``textsr bench``: PSNR/SSIM and caption effect of a model over captioned images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="score a model against bicubic, with true / empty / other captions",
+        description=(
+            "For each captioned image: degrade it (antialiased bicubic), upscale with bicubic and with the "
+            "model given the image's caption, an empty caption and another image's caption; report PSNR/SSIM "
+            "(Y and RGB, border of SCALE px cropped), text-image similarity and speed, per image and on average."
+        ),
+    )
+    parser.add_argument("--data", action="append", default=[], metavar="DIR",
+                        help="captioned folder (images + captions.csv); repeatable")
+    parser.add_argument("--split", choices=("all", "val", "train"), default="all",
+                        help="which part of each folder: the held-out validation split is 'val' (default: all)")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction used by training")
+    parser.add_argument("--split-seed", type=int, default=0, help="split seed used by training")
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N",
+                        help="also score N synthetic captioned scenes (held out: use a seed training never used)")
+    parser.add_argument("--synthetic-seed", type=int, default=90210)
+    parser.add_argument("--synthetic-size", type=int, default=256)
+    parser.add_argument("--model", required=True, metavar="SPEC", help="checkpoint path, bundled name or 'default'")
+    parser.add_argument("--scale", type=int, default=None, help="with --model default: which scale")
+    parser.add_argument("--caption-index", type=int, default=0, help="which caption of each image (0: short)")
+    parser.add_argument("--blur-sigma", type=float, default=0.0, help="Gaussian blur before downsampling")
+    parser.add_argument("--limit", type=int, default=None, help="at most N images per dataset")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_textsr.benchmark import run_benchmark
+    from napari_textsr.inference import load_model
+
+    if not args.data and not args.synthetic:
+        raise ValueError("nothing to score: give --data DIR and/or --synthetic N")
+    upscaler = load_model(args.model, scale=args.scale, device=args.device)
+    reports = []
+    for name, items in _datasets(args):
+        with tqdm(total=len(items), desc=f"bench {name}", unit="img", file=sys.stderr) as bar:
+            report = run_benchmark(
+                upscaler,
+                items,
+                dataset=name,
+                blur_sigma=args.blur_sigma,
+                caption_index=args.caption_index,
+                progress=lambda done, total: bar.update(1),
+            )
+        report.command = shlex.join(["textsr", *sys.argv[1:]])
+        reports.append(report)
+        print(report.markdown())
+        print()
+    print(f"model: {upscaler.description.name} ({upscaler.description.method}, x{upscaler.scale}); "
+          f"machine: {reports[0].machine}; date: {reports[0].date}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([r.to_dict() for r in reports], indent=2))
+    return 0
+
+
+def _datasets(args: argparse.Namespace):
+    from napari_textsr.synthetic import synthetic_dataset
+    from napari_textsr.training.data import load_captioned_folder, split_train_val
+
+    for folder in args.data:
+        items = load_captioned_folder(folder)
+        if args.split != "all":
+            train, val = split_train_val(items, args.val_fraction, seed=args.split_seed)
+            items = val if args.split == "val" else train
+        yield f"{Path(folder).name} ({args.split})", items[: args.limit]
+    if args.synthetic:
+        items = synthetic_dataset(args.synthetic, seed=args.synthetic_seed, size=args.synthetic_size)
+        yield f"synthetic (seed {args.synthetic_seed})", items[: args.limit]

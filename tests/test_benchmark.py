@@ -1,0 +1,62 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_textsr.benchmark import VARIANTS, bicubic_upscale, run_benchmark
+from napari_textsr.cli import main
+from napari_textsr.inference import load_model
+from napari_textsr.metrics import quality_scores
+from napari_textsr.synthetic import synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return synthetic_dataset(3, seed=4, size=48)
+
+
+def test_report_scores_every_variant_and_bicubic_matches_a_direct_computation(scenes):
+    upscaler = load_model("random:pdn:2:tiny")
+    report = run_benchmark(upscaler, scenes, dataset="synthetic")
+    assert len(report.images) == 3 and report.scale == 2
+    first = report.images[0]
+    assert set(first.variants) == set(VARIANTS)
+    assert first.other_caption != first.caption
+    # recompute the bicubic row independently: same degradation, same quantisation
+    from napari_textsr.training.degradations import Degradation
+
+    hr = scenes[0].image[:48, :48]
+    lr = Degradation(scale=2)(torch.from_numpy(hr).permute(2, 0, 1)[None])[0].permute(1, 2, 0).clamp(0, 1).numpy()
+    lr8 = np.round(lr * 255).astype(np.uint8)
+    expected = quality_scores(bicubic_upscale(lr8, 2), hr, border=2)
+    assert first.variants["bicubic"].scores.psnr_y == pytest.approx(expected.psnr_y, abs=1e-9)
+    assert 15 < expected.psnr_y < 60
+    assert all(-1 <= v.text_image_similarity <= 1 for v in first.variants.values())
+    assert first.seconds > 0 and first.megapixels_per_second > 0
+    assert "| true caption |" in report.markdown()
+
+
+def test_caption_variants_differ_when_fusion_is_active(scenes):
+    upscaler = load_model("random:pdn:2:tiny")
+    with torch.no_grad():
+        for p in upscaler.model.fusion_parameters():
+            p.add_(torch.randn_like(p))
+    report = run_benchmark(upscaler, scenes[:2], dataset="synthetic")
+    v = report.images[0].variants
+    assert v["true_caption"].scores.psnr_rgb != v["other_caption"].scores.psnr_rgb
+
+
+def test_cli_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--model", "random:pdn:2:tiny", "--synthetic", "2", "--synthetic-size", "48",
+                 "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())[0]
+    assert report["scale"] == 2 and len(report["images"]) == 2
+    assert set(report["summary"]) == set(VARIANTS) | {"timing"}
+    assert "PSNR Y" in capsys.readouterr().out
+
+
+def test_cli_needs_data():
+    assert main(["bench", "--model", "random:pdn:2:tiny"]) == 1
