@@ -1,0 +1,279 @@
+"""``textsr train``: train or fine-tune a TGSR, CLIP-SR or PDN model on captioned images.
+
+Also runs data-parallel under ``torchrun --nproc_per_node N -m napari_textsr.cli train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+from typing import Any
+
+# Defaults live here, not in argparse, so that ``--resume`` can tell what the
+# user typed (overrides) from what the resumed run already fixed.
+DEFAULTS: dict[str, Any] = {
+    "scale": 4,
+    "preset": "default",
+    "steps": 1000,
+    "batch_size": 16,
+    "patch": 32,
+    "lr": 2e-4,
+    "blur_sigma": 0.0,
+    "noise": None,
+    "loss_weights": "",
+    "val_fraction": 0.1,
+    "val_every": 200,
+    "checkpoint_every": 200,
+    "warmup": 0,
+    "grad_clip": 1.0,
+    "seed": 0,
+    "device": "auto",
+    "threads": None,
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a model on captioned images",
+        description=(
+            "Train (or fine-tune with --init) a text-guided SR model on folders of images with captions.csv "
+            "and/or synthetic scenes, with the losses of the method's paper. Writes OUT/model.textsr.safetensors "
+            "(usable at once by 'textsr upscale' and napari) and OUT/train_state.pt (for --resume). "
+            "Ctrl-C stops after the current step and saves. Data-parallel: "
+            "torchrun --nproc_per_node 2 -m napari_textsr.cli train ..."
+        ),
+    )
+    a = parser.add_argument
+    a("--data", action="append", default=[], metavar="DIR",
+      help="captioned image folder (images + captions.csv), or synthetic:N:SEED[:SIZE]; repeatable")
+    a("--method", choices=("tgsr", "clipsr", "pdn"), default=None, help="method to train (required unless --resume)")
+    a("--scale", type=int, default=None, help=f"upscaling factor 2, 4, 8 or 16 (default {DEFAULTS['scale']})")
+    a("--encoder", default=None, metavar="SPEC",
+      help="prompt encoder ARCH:PRETRAINED (default: the --init checkpoint's, else textsr-tiny:none)")
+    a("--steps", type=int, default=None, help=f"total optimiser steps (default {DEFAULTS['steps']})")
+    a("--out", required=True, metavar="DIR", help="output folder for the checkpoint and training state")
+    a("--init", default=None, metavar="CKPT", help="fine-tune from this checkpoint (same method, scale and encoder)")
+    a("--resume", action="store_true",
+      help="continue the run in --out exactly where it stopped (its settings are reused; options given here override "
+           "steps, intervals, device and threads)")
+    a("--preset", default=None, help=f"model size preset (default {DEFAULTS['preset']}; 'tiny' for tests)")
+    a("--batch-size", type=int, default=None, help=f"global batch size (default {DEFAULTS['batch_size']})")
+    a("--patch", type=int, default=None, help=f"LR patch side in pixels (default {DEFAULTS['patch']})")
+    a("--lr", type=float, default=None, help=f"peak learning rate, cosine schedule (default {DEFAULTS['lr']})")
+    a("--blur-sigma", type=float, default=None, help="Gaussian blur sigma (HR px) before down-sampling (PDN: 1.3)")
+    a("--noise", default=None, metavar="PEAK[:SIGMA]",
+      help="Poisson-Gaussian noise on the LR: photons at intensity 1 ('none' for no Poisson) and Gaussian sigma, "
+           "e.g. 100:0.01 or none:0.02")
+    a("--loss-weights", default=None, metavar="NAME=VALUE,...",
+      help="change loss settings, e.g. tic=0,cgan=0.2 (tgsr), perceptual=0,vgg_weights=PATH (clipsr), "
+           "kernel_temperature_every=5 (pdn); a weight of 0 turns a term off")
+    a("--adversarial", action="store_true", help="switch on the method's adversarial loss (tgsr, clipsr; off by default)")
+    a("--val-fraction", type=float, default=None, help="held-out fraction of the images (default 0.1)")
+    a("--val-every", type=int, default=None, metavar="STEPS", help="validation interval (default 200)")
+    a("--checkpoint-every", type=int, default=None, metavar="STEPS", help="checkpoint interval (default 200)")
+    a("--warmup", type=int, default=None, metavar="STEPS", help="linear learning-rate warm-up (default 0)")
+    a("--grad-clip", type=float, default=None, help="max gradient norm, 0 = off (default 1.0)")
+    a("--model-option", default=None, metavar="NAME=VALUE,...", help="model config overrides, e.g. text_fusion=false")
+    a("--name", default="", help="name stored in the checkpoint")
+    a("--seed", type=int, default=None, help="seed of the batches and the model's initialisation (default 0)")
+    a("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    a("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; split over torchrun ranks)")
+    a("--no-progress", action="store_true", help="no progress bar; print one line per validation instead")
+    parser.set_defaults(func=run)
+
+
+def _parse_noise(text: str | None) -> tuple[float | None, float]:
+    if not text:
+        return None, 0.0
+    peak_text, _, sigma_text = text.partition(":")
+    try:
+        peak = None if peak_text.strip().lower() in ("", "none") else float(peak_text)
+        sigma = float(sigma_text) if sigma_text else 0.0
+    except ValueError:
+        raise ValueError(f"--noise must be PEAK[:SIGMA] (e.g. 100:0.01 or none:0.02), got {text!r}") from None
+    return peak, sigma
+
+
+def _parse_options(text: str | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for part in (p.strip() for p in (text or "").split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"--model-option {part!r} is not NAME=VALUE")
+        lowered = value.strip().lower()
+        parsed: Any
+        if lowered in ("true", "false"):
+            parsed = lowered == "true"
+        else:
+            try:
+                parsed = int(value)
+            except ValueError:
+                try:
+                    parsed = float(value)
+                except ValueError:
+                    parsed = value.strip()
+        options[name.strip()] = parsed
+    return options
+
+
+def _recorded_command() -> str | None:
+    """The command line as typed, when this process is the ``textsr train`` CLI.
+
+    The program is written as ``textsr`` (the same entry point as ``python -m
+    napari_textsr.cli``); under torchrun the torchrun launcher is put in front.
+    None when called from Python (the trainer then records an equivalent command).
+    """
+    if sys.argv[1:2] != ["train"]:
+        return None
+    command = "textsr " + shlex.join(sys.argv[1:])
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        nproc = os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])
+        nnodes = int(os.environ["WORLD_SIZE"]) // max(1, int(nproc))
+        prefix = f"torchrun --nproc_per_node {nproc}" + (f" --nnodes {nnodes}" if nnodes > 1 else "")
+        command = f"{prefix} -m napari_textsr.cli " + shlex.join(sys.argv[1:])
+    return command
+
+
+def build_config(args: argparse.Namespace):
+    """TrainConfig from parsed arguments (for --resume: the run's config plus overrides)."""
+    from pathlib import Path
+
+    from napari_textsr.training.degradations import Degradation
+    from napari_textsr.training.losses import default_loss_weights, parse_loss_overrides
+    from napari_textsr.training.trainer import TrainConfig
+
+    out = Path(args.out)
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    if args.resume and (out / "train_state.pt").is_file():
+        config = TrainConfig.from_run(out)
+        values = config.to_dict()
+        values.update(degradation=config.degradation, losses=config.losses)
+    else:
+        if not args.method:
+            raise ValueError("--method is required (tgsr, clipsr or pdn)")
+        if not args.data:
+            raise ValueError("no training data: give --data DIR or --data synthetic:N:SEED")
+        values = {"method": args.method, "data": [], "out_dir": out}
+        for key, value in DEFAULTS.items():
+            given.setdefault(key, value)
+        given.setdefault("loss_weights", "")
+    method = given.get("method") or values["method"]
+    scale = int(given.get("scale", values.get("scale") or DEFAULTS["scale"]))
+
+    mapping = {
+        "scale": "scale", "preset": "preset", "encoder": "encoder", "steps": "steps", "batch_size": "batch_size",
+        "patch": "lr_patch", "lr": "learning_rate", "val_fraction": "val_fraction", "val_every": "val_every",
+        "checkpoint_every": "checkpoint_every", "warmup": "warmup_steps", "grad_clip": "grad_clip", "seed": "seed",
+        "device": "device", "threads": "num_threads", "init": "init", "name": "name",
+    }  # fmt: skip
+    for arg_name, field in mapping.items():
+        if arg_name in given:
+            values[field] = given[arg_name]
+    values["method"] = method
+    if args.data:
+        values["data"] = list(args.data)
+    values["preview_every"] = values.get("val_every", 200)
+    values["resume"] = bool(args.resume)
+    values["out_dir"] = out
+
+    if "blur_sigma" in given or "noise" in given or not isinstance(values.get("degradation"), Degradation):
+        previous = values.get("degradation")
+        blur = given.get("blur_sigma", getattr(previous, "blur_sigma", 0.0))
+        peak, sigma = (
+            _parse_noise(given["noise"])
+            if "noise" in given
+            else (getattr(previous, "noise_poisson_peak", None), getattr(previous, "noise_gaussian_sigma", 0.0))
+        )
+        values["degradation"] = Degradation(scale=scale, blur_sigma=blur, noise_poisson_peak=peak, noise_gaussian_sigma=sigma)
+
+    losses = values.get("losses") or default_loss_weights(method)
+    overrides = parse_loss_overrides(given.get("loss_weights", "") or "")
+    if args.adversarial:
+        overrides["adversarial"] = "true"
+    if overrides:
+        losses = losses.replace(**overrides)
+    values["losses"] = losses
+    if args.model_option:
+        values["model_overrides"] = _parse_options(args.model_option)
+    values["command"] = _recorded_command()
+    return TrainConfig(**{k: v for k, v in values.items()})
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_textsr.training.trainer import Trainer
+
+    config = build_config(args)
+    rank = int(os.environ.get("RANK", "0"))
+    trainer = Trainer(config)
+
+    # First Ctrl-C: finish the step, save and stop (on every torchrun rank);
+    # a second one interrupts at once.
+    def on_interrupt(signum, frame):  # noqa: ARG001
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.request_stop()
+        if rank == 0:
+            print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+
+    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
+    bar = None
+    try:
+        events = trainer.run()
+        summary = None
+        val_text = ""
+        while True:
+            try:
+                event = next(events)
+            except StopIteration as stop:
+                summary = stop.value
+                break
+            if rank != 0:
+                continue
+            if event.message:
+                _write(bar, f"[step {event.step}] {event.message}")
+            if bar is None and not args.no_progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=event.total_steps, initial=event.step - (1 if event.losses else 0),
+                           unit="step", dynamic_ncols=True, desc=f"{config.method} x{config.scale}")
+            if event.validation is not None:
+                v = event.validation
+                val_text = f"{v.psnr:.2f} dB (bicubic {v.psnr_bicubic:.2f})"
+                if args.no_progress:
+                    print(f"step {event.step}/{event.total_steps}: val PSNR-Y {val_text}, SSIM-Y {v.ssim:.4f} "
+                          f"(bicubic {v.ssim_bicubic:.4f})", flush=True)
+            if bar is not None and event.losses:
+                postfix = {"loss": f"{event.losses.get('total', float('nan')):.4f}", "lr": f"{event.learning_rate:.2e}"}
+                if val_text:
+                    postfix["val PSNR"] = val_text
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(event.step - bar.n)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        if bar is not None:
+            bar.close()
+    assert summary is not None
+    if rank == 0:
+        state = "stopped" if summary.cancelled else "finished"
+        print(f"{state} at step {summary.steps_completed}/{summary.total_steps} "
+              f"({summary.images_per_second:.1f} images/s); checkpoint: {summary.checkpoint}")
+        if summary.validation is not None:
+            v = summary.validation
+            print(f"validation ({v.n_images} images): PSNR-Y {v.psnr:.2f} dB, SSIM-Y {v.ssim:.4f}; "
+                  f"bicubic {v.psnr_bicubic:.2f} dB, {v.ssim_bicubic:.4f}")
+        if summary.cancelled:
+            print(f"resume with: textsr train --out {config.out_dir} --resume")
+    return 130 if summary.cancelled else 0
+
+
+def _write(bar, text: str) -> None:
+    if bar is not None:
+        bar.write(text)
+    else:
+        print(text, file=sys.stderr, flush=True)

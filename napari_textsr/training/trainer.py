@@ -1,0 +1,1045 @@
+"""The training loop: one generator of progress events for the CLI, scripts and napari.
+
+``Trainer(config).run()`` yields a :class:`TrainingEvent` after every step and
+returns a :class:`TrainingSummary`. The same generator drives the ``textsr
+train`` progress bar and the napari training widget's worker; closing it
+(cancel) writes a checkpoint of the last completed step before it returns.
+
+What a run writes into ``config.out_dir``:
+
+* ``model.textsr.safetensors``: the model, loadable by
+  :func:`napari_textsr.checkpoints.load_checkpoint`, with a
+  :class:`~napari_textsr.checkpoints.TrainingRecord` (command, data,
+  degradation, steps, validation metrics);
+* ``train_state.pt``: weights, optimiser, scheduler, scaler, discriminator,
+  step and config, for an exact resume.
+
+Both are written atomically (temporary file + rename), every
+``checkpoint_every`` steps, on cancel and at the end.
+
+Exact resume: all randomness of step ``k`` comes from generators seeded with
+``(seed, rank, k)`` (the patch sampler's numpy generator and a forked torch
+RNG), so a resumed run draws the same batches and noise as one never stopped.
+Under ``torchrun`` every rank draws its own batches (its rank is in the seed),
+``batch_size`` is the global batch split over the ranks, gradients are
+averaged by DistributedDataParallel, and only rank 0 validates, writes and
+yields events with validation/preview (every rank yields per-step events).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shlex
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_textsr.checkpoints import (
+    SUFFIX,
+    CheckpointError,
+    EncoderMismatchError,
+    TrainingRecord,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
+from napari_textsr.devices import select_device
+from napari_textsr.models import SUPPORTED_SCALES, TextSRModel, available_methods, create_model, model_from_config
+from napari_textsr.prompts import EncoderSpec, PromptEmbedding, PromptEncoder
+from napari_textsr.training.losses import LossWeights, SRCriterion, build_criterion, default_loss_weights, loss_weights_from_dict
+from napari_textsr.metrics import quality_scores
+
+if TYPE_CHECKING:
+    from napari_textsr.training.data import CaptionedImage
+    from napari_textsr.training.degradations import Degradation
+
+__all__ = [
+    "TrainConfig",
+    "TrainingEvent",
+    "ValidationResult",
+    "PreviewImages",
+    "TrainingSummary",
+    "Trainer",
+    "CHECKPOINT_NAME",
+    "STATE_NAME",
+    "load_training_items",
+    "equivalent_command",
+]
+
+CHECKPOINT_NAME = "model" + SUFFIX
+STATE_NAME = "train_state.pt"
+_STATE_FORMAT = "napari-textsr-train-state"
+_STATE_VERSION = 1
+
+
+def _degradation_class():
+    from napari_textsr.training.degradations import Degradation
+
+    return Degradation
+
+
+# ----------------------------------------------------------------------- config
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run.
+
+    ``batch_size`` is the global batch (split over ``torchrun`` ranks);
+    ``lr_patch`` the LR patch side (HR patches are ``lr_patch * scale``).
+    ``encoder``: an EncoderSpec string; ``None`` takes the ``init``
+    checkpoint's encoder (or ``textsr-tiny:none`` without one).
+    ``degradation`` / ``losses``: ``None`` means bicubic only / the method's
+    paper defaults (:func:`~napari_textsr.training.losses.default_loss_weights`).
+    ``data``: folders with ``captions.csv`` and ``synthetic:N:SEED[:SIZE]``
+    entries (ignored when the Trainer is given ``items``).
+    Learning rate: cosine from ``learning_rate`` to ``learning_rate *
+    min_lr_ratio`` over ``steps`` after ``warmup_steps`` of linear warm-up.
+    ``grad_clip``: max global gradient norm (0 = off). ``mixed_precision``:
+    ``None`` = on for CUDA (bfloat16 where supported, else float16 with loss
+    scaling), off elsewhere. Validation uses at most ``val_max_images``
+    held-out images, centre-cropped to ``val_crop`` HR pixels, so it stays
+    quick on a CPU. ``model_overrides`` set model config fields of a new model
+    (e.g. ``text_fusion=False`` for the text-free baseline). ``command``: the
+    command line to record (the CLI passes ``sys.argv``); ``None`` records an
+    equivalent ``textsr train`` command rebuilt from this config.
+    """
+
+    method: str
+    scale: int
+    preset: str = "default"
+    encoder: str | None = "textsr-tiny:none"
+    data: list[str] = field(default_factory=list)
+    steps: int = 1000
+    batch_size: int = 16
+    lr_patch: int = 32
+    learning_rate: float = 2e-4
+    degradation: "Degradation | None" = None
+    losses: LossWeights | None = None
+    val_fraction: float = 0.1
+    val_every: int = 200
+    checkpoint_every: int = 200
+    preview_every: int = 200
+    out_dir: Path = Path("textsr-training")
+    init: Path | None = None
+    resume: bool = False
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+    # Additions to the documented contract.
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+    mixed_precision: bool | None = None
+    augment: bool = True
+    val_max_images: int = 8
+    val_crop: int = 256
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    command: str | None = None
+
+    # Fields a resumed run must share with the run it continues (others, like
+    # steps, intervals, device and threads, may change between sessions).
+    RESUME_FIXED = (
+        "method", "scale", "preset", "encoder", "data", "batch_size", "lr_patch", "learning_rate",
+        "degradation", "losses", "val_fraction", "seed", "warmup_steps", "min_lr_ratio", "grad_clip",
+        "augment", "model_overrides", "init",
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        self.method = self.method.lower()
+        if self.method not in available_methods():
+            raise ValueError(f"unknown method {self.method!r}; choose from {available_methods()}")
+        if self.scale not in SUPPORTED_SCALES:
+            raise ValueError(f"scale must be one of {SUPPORTED_SCALES}, got {self.scale}")
+        for name in ("steps", "batch_size", "lr_patch", "val_every", "checkpoint_every", "preview_every"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        self.out_dir = Path(self.out_dir)
+        self.init = Path(self.init) if self.init else None
+        self.data = [str(d) for d in self.data]
+        if self.degradation is None:
+            self.degradation = _degradation_class()(scale=self.scale)
+        elif self.degradation.scale != self.scale:
+            raise ValueError(f"degradation scale {self.degradation.scale} differs from scale {self.scale}")
+        if self.losses is None:
+            self.losses = default_loss_weights(self.method)
+        elif self.losses.method != self.method:
+            raise ValueError(f"loss weights are for {self.losses.method}, not {self.method}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (paths as strings, degradation and losses as dicts)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["out_dir"] = str(self.out_dir)
+        values["init"] = str(self.init) if self.init else None
+        values["degradation"] = self.degradation.to_dict()  # type: ignore[union-attr]
+        values["losses"] = self.losses.to_dict()  # type: ignore[union-attr]
+        values["data"] = list(self.data)
+        values["model_overrides"] = dict(self.model_overrides)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        values = dict(values)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"TrainConfig does not take {sorted(unknown)}")
+        if isinstance(values.get("degradation"), dict):
+            values["degradation"] = _degradation_class().from_dict(values["degradation"])
+        if isinstance(values.get("losses"), dict):
+            values["losses"] = loss_weights_from_dict(values["method"], values["losses"])
+        return cls(**values)
+
+    @classmethod
+    def from_run(cls, out_dir: str | os.PathLike) -> "TrainConfig":
+        """The config a previous run in ``out_dir`` was started with (to resume it)."""
+        state = _load_state(Path(out_dir) / STATE_NAME)
+        config = cls.from_dict(state["config"])
+        config.out_dir = Path(out_dir)
+        return config
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    @property
+    def state_path(self) -> Path:
+        return self.out_dir / STATE_NAME
+
+
+# ----------------------------------------------------------------------- events
+@dataclass
+class ValidationResult:
+    """Metrics on the held-out split, ``scale`` px border cropped.
+
+    ``psnr``/``ssim`` (and the ``_bicubic`` baseline) are on the Y channel, the
+    convention of SR papers; ``*_rgb`` on RGB. Averaged over ``n_images``.
+    """
+
+    step: int
+    psnr: float
+    ssim: float
+    psnr_bicubic: float
+    ssim_bicubic: float
+    psnr_rgb: float
+    ssim_rgb: float
+    psnr_bicubic_rgb: float
+    ssim_bicubic_rgb: float
+    n_images: int
+
+    def to_record(self) -> dict[str, float]:
+        """Names used in a checkpoint's TrainingRecord.validation."""
+        return {
+            "psnr_y": self.psnr,
+            "ssim_y": self.ssim,
+            "psnr_bicubic_y": self.psnr_bicubic,
+            "ssim_bicubic_y": self.ssim_bicubic,
+            "psnr_rgb": self.psnr_rgb,
+            "ssim_rgb": self.ssim_rgb,
+            "psnr_bicubic_rgb": self.psnr_bicubic_rgb,
+            "ssim_bicubic_rgb": self.ssim_bicubic_rgb,
+            "n_images": float(self.n_images),
+        }
+
+
+@dataclass
+class PreviewImages:
+    """One held-out image through the current model: float32 (H, W, 3) arrays in [0, 1].
+
+    ``lr`` is (h, w, 3); ``output``, ``bicubic`` and ``target`` are (s*h, s*w, 3);
+    ``attention`` maps name -> float32 (h', w') at the model's resolution.
+    """
+
+    lr: np.ndarray
+    output: np.ndarray
+    target: np.ndarray
+    bicubic: np.ndarray
+    caption: str
+    attention: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingEvent:
+    """Progress after one completed step (``step`` counts completed steps, 1-based)."""
+
+    step: int
+    total_steps: int
+    losses: dict[str, float]
+    learning_rate: float
+    images_per_second: float
+    eta_seconds: float
+    validation: ValidationResult | None = None
+    preview: PreviewImages | None = None
+    checkpoint: Path | None = None
+    message: str = ""
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. kernel_temperature, grad_norm, epoch
+
+
+@dataclass
+class TrainingSummary:
+    """What :meth:`Trainer.run` returns."""
+
+    steps_completed: int
+    total_steps: int
+    cancelled: bool
+    checkpoint: Path | None
+    train_state: Path | None
+    validation: ValidationResult | None
+    elapsed_seconds: float
+    images_per_second: float
+    record: TrainingRecord | None
+
+
+# ----------------------------------------------------------------------- data
+def load_training_items(entries: Sequence[str]) -> tuple[list["CaptionedImage"], list[str]]:
+    """Load ``--data`` entries; returns the images and one description per entry.
+
+    An entry is a folder of images with ``captions.csv`` or
+    ``synthetic:N[:SEED[:SIZE]]`` (N synthetic scenes from generator seed SEED,
+    SIZE x SIZE pixels, default 256); see ``training.data.load_data_source``.
+    """
+    from napari_textsr.training.data import load_data_source
+
+    items: list[CaptionedImage] = []
+    descriptions: list[str] = []
+    for entry in entries:
+        if not entry.startswith("synthetic:") and not Path(entry).expanduser().is_dir():
+            raise FileNotFoundError(f"training data folder not found: {entry}")
+        loaded = load_data_source(entry if entry.startswith("synthetic:") else str(Path(entry).expanduser()))
+        if entry.startswith("synthetic:"):
+            descriptions.append(f"{entry} ({len(loaded)} synthetic scenes, napari_textsr.synthetic)")
+        else:
+            descriptions.append(f"{Path(entry).expanduser().resolve()} ({len(loaded)} images)")
+        items.extend(loaded)
+    return items, descriptions
+
+
+def equivalent_command(config: TrainConfig, data_note: str | None = None) -> str:
+    """A ``textsr train`` command that reproduces ``config`` (for runs started from Python or napari).
+
+    ``data_note`` replaces the ``--data`` arguments where the images came
+    from napari layers and have no path.
+    """
+    c = config
+    args = ["textsr", "train"]
+    if data_note is not None:
+        args += ["--data", data_note]
+    else:
+        for entry in c.data:
+            args += ["--data", entry]
+    args += ["--method", c.method, "--scale", str(c.scale), "--preset", c.preset]
+    if c.encoder:
+        args += ["--encoder", c.encoder]
+    args += ["--steps", str(c.steps), "--batch-size", str(c.batch_size), "--patch", str(c.lr_patch)]
+    args += ["--lr", repr(c.learning_rate), "--out", str(c.out_dir), "--seed", str(c.seed)]
+    d = c.degradation
+    assert d is not None and c.losses is not None
+    if d.blur_sigma:
+        args += ["--blur-sigma", repr(d.blur_sigma)]
+    if d.noise_poisson_peak is not None or d.noise_gaussian_sigma:
+        args += ["--noise", f"{d.noise_poisson_peak if d.noise_poisson_peak is not None else 'none'}:{d.noise_gaussian_sigma}"]
+    defaults = default_loss_weights(c.method).to_dict()
+    changed = {k: v for k, v in c.losses.to_dict().items() if v != defaults[k]}
+    if changed:
+        args += ["--loss-weights", ",".join(f"{k}={_format_setting(v)}" for k, v in changed.items())]
+    if c.init:
+        args += ["--init", str(c.init)]
+    if c.val_fraction != 0.1:
+        args += ["--val-fraction", repr(c.val_fraction)]
+    for flag, value, default in (
+        ("--val-every", c.val_every, 200),
+        ("--checkpoint-every", c.checkpoint_every, 200),
+        ("--warmup", c.warmup_steps, 0),
+        ("--grad-clip", c.grad_clip, 1.0),
+    ):
+        if value != default:
+            args += [flag, str(value)]
+    if c.model_overrides:
+        args += ["--model-option", ",".join(f"{k}={v}" for k, v in c.model_overrides.items())]
+    return shlex.join(args)
+
+
+def _format_setting(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ":".join(repr(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+# ----------------------------------------------------------------------- helpers
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no training state to resume: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+        raise ValueError(f"{path} is not a napari-textsr training state")
+    if state.get("version") != _STATE_VERSION:
+        raise ValueError(f"{path}: training state version {state.get('version')} is not supported")
+    return state
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] % (2**63))
+
+
+def _cosine_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _to_numpy_image(x: torch.Tensor) -> np.ndarray:
+    """(3, H, W) tensor -> float32 (H, W, 3) in [0, 1]."""
+    return x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+
+@dataclass
+class _ValImage:
+    lr: torch.Tensor  # (1, 3, h, w)
+    hr: torch.Tensor  # (1, 3, s*h, s*w)
+    caption: str
+
+
+@dataclass
+class _Distributed:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1
+    owns_group: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device_name: str) -> _Distributed:
+    """Join the process group torchrun describes (WORLD_SIZE > 1), else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Distributed()
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    owns = False
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        owns = True
+    return _Distributed(rank, local_rank, world, local_world, owns)
+
+
+# ----------------------------------------------------------------------- trainer
+class Trainer:
+    """Trains (or fine-tunes) one model as a generator of :class:`TrainingEvent`.
+
+    ``items``: images to train on instead of ``config.data`` (e.g. napari
+    layers turned into CaptionedImage by ``captioned_images_from_arrays``).
+    Use from a thread: iterate :meth:`run`; cancel by closing the generator
+    (or :meth:`request_stop`, which also works across torchrun ranks).
+    """
+
+    def __init__(self, config: TrainConfig, items: list["CaptionedImage"] | None = None) -> None:
+        self.config = config
+        self._items = list(items) if items is not None else None
+        if self._items is None and not config.data:
+            raise ValueError("no training data: give config.data (folders or synthetic:N:SEED) or items")
+        if self._items is not None and not self._items:
+            raise ValueError("no training images given")
+        self._stop = threading.Event()
+        self._last_checkpoint: Path | None = None
+
+    @property
+    def last_checkpoint(self) -> Path | None:
+        """The most recent checkpoint this trainer wrote (None before the first)."""
+        return self._last_checkpoint
+
+    def request_stop(self) -> None:
+        """Finish the current step, write a checkpoint and end the run (thread-safe)."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> Generator[TrainingEvent, None, TrainingSummary]:
+        config = self.config
+        dist_info = _setup_distributed(config.device)
+        try:
+            return (yield from self._run(dist_info))
+        finally:
+            if dist_info.owns_group:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+
+    def _run(self, dist_info: _Distributed) -> Generator[TrainingEvent, None, TrainingSummary]:
+        config = self.config
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        elif dist_info.enabled:
+            # torchrun's ranks share the machine's cores.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist_info.local_world_size))
+        device = select_device(config.device)
+        if device.type == "cuda" and dist_info.enabled:
+            device = torch.device("cuda", dist_info.local_rank)
+            torch.cuda.set_device(device)
+        if config.batch_size % dist_info.world_size:
+            raise ValueError(
+                f"batch_size {config.batch_size} must be a multiple of the number of processes ({dist_info.world_size})"
+            )
+        local_batch = config.batch_size // dist_info.world_size
+
+        state: dict[str, Any] | None = None
+        if config.state_path.is_file():
+            if not config.resume:
+                raise ValueError(
+                    f"{config.out_dir} already holds a training run ({STATE_NAME}); "
+                    "resume it (--resume / resume=True) or choose another output folder"
+                )
+            state = _load_state(config.state_path)
+            self._check_resume_compatible(state)
+        messages: list[str] = []
+        if config.resume and state is None:
+            messages.append(f"nothing to resume in {config.out_dir}; starting a new run")
+
+        # ---- data
+        if self._items is not None:
+            items = self._items
+            names = ", ".join(i.name for i in items[:5]) + (", ..." if len(items) > 5 else "")
+            data_descriptions = [f"{len(items)} images given directly (e.g. napari layers: {names})"]
+            data_note = f"<{len(items)} images from napari layers>"
+        else:
+            items, data_descriptions = load_training_items(config.data)
+            data_note = None
+        from napari_textsr.training.data import PatchSampler, split_train_val
+
+        train_items, val_items = split_train_val(items, config.val_fraction, config.seed)
+        if not train_items:
+            raise ValueError("no training images left after the validation split")
+        sampler = PatchSampler(train_items, config.degradation, lr_patch=config.lr_patch, augment=config.augment)
+        lr_pixels = sum((i.image.shape[0] // config.scale) * (i.image.shape[1] // config.scale) for i in sampler.items)
+        steps_per_epoch = max(1, math.ceil(lr_pixels / (config.batch_size * config.lr_patch**2)))
+
+        # ---- encoder and model
+        init_meta = None
+        encoder_spec = config.encoder
+        if config.init is not None and state is None:
+            init_meta = self._check_init(config.init)
+            encoder_spec = encoder_spec or init_meta.encoder_spec
+        if state is not None:
+            encoder_spec = state["encoder_spec"]
+        encoder_spec = encoder_spec or "textsr-tiny:none"
+        encoder = PromptEncoder.from_spec(EncoderSpec.parse(encoder_spec), device=device)
+
+        if state is not None:
+            model = model_from_config(config.method, state["model_config"])
+            model.load_state_dict(state["model"])
+            model.to(device)
+        elif config.init is not None:
+            assert init_meta is not None
+            if not init_meta.encoder.matches(encoder.identity()):
+                raise ValueError(
+                    f"cannot fine-tune {config.init}: it was trained with prompt encoder "
+                    f"{init_meta.encoder.describe()}, but this run uses {encoder.identity().describe()}. "
+                    f"Train with --encoder {init_meta.encoder_spec} (or leave --encoder out)."
+                )
+            try:
+                model = load_checkpoint(config.init, encoder=encoder, device=device).model
+            except EncoderMismatchError as error:  # pragma: no cover - matched above
+                raise ValueError(str(error)) from error
+            if config.model_overrides:
+                messages.append("model options are ignored when fine-tuning: the architecture comes from --init")
+            messages.append(f"fine-tuning {config.init.name} ({init_meta.method} x{init_meta.scale})")
+        else:
+            # A new model's initialisation comes from the seed (same config, same start).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed)
+                model = create_model(
+                    config.method, config.scale, config.preset, prompt_dim=encoder.embed_dim, **config.model_overrides
+                )
+            model.to(device)
+        model.train()
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed + 1)  # discriminators, if any
+            criterion: SRCriterion = build_criterion(config.losses, encoder, config.scale)  # type: ignore[arg-type]
+        criterion.to(device)
+        criterion.train()
+        messages.extend(criterion.notes)
+        if state is not None:
+            criterion.load_extra_state(state.get("criterion", {}))
+        else:
+            criterion.prepare(model)
+
+        assert config.losses is not None
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=config.learning_rate, betas=config.losses.generator_betas())
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: _cosine_factor(s, config.steps, config.warmup_steps, config.min_lr_ratio)
+        )
+        discriminator = criterion.discriminator
+        d_optimizer = None
+        if discriminator is not None:
+            ratio = getattr(config.losses, "discriminator_lr_ratio", 1.0)
+            d_optimizer = torch.optim.Adam(
+                discriminator.parameters(), lr=config.learning_rate * ratio, betas=config.losses.discriminator_betas()
+            )
+        amp_dtype = self._amp_dtype(device)
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+        start_step = 0
+        history: list[float] = []
+        last_validation: ValidationResult | None = None
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            if discriminator is not None and state.get("discriminator") is not None:
+                discriminator.load_state_dict(state["discriminator"])
+                assert d_optimizer is not None
+                d_optimizer.load_state_dict(state["discriminator_optimizer"])
+            start_step = int(state["step"])
+            # The schedule is a function of the step; recomputing the learning rate
+            # gives the stored value bit for bit, and the right one if --steps grew.
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * _cosine_factor(
+                    start_step, config.steps, config.warmup_steps, config.min_lr_ratio
+                )
+            scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # type: ignore[attr-defined]
+            history = list(state.get("loss_history", []))
+            if state.get("validation"):
+                last_validation = ValidationResult(**state["validation"])
+            if state.get("world_size", 1) != dist_info.world_size:
+                messages.append(
+                    f"resumed with {dist_info.world_size} processes instead of {state.get('world_size', 1)}: "
+                    "batches differ from the original run from here on"
+                )
+            messages.append(f"resumed from step {start_step}")
+
+        train_model: nn.Module = model
+        if dist_info.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Buffers (PDN's kernel temperature) are synced from rank 0 at every forward, the default.
+            train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+        # ---- caption embeddings: encoded once, the encoder is frozen
+        captions = list(dict.fromkeys(c for item in items for c in item.captions))
+        caption_cache = self._encode_captions(encoder, captions)
+        val_images = self._prepare_validation(val_items, config) if dist_info.is_main else []
+
+        # The first session's command, then each resume's (a resumed checkpoint is made by all of them).
+        this_command = config.command if config.command is not None else self._command(data_note)
+        commands = list(state.get("commands", [])) + [this_command] if state is not None else [this_command]
+        record_base = dict(
+            command=commands[0],
+            data=data_descriptions
+            + [f"validation: {len(val_items)} of {len(items)} images held out (val_fraction {config.val_fraction}, seed {config.seed})"],
+            degradation=config.degradation.to_dict(),  # type: ignore[union-attr]
+        )
+        extra_record = {
+            "method": config.method,
+            "preset": config.preset if config.init is None else f"from {config.init}",
+            "encoder": encoder_spec,
+            "init": str(config.init) if config.init else None,
+            "losses": config.losses.to_dict(),
+            "loss_notes": list(criterion.notes),
+            "batch_size": config.batch_size,
+            "lr_patch": config.lr_patch,
+            "learning_rate": config.learning_rate,
+            "seed": config.seed,
+            "world_size": dist_info.world_size,
+            "steps_per_epoch": steps_per_epoch,
+            "resume_commands": commands[1:],
+        }
+
+        def write_checkpoint(completed: int) -> Path | None:
+            if not dist_info.is_main:
+                return None
+            train_state = {
+                "format": _STATE_FORMAT,
+                "version": _STATE_VERSION,
+                "step": completed,
+                "config": {**config.to_dict(), "encoder": encoder_spec, "init": str(config.init) if config.init else None},
+                "encoder_spec": encoder_spec,
+                "model_config": model.config.to_dict(),
+                "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "discriminator": discriminator.state_dict() if discriminator is not None else None,
+                "discriminator_optimizer": d_optimizer.state_dict() if d_optimizer is not None else None,
+                "criterion": criterion.extra_state(),
+                "rng": {"scheme": "per-step generators seeded with (seed, rank, step)", "seed": config.seed},
+                "world_size": dist_info.world_size,
+                "loss_history": history,
+                "commands": commands,
+                "validation": dataclasses.asdict(last_validation) if last_validation else None,
+            }
+            # The state first: if we die between the two writes, the resume point
+            # is never older than the model file a user might pick up.
+            _atomic_torch_save(train_state, config.state_path)
+            record = TrainingRecord(
+                **record_base,
+                steps=completed,
+                validation=last_validation.to_record() if last_validation else {},
+                extra={**extra_record, "total_steps": config.steps},
+            )
+            self._record = record
+            path = save_checkpoint(
+                config.checkpoint_path,
+                model,
+                encoder,
+                name=config.name or f"{config.method}-x{config.scale}-{config.out_dir.name}",
+                description=f"trained {completed} steps by textsr train",
+                training=record,
+            )
+            self._last_checkpoint = path
+            return path
+
+        self._record: TrainingRecord | None = None
+        completed = start_step
+        saved_at = start_step if state is not None else -1
+        step_times: deque[float] = deque(maxlen=20)
+        run_start = time.perf_counter()
+        cancelled = False
+        stopped_early = False
+        fork_devices = [device] if device.type == "cuda" else []  # fork_rng: leave the caller's RNG alone
+
+        if messages and dist_info.is_main:
+            yield TrainingEvent(
+                step=start_step,
+                total_steps=config.steps,
+                losses={},
+                learning_rate=scheduler.get_last_lr()[0],
+                images_per_second=0.0,
+                eta_seconds=0.0,
+                validation=last_validation,
+                message="; ".join(messages),
+            )
+        try:
+            for step in range(start_step, config.steps):
+                t0 = time.perf_counter()
+                with torch.random.fork_rng(devices=fork_devices):
+                    torch.manual_seed(_step_seed(config.seed, dist_info.rank, step))
+                    rng = np.random.default_rng([config.seed, dist_info.rank, step])
+                    batch = sampler.batch(local_batch, rng)
+                    lr_img = batch.lr.to(device, non_blocking=True)
+                    hr_img = batch.hr.to(device, non_blocking=True)
+                    prompt = PromptEmbedding.cat([caption_cache[c] for c in batch.captions])
+                    extra = criterion.schedule(model, step, steps_per_epoch)
+                    learning_rate = scheduler.get_last_lr()[0]
+                    terms, grad_norm = self._train_step(
+                        train_model, criterion, optimizer, d_optimizer, scaler, amp_dtype,
+                        lr_img, hr_img, prompt, batch.captions, dist_info,
+                    )  # fmt: skip
+                    scheduler.step()
+                completed = step + 1
+                names = sorted(terms)
+                values = torch.tensor([terms[n] for n in names] + [float(self._stop.is_set())], dtype=torch.float64)
+                if dist_info.enabled:
+                    import torch.distributed as dist
+
+                    # One collective per step: mean losses for display, and a stop
+                    # request from any rank (so all ranks end at the same step).
+                    packed = values.to(device) if device.type == "cuda" else values
+                    dist.all_reduce(packed)
+                    values = packed.cpu()
+                    values[:-1] /= dist_info.world_size
+                losses = {n: float(v) for n, v in zip(names, values[:-1])}
+                stop = bool(values[-1] > 0)
+                history.append(losses.get("total", float("nan")))
+
+                step_times.append(time.perf_counter() - t0)
+                mean_step = sum(step_times) / len(step_times)
+                event = TrainingEvent(
+                    step=completed,
+                    total_steps=config.steps,
+                    losses=losses,
+                    learning_rate=learning_rate,
+                    images_per_second=config.batch_size / mean_step if mean_step > 0 else 0.0,
+                    eta_seconds=mean_step * (config.steps - completed),
+                    extra={**extra, "grad_norm": grad_norm, "epoch": completed / steps_per_epoch},
+                )
+                if dist_info.is_main:
+                    if completed % config.val_every == 0 or completed == config.steps or stop:
+                        if val_images:
+                            last_validation = self._validate(model, encoder, caption_cache, val_images, completed, amp_dtype)
+                            event.validation = last_validation
+                    if (completed % config.preview_every == 0 or completed == config.steps) and (val_images or train_items):
+                        event.preview = self._preview(model, caption_cache, val_images, train_items, config, device)
+                if completed % config.checkpoint_every == 0 or completed == config.steps or stop:
+                    event.checkpoint = write_checkpoint(completed)
+                    saved_at = completed
+                if stop:
+                    stopped_early = completed < config.steps
+                    event.message = f"stopped at step {completed}; checkpoint written"
+                yield event
+                if stop:
+                    break
+        except GeneratorExit:
+            # Cancelled by the consumer (closing the generator) after the event of
+            # step `completed`: keep that step's work.
+            cancelled = True
+            if completed != saved_at:
+                write_checkpoint(completed)
+            return self._summary(completed, True, last_validation, run_start, start_step)
+        if completed != saved_at:  # pragma: no cover - the last step always checkpoints
+            write_checkpoint(completed)
+        return self._summary(completed, cancelled or stopped_early, last_validation, run_start, start_step)
+
+    # ------------------------------------------------------------ internals
+    def _summary(
+        self, completed: int, cancelled: bool, validation: ValidationResult | None, run_start: float, start_step: int
+    ) -> TrainingSummary:
+        elapsed = time.perf_counter() - run_start
+        done = completed - start_step
+        return TrainingSummary(
+            steps_completed=completed,
+            total_steps=self.config.steps,
+            cancelled=cancelled,
+            checkpoint=self._last_checkpoint,
+            train_state=self.config.state_path if self._last_checkpoint else None,
+            validation=validation,
+            elapsed_seconds=elapsed,
+            images_per_second=done * self.config.batch_size / elapsed if elapsed > 0 else 0.0,
+            record=self._record,
+        )
+
+    def _amp_dtype(self, device: torch.device) -> torch.dtype | None:
+        enabled = self.config.mixed_precision
+        if enabled is None:
+            enabled = device.type == "cuda"
+        if not enabled:
+            return None
+        if device.type != "cuda":
+            raise ValueError("mixed precision training needs a CUDA GPU")
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _train_step(
+        self,
+        model: nn.Module,
+        criterion: SRCriterion,
+        optimizer: torch.optim.Optimizer,
+        d_optimizer: torch.optim.Optimizer | None,
+        scaler: "torch.amp.GradScaler | None",
+        amp_dtype: torch.dtype | None,
+        lr_img: torch.Tensor,
+        hr_img: torch.Tensor,
+        prompt: PromptEmbedding,
+        captions: list[str],
+        dist_info: _Distributed,
+    ) -> tuple[dict[str, float], float]:
+        device_type = lr_img.device.type
+        with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            output = model(lr_img, prompt)
+        terms_out: dict[str, float] = {}
+        discriminator = criterion.discriminator
+        if discriminator is not None and d_optimizer is not None:
+            # Discriminator first, on the detached output (AttnGAN / GALIP order).
+            d_optimizer.zero_grad(set_to_none=True)
+            d_total, d_terms = criterion.discriminator_loss(output, hr_img, prompt, captions)
+            d_total.backward()
+            if dist_info.enabled:
+                import torch.distributed as dist
+
+                for p in discriminator.parameters():
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad /= dist_info.world_size
+            d_optimizer.step()
+            terms_out.update({k: float(v.detach()) for k, v in d_terms.items()})
+            discriminator.requires_grad_(False)
+        try:
+            optimizer.zero_grad(set_to_none=True)
+            total, terms = criterion.generator_loss(output, hr_img, prompt, captions)
+            if not torch.isfinite(total):
+                raise FloatingPointError(
+                    f"training loss is {float(total)} ({ {k: float(v) for k, v in terms.items()} }); "
+                    "lower the learning rate or check the data"
+                )
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if scaler is not None:
+                scaler.scale(total).backward()
+                scaler.unscale_(optimizer)
+            else:
+                total.backward()
+            if self.config.grad_clip > 0:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip))
+            else:
+                grads = [p.grad.detach().norm() for p in params if p.grad is not None]
+                grad_norm = float(torch.stack(grads).norm()) if grads else 0.0
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+        finally:
+            if discriminator is not None:
+                discriminator.requires_grad_(True)
+        terms_out.update({k: float(v.detach()) for k, v in terms.items()})
+        terms_out["total"] = float(total.detach())
+        return terms_out, grad_norm
+
+    def _check_resume_compatible(self, state: dict[str, Any]) -> None:
+        saved = state["config"]
+        current = self.config.to_dict()
+        if current.get("encoder") is None:
+            current["encoder"] = saved.get("encoder")
+        different = [
+            f"{name}: run has {saved.get(name)!r}, now {current.get(name)!r}"
+            for name in TrainConfig.RESUME_FIXED
+            if saved.get(name) != current.get(name)
+        ]
+        if different:
+            raise ValueError(
+                f"cannot resume the run in {self.config.out_dir}: settings differ from the run's "
+                f"({'; '.join(different)}). Resume with the same settings "
+                "(TrainConfig.from_run(out_dir)) or start a new run in another folder."
+            )
+
+    def _check_init(self, path: Path):
+        """The init checkpoint's metadata, if it can be fine-tuned by this run."""
+        try:
+            meta = read_metadata(path)
+        except CheckpointError as error:
+            raise ValueError(f"cannot fine-tune from {path}: {error}") from error
+        config = self.config
+        if meta.method != config.method:
+            raise ValueError(
+                f"cannot fine-tune {path.name}: it is a {meta.method} checkpoint and this run trains "
+                f"{config.method}; use --method {meta.method} or a {config.method} checkpoint"
+            )
+        if meta.scale != config.scale:
+            raise ValueError(
+                f"cannot fine-tune {path.name}: it upscales x{meta.scale} and this run trains x{config.scale}; "
+                f"use --scale {meta.scale} or a x{config.scale} checkpoint"
+            )
+        return meta
+
+    def _command(self, data_note: str | None) -> str:
+        command = equivalent_command(self.config, data_note)
+        if self.config.resume:
+            command += " --resume"
+        return command
+
+    @staticmethod
+    def _encode_captions(encoder: PromptEncoder, captions: list[str]) -> dict[str, PromptEmbedding]:
+        cache: dict[str, PromptEmbedding] = {}
+        chunk = 256
+        for start in range(0, len(captions), chunk):
+            part = captions[start : start + chunk]
+            encoded = encoder.encode(part)
+            for i, caption in enumerate(part):
+                n = int(encoded.mask[i].sum())  # real tokens come first; drop the batch padding
+                cache[caption] = PromptEmbedding(
+                    tokens=encoded.tokens[i : i + 1, :n].clone(),
+                    mask=encoded.mask[i : i + 1, :n].clone(),
+                    pooled=encoded.pooled[i : i + 1].clone(),
+                    words=[encoded.words[i][:n]],
+                    word_ids=[encoded.word_ids[i][:n]] if encoded.word_ids is not None else None,
+                )
+        return cache
+
+    def _prepare_validation(self, val_items: list["CaptionedImage"], config: TrainConfig) -> list[_ValImage]:
+        from napari_textsr.training.data import validation_pair
+
+        s = config.scale
+        images: list[_ValImage] = []
+        for item in val_items:
+            if len(images) == config.val_max_images:
+                break
+            if min(item.image.shape[:2], default=0) // s * s - 2 * s < 11:  # SSIM's 11x11 window after the border crop
+                continue
+            lr, hr = validation_pair(item, config.degradation, max_side=config.val_crop)  # type: ignore[arg-type]
+            images.append(_ValImage(lr=lr.float(), hr=hr.float(), caption=item.captions[0]))
+        return images
+
+    @torch.no_grad()
+    def _validate(
+        self,
+        model: TextSRModel,
+        encoder: PromptEncoder,
+        caption_cache: dict[str, PromptEmbedding],
+        val_images: list[_ValImage],
+        step: int,
+        amp_dtype: torch.dtype | None,
+    ) -> ValidationResult:
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        sums = np.zeros(8)
+        try:
+            for v in val_images:
+                lr = v.lr.to(device)
+                hr = v.hr.to(device)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    out = model(lr, caption_cache[v.caption]).image.float()
+                bicubic = F.interpolate(lr, scale_factor=self.config.scale, mode="bicubic", align_corners=False)
+                for offset, image in ((0, out), (2, bicubic)):
+                    q = quality_scores(image, hr, border=self.config.scale)
+                    sums[[offset, offset + 1, offset + 4, offset + 5]] += [q.psnr_y, q.ssim_y, q.psnr_rgb, q.ssim_rgb]
+        finally:
+            model.train(was_training)
+        m = sums / len(val_images)
+        return ValidationResult(step, *[float(x) for x in m], n_images=len(val_images))  # type: ignore[call-arg]
+
+    @torch.no_grad()
+    def _preview(
+        self,
+        model: TextSRModel,
+        caption_cache: dict[str, PromptEmbedding],
+        val_images: list[_ValImage],
+        train_items: list["CaptionedImage"],
+        config: TrainConfig,
+        device: torch.device,
+    ) -> PreviewImages | None:
+        """The first held-out image (or a crop of the first training image) through the model."""
+        candidates = val_images or self._prepare_validation(train_items[:1], config)
+        if not candidates:
+            return None
+        v = candidates[0]
+        was_training = model.training
+        model.eval()
+        try:
+            out = model(v.lr.to(device), caption_cache[v.caption])
+        finally:
+            model.train(was_training)
+        bicubic = F.interpolate(v.lr, scale_factor=config.scale, mode="bicubic", align_corners=False)
+        return PreviewImages(
+            lr=_to_numpy_image(v.lr[0]),
+            output=_to_numpy_image(out.image[0]),
+            target=_to_numpy_image(v.hr[0]),
+            bicubic=_to_numpy_image(bicubic[0]),
+            caption=v.caption,
+            attention={k: a[0, 0].detach().float().cpu().numpy() for k, a in out.attention.items()},
+        )
