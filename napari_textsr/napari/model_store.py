@@ -70,7 +70,7 @@ def untrained_choices() -> list[ModelChoice]:
     return [
         ModelChoice(
             spec=untrained_spec(method, scale),
-            label=f"UNTRAINED {method_title(method)} x{scale} (random weights)",
+            label=f"UNTRAINED {method_title(method)} x{scale}",
             group=UNTRAINED,
             tooltip="Random weights: the output is not a real super-resolution. "
             "Use it to try the widget, tiling and attention layers.",

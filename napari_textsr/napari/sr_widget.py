@@ -167,10 +167,8 @@ class SuperResolutionWidget(QWidget):
         self.attention_check = QCheckBox("attention maps")
         self.attention_check.setChecked(True)
         self.attention_check.setToolTip("Add the model's attention maps as layers over the output")
-        options = QHBoxLayout()
-        options.addWidget(self.consistency_check)
-        options.addWidget(self.attention_check)
-        form.addRow("Options", options)
+        form.addRow("Options", self.attention_check)
+        form.addRow("", self.consistency_check)
 
         self.slice_radio = QRadioButton("current slice")
         self.stack_radio = QRadioButton("whole stack")
