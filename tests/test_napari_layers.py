@@ -157,7 +157,9 @@ def test_sample_data_have_captions_and_the_documented_shapes():
         assert caption == kwargs["metadata"]["captions"][0]
         assert data.std() > 0  # a real image, not a blank
     readme = (ROOT / "sample_data" / "README.md").read_text()
-    for name in sample_data.sample_captions():
+    from napari_textsr.samples import sample_captions
+
+    for name in sample_captions():
         assert f"`{name}`" in readme  # every file has its licence noted
 
 
