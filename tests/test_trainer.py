@@ -182,6 +182,26 @@ def test_short_run_lowers_the_loss(tmp_path, method, tiny_encoder):
     validation = summary.validation
     assert validation is not None and validation.n_images == 1
     assert 5 < validation.psnr < 60 and 0 < validation.ssim <= 1 and validation.psnr_bicubic > 5
+    preview = events[-1].preview  # for the napari widget
+    assert preview is not None and preview.lr.shape == (16, 16, 3)
+    assert preview.output.shape == preview.target.shape == preview.bicubic.shape == (64, 64, 3)
+    assert preview.output.dtype == np.float32 and 0 <= preview.output.min() <= preview.output.max() <= 1
+    if method != "clipsr":  # (CLIP-SR's maps are per refinement iteration)
+        assert preview.attention
+
+
+def test_training_on_napari_layer_arrays(tmp_path):
+    from napari_textsr.training.data import captioned_images_from_arrays
+
+    rng = np.random.default_rng(0)
+    grey = (rng.random((2, 48, 48)) * 65535).astype(np.uint16)  # a 2-plane uint16 stack
+    rgb = (rng.random((48, 48, 3)) * 255).astype(np.uint8)
+    items = captioned_images_from_arrays([grey, rgb], ["nuclei", "a photo"], names=["stack", "photo"])
+    config = tiny_config(tmp_path, "pdn", data=[], steps=2)
+    _, summary = run_all(Trainer(config, items=items))
+    record = read_metadata(summary.checkpoint).training
+    assert "<3 images from napari layers>" in record.command
+    assert record.data[0].startswith("3 images given directly")
 
 
 def test_cancel_leaves_a_loadable_checkpoint_and_resume_is_exact(tmp_path):

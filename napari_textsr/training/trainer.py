@@ -455,6 +455,37 @@ def _setup_distributed(device_name: str) -> _Distributed:
     return _Distributed(rank, local_rank, world, local_world, owns)
 
 
+@dataclass
+class _Session:
+    """What one call of :meth:`Trainer.run` works with (built by ``Trainer._setup``)."""
+
+    device: torch.device
+    dist: _Distributed
+    local_batch: int
+    state: dict[str, Any] | None
+    messages: list[str]
+    train_items: list["CaptionedImage"]
+    sampler: Any  # training.data.PatchSampler
+    steps_per_epoch: int
+    data_descriptions: list[str]
+    encoder_spec: str
+    encoder: PromptEncoder
+    model: TextSRModel
+    train_model: nn.Module  # the model, or its DistributedDataParallel wrapper
+    criterion: SRCriterion
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    d_optimizer: torch.optim.Optimizer | None
+    scaler: "torch.amp.GradScaler | None"
+    amp_dtype: torch.dtype | None
+    caption_cache: dict[str, PromptEmbedding]
+    val_images: list[_ValImage]
+    commands: list[str]
+    start_step: int = 0
+    history: list[float] = field(default_factory=list)
+    last_validation: ValidationResult | None = None
+
+
 # ----------------------------------------------------------------------- trainer
 class Trainer:
     """Trains (or fine-tunes) one model as a generator of :class:`TrainingEvent`.
@@ -474,6 +505,7 @@ class Trainer:
             raise ValueError("no training images given")
         self._stop = threading.Event()
         self._last_checkpoint: Path | None = None
+        self._last_record: TrainingRecord | None = None
 
     @property
     def last_checkpoint(self) -> Path | None:
@@ -502,6 +534,83 @@ class Trainer:
 
     def _run(self, dist_info: _Distributed) -> Generator[TrainingEvent, None, TrainingSummary]:
         config = self.config
+        s = self._setup(dist_info)
+        completed = s.start_step
+        saved_at = s.start_step if s.state is not None else -1
+        step_times: deque[float] = deque(maxlen=20)
+        run_start = time.perf_counter()
+        stopped_early = False
+        fork_devices = [s.device] if s.device.type == "cuda" else []  # fork_rng: leave the caller's RNG alone
+
+        if s.messages and dist_info.is_main:
+            yield TrainingEvent(
+                step=s.start_step,
+                total_steps=config.steps,
+                losses={},
+                learning_rate=s.scheduler.get_last_lr()[0],
+                images_per_second=0.0,
+                eta_seconds=0.0,
+                validation=s.last_validation,
+                message="; ".join(s.messages),
+            )
+        try:
+            for step in range(s.start_step, config.steps):
+                t0 = time.perf_counter()
+                with torch.random.fork_rng(devices=fork_devices):
+                    torch.manual_seed(_step_seed(config.seed, dist_info.rank, step))
+                    rng = np.random.default_rng([config.seed, dist_info.rank, step])
+                    batch = s.sampler.batch(s.local_batch, rng)
+                    prompt = PromptEmbedding.cat([s.caption_cache[c] for c in batch.captions])
+                    extra = s.criterion.schedule(s.model, step, s.steps_per_epoch)
+                    learning_rate = s.scheduler.get_last_lr()[0]
+                    terms, grad_norm = self._train_step(
+                        s, batch.lr.to(s.device, non_blocking=True), batch.hr.to(s.device, non_blocking=True),
+                        prompt, batch.captions,
+                    )  # fmt: skip
+                    s.scheduler.step()
+                completed = step + 1
+                losses, stop = self._reduce_step_results(s, terms)
+                s.history.append(losses.get("total", float("nan")))
+
+                step_times.append(time.perf_counter() - t0)
+                mean_step = sum(step_times) / len(step_times)
+                event = TrainingEvent(
+                    step=completed,
+                    total_steps=config.steps,
+                    losses=losses,
+                    learning_rate=learning_rate,
+                    images_per_second=config.batch_size / mean_step if mean_step > 0 else 0.0,
+                    eta_seconds=mean_step * (config.steps - completed),
+                    extra={**extra, "grad_norm": grad_norm, "epoch": completed / s.steps_per_epoch},
+                )
+                last = completed == config.steps or stop
+                if dist_info.is_main:
+                    if (completed % config.val_every == 0 or last) and s.val_images:
+                        s.last_validation = self._validate(s, completed)
+                        event.validation = s.last_validation
+                    if completed % config.preview_every == 0 or last:
+                        event.preview = self._preview(s)
+                if completed % config.checkpoint_every == 0 or last:
+                    event.checkpoint = self._write_checkpoint(s, completed)
+                    saved_at = completed
+                if stop:
+                    stopped_early = completed < config.steps
+                    event.message = f"stopped at step {completed}; checkpoint written"
+                yield event
+                if stop:
+                    break
+        except GeneratorExit:
+            # Cancelled by the consumer (closing the generator) after the event of
+            # step `completed`: keep that step's work.
+            if completed != saved_at:
+                self._write_checkpoint(s, completed)
+            return self._summary(completed, True, s.last_validation, run_start, s.start_step)
+        return self._summary(completed, stopped_early, s.last_validation, run_start, s.start_step)
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self, dist_info: _Distributed) -> "_Session":
+        """Everything a session needs: device, data, model, losses, optimisers, restored state."""
+        config = self.config
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         elif dist_info.enabled:
@@ -515,8 +624,8 @@ class Trainer:
             raise ValueError(
                 f"batch_size {config.batch_size} must be a multiple of the number of processes ({dist_info.world_size})"
             )
-        local_batch = config.batch_size // dist_info.world_size
 
+        messages: list[str] = []
         state: dict[str, Any] | None = None
         if config.state_path.is_file():
             if not config.resume:
@@ -526,125 +635,65 @@ class Trainer:
                 )
             state = _load_state(config.state_path)
             self._check_resume_compatible(state)
-        messages: list[str] = []
-        if config.resume and state is None:
+        elif config.resume:
             messages.append(f"nothing to resume in {config.out_dir}; starting a new run")
+
+        # Refuse a wrong --init before spending time on data.
+        init_meta = self._check_init(config.init) if config.init is not None and state is None else None
+        if state is not None:
+            encoder_spec = state["encoder_spec"]
+        else:
+            encoder_spec = config.encoder or (init_meta.encoder_spec if init_meta else "textsr-tiny:none")
+        encoder = PromptEncoder.from_spec(EncoderSpec.parse(encoder_spec), device=device)
+        model = self._build_model(state, init_meta, encoder, messages).to(device)
+        model.train()
 
         # ---- data
         if self._items is not None:
             items = self._items
             names = ", ".join(i.name for i in items[:5]) + (", ..." if len(items) > 5 else "")
             data_descriptions = [f"{len(items)} images given directly (e.g. napari layers: {names})"]
-            data_note = f"<{len(items)} images from napari layers>"
+            data_note: str | None = f"<{len(items)} images from napari layers>"
         else:
             items, data_descriptions = load_training_items(config.data)
             data_note = None
         from napari_textsr.training.data import PatchSampler, split_train_val
 
         train_items, val_items = split_train_val(items, config.val_fraction, config.seed)
-        if not train_items:
-            raise ValueError("no training images left after the validation split")
         sampler = PatchSampler(train_items, config.degradation, lr_patch=config.lr_patch, augment=config.augment)
+        # PDN's temperature schedule counts epochs: an epoch draws as many LR pixels as the training images hold.
         lr_pixels = sum((i.image.shape[0] // config.scale) * (i.image.shape[1] // config.scale) for i in sampler.items)
         steps_per_epoch = max(1, math.ceil(lr_pixels / (config.batch_size * config.lr_patch**2)))
+        data_descriptions.append(
+            f"validation: {len(val_items)} of {len(items)} images held out "
+            f"(val_fraction {config.val_fraction}, seed {config.seed})"
+        )
 
-        # ---- encoder and model
-        init_meta = None
-        encoder_spec = config.encoder
-        if config.init is not None and state is None:
-            init_meta = self._check_init(config.init)
-            encoder_spec = encoder_spec or init_meta.encoder_spec
-        if state is not None:
-            encoder_spec = state["encoder_spec"]
-        encoder_spec = encoder_spec or "textsr-tiny:none"
-        encoder = PromptEncoder.from_spec(EncoderSpec.parse(encoder_spec), device=device)
-
-        if state is not None:
-            model = model_from_config(config.method, state["model_config"])
-            model.load_state_dict(state["model"])
-            model.to(device)
-        elif config.init is not None:
-            assert init_meta is not None
-            if not init_meta.encoder.matches(encoder.identity()):
-                raise ValueError(
-                    f"cannot fine-tune {config.init}: it was trained with prompt encoder "
-                    f"{init_meta.encoder.describe()}, but this run uses {encoder.identity().describe()}. "
-                    f"Train with --encoder {init_meta.encoder_spec} (or leave --encoder out)."
-                )
-            try:
-                model = load_checkpoint(config.init, encoder=encoder, device=device).model
-            except EncoderMismatchError as error:  # pragma: no cover - matched above
-                raise ValueError(str(error)) from error
-            if config.model_overrides:
-                messages.append("model options are ignored when fine-tuning: the architecture comes from --init")
-            messages.append(f"fine-tuning {config.init.name} ({init_meta.method} x{init_meta.scale})")
-        else:
-            # A new model's initialisation comes from the seed (same config, same start).
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(config.seed)
-                model = create_model(
-                    config.method, config.scale, config.preset, prompt_dim=encoder.embed_dim, **config.model_overrides
-                )
-            model.to(device)
-        model.train()
-
+        # ---- losses and optimisers
+        assert config.losses is not None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed + 1)  # discriminators, if any
-            criterion: SRCriterion = build_criterion(config.losses, encoder, config.scale)  # type: ignore[arg-type]
+            criterion = build_criterion(config.losses, encoder, config.scale)
         criterion.to(device)
         criterion.train()
         messages.extend(criterion.notes)
-        if state is not None:
-            criterion.load_extra_state(state.get("criterion", {}))
-        else:
-            criterion.prepare(model)
-
-        assert config.losses is not None
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=config.learning_rate, betas=config.losses.generator_betas())
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: _cosine_factor(s, config.steps, config.warmup_steps, config.min_lr_ratio)
+        optimizer = torch.optim.Adam(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=config.learning_rate,
+            betas=config.losses.generator_betas(),
         )
-        discriminator = criterion.discriminator
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: _cosine_factor(step, config.steps, config.warmup_steps, config.min_lr_ratio)
+        )
         d_optimizer = None
-        if discriminator is not None:
+        if criterion.discriminator is not None:
             ratio = getattr(config.losses, "discriminator_lr_ratio", 1.0)
             d_optimizer = torch.optim.Adam(
-                discriminator.parameters(), lr=config.learning_rate * ratio, betas=config.losses.discriminator_betas()
+                criterion.discriminator.parameters(),
+                lr=config.learning_rate * ratio,
+                betas=config.losses.discriminator_betas(),
             )
         amp_dtype = self._amp_dtype(device)
-        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-
-        start_step = 0
-        history: list[float] = []
-        last_validation: ValidationResult | None = None
-        if state is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            if discriminator is not None and state.get("discriminator") is not None:
-                discriminator.load_state_dict(state["discriminator"])
-                assert d_optimizer is not None
-                d_optimizer.load_state_dict(state["discriminator_optimizer"])
-            start_step = int(state["step"])
-            # The schedule is a function of the step; recomputing the learning rate
-            # gives the stored value bit for bit, and the right one if --steps grew.
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * _cosine_factor(
-                    start_step, config.steps, config.warmup_steps, config.min_lr_ratio
-                )
-            scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # type: ignore[attr-defined]
-            history = list(state.get("loss_history", []))
-            if state.get("validation"):
-                last_validation = ValidationResult(**state["validation"])
-            if state.get("world_size", 1) != dist_info.world_size:
-                messages.append(
-                    f"resumed with {dist_info.world_size} processes instead of {state.get('world_size', 1)}: "
-                    "batches differ from the original run from here on"
-                )
-            messages.append(f"resumed from step {start_step}")
-
         train_model: nn.Module = model
         if dist_info.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -652,170 +701,167 @@ class Trainer:
             # Buffers (PDN's kernel temperature) are synced from rank 0 at every forward, the default.
             train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-        # ---- caption embeddings: encoded once, the encoder is frozen
-        captions = list(dict.fromkeys(c for item in items for c in item.captions))
-        caption_cache = self._encode_captions(encoder, captions)
-        val_images = self._prepare_validation(val_items, config) if dist_info.is_main else []
-
-        # The first session's command, then each resume's (a resumed checkpoint is made by all of them).
-        this_command = config.command if config.command is not None else self._command(data_note)
-        commands = list(state.get("commands", [])) + [this_command] if state is not None else [this_command]
-        record_base = dict(
-            command=commands[0],
-            data=data_descriptions
-            + [f"validation: {len(val_items)} of {len(items)} images held out (val_fraction {config.val_fraction}, seed {config.seed})"],
-            degradation=config.degradation.to_dict(),  # type: ignore[union-attr]
+        command = config.command if config.command is not None else self._command(data_note)
+        session = _Session(
+            device=device,
+            dist=dist_info,
+            local_batch=config.batch_size // dist_info.world_size,
+            state=state,
+            messages=messages,
+            train_items=train_items,
+            sampler=sampler,
+            steps_per_epoch=steps_per_epoch,
+            data_descriptions=data_descriptions,
+            encoder_spec=encoder_spec,
+            encoder=encoder,
+            model=model,
+            train_model=train_model,
+            criterion=criterion,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            d_optimizer=d_optimizer,
+            scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
+            amp_dtype=amp_dtype,
+            # Captions are encoded once: the encoder is frozen.
+            caption_cache=self._encode_captions(encoder, list(dict.fromkeys(c for i in items for c in i.captions))),
+            val_images=self._prepare_validation(val_items, config) if dist_info.is_main else [],
+            commands=[command],
         )
-        extra_record = {
-            "method": config.method,
-            "preset": config.preset if config.init is None else f"from {config.init}",
-            "encoder": encoder_spec,
-            "init": str(config.init) if config.init else None,
-            "losses": config.losses.to_dict(),
-            "loss_notes": list(criterion.notes),
-            "batch_size": config.batch_size,
-            "lr_patch": config.lr_patch,
-            "learning_rate": config.learning_rate,
-            "seed": config.seed,
-            "world_size": dist_info.world_size,
-            "steps_per_epoch": steps_per_epoch,
-            "resume_commands": commands[1:],
-        }
+        if state is not None:
+            self._restore(session, state)
+        else:
+            criterion.prepare(model)
+        return session
 
-        def write_checkpoint(completed: int) -> Path | None:
-            if not dist_info.is_main:
-                return None
-            train_state = {
-                "format": _STATE_FORMAT,
-                "version": _STATE_VERSION,
-                "step": completed,
-                "config": {**config.to_dict(), "encoder": encoder_spec, "init": str(config.init) if config.init else None},
-                "encoder_spec": encoder_spec,
-                "model_config": model.config.to_dict(),
-                "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "discriminator": discriminator.state_dict() if discriminator is not None else None,
-                "discriminator_optimizer": d_optimizer.state_dict() if d_optimizer is not None else None,
-                "criterion": criterion.extra_state(),
-                "rng": {"scheme": "per-step generators seeded with (seed, rank, step)", "seed": config.seed},
-                "world_size": dist_info.world_size,
-                "loss_history": history,
-                "commands": commands,
-                "validation": dataclasses.asdict(last_validation) if last_validation else None,
-            }
-            # The state first: if we die between the two writes, the resume point
-            # is never older than the model file a user might pick up.
-            _atomic_torch_save(train_state, config.state_path)
-            record = TrainingRecord(
-                **record_base,
-                steps=completed,
-                validation=last_validation.to_record() if last_validation else {},
-                extra={**extra_record, "total_steps": config.steps},
-            )
-            self._record = record
-            path = save_checkpoint(
-                config.checkpoint_path,
-                model,
-                encoder,
-                name=config.name or f"{config.method}-x{config.scale}-{config.out_dir.name}",
-                description=f"trained {completed} steps by textsr train",
-                training=record,
-            )
-            self._last_checkpoint = path
-            return path
-
-        self._record: TrainingRecord | None = None
-        completed = start_step
-        saved_at = start_step if state is not None else -1
-        step_times: deque[float] = deque(maxlen=20)
-        run_start = time.perf_counter()
-        cancelled = False
-        stopped_early = False
-        fork_devices = [device] if device.type == "cuda" else []  # fork_rng: leave the caller's RNG alone
-
-        if messages and dist_info.is_main:
-            yield TrainingEvent(
-                step=start_step,
-                total_steps=config.steps,
-                losses={},
-                learning_rate=scheduler.get_last_lr()[0],
-                images_per_second=0.0,
-                eta_seconds=0.0,
-                validation=last_validation,
-                message="; ".join(messages),
-            )
-        try:
-            for step in range(start_step, config.steps):
-                t0 = time.perf_counter()
-                with torch.random.fork_rng(devices=fork_devices):
-                    torch.manual_seed(_step_seed(config.seed, dist_info.rank, step))
-                    rng = np.random.default_rng([config.seed, dist_info.rank, step])
-                    batch = sampler.batch(local_batch, rng)
-                    lr_img = batch.lr.to(device, non_blocking=True)
-                    hr_img = batch.hr.to(device, non_blocking=True)
-                    prompt = PromptEmbedding.cat([caption_cache[c] for c in batch.captions])
-                    extra = criterion.schedule(model, step, steps_per_epoch)
-                    learning_rate = scheduler.get_last_lr()[0]
-                    terms, grad_norm = self._train_step(
-                        train_model, criterion, optimizer, d_optimizer, scaler, amp_dtype,
-                        lr_img, hr_img, prompt, batch.captions, dist_info,
-                    )  # fmt: skip
-                    scheduler.step()
-                completed = step + 1
-                names = sorted(terms)
-                values = torch.tensor([terms[n] for n in names] + [float(self._stop.is_set())], dtype=torch.float64)
-                if dist_info.enabled:
-                    import torch.distributed as dist
-
-                    # One collective per step: mean losses for display, and a stop
-                    # request from any rank (so all ranks end at the same step).
-                    packed = values.to(device) if device.type == "cuda" else values
-                    dist.all_reduce(packed)
-                    values = packed.cpu()
-                    values[:-1] /= dist_info.world_size
-                losses = {n: float(v) for n, v in zip(names, values[:-1])}
-                stop = bool(values[-1] > 0)
-                history.append(losses.get("total", float("nan")))
-
-                step_times.append(time.perf_counter() - t0)
-                mean_step = sum(step_times) / len(step_times)
-                event = TrainingEvent(
-                    step=completed,
-                    total_steps=config.steps,
-                    losses=losses,
-                    learning_rate=learning_rate,
-                    images_per_second=config.batch_size / mean_step if mean_step > 0 else 0.0,
-                    eta_seconds=mean_step * (config.steps - completed),
-                    extra={**extra, "grad_norm": grad_norm, "epoch": completed / steps_per_epoch},
+    def _build_model(
+        self, state: dict[str, Any] | None, init_meta, encoder: PromptEncoder, messages: list[str]
+    ) -> TextSRModel:
+        config = self.config
+        if state is not None:
+            model = model_from_config(config.method, state["model_config"])
+            model.load_state_dict(state["model"])
+            return model
+        if config.init is not None:
+            if not init_meta.encoder.matches(encoder.identity()):
+                raise ValueError(
+                    f"cannot fine-tune {config.init}: it was trained with prompt encoder "
+                    f"{init_meta.encoder.describe()}, but this run uses {encoder.identity().describe()}. "
+                    f"Train with --encoder {init_meta.encoder_spec} (or leave --encoder out)."
                 )
-                if dist_info.is_main:
-                    if completed % config.val_every == 0 or completed == config.steps or stop:
-                        if val_images:
-                            last_validation = self._validate(model, encoder, caption_cache, val_images, completed, amp_dtype)
-                            event.validation = last_validation
-                    if (completed % config.preview_every == 0 or completed == config.steps) and (val_images or train_items):
-                        event.preview = self._preview(model, caption_cache, val_images, train_items, config, device)
-                if completed % config.checkpoint_every == 0 or completed == config.steps or stop:
-                    event.checkpoint = write_checkpoint(completed)
-                    saved_at = completed
-                if stop:
-                    stopped_early = completed < config.steps
-                    event.message = f"stopped at step {completed}; checkpoint written"
-                yield event
-                if stop:
-                    break
-        except GeneratorExit:
-            # Cancelled by the consumer (closing the generator) after the event of
-            # step `completed`: keep that step's work.
-            cancelled = True
-            if completed != saved_at:
-                write_checkpoint(completed)
-            return self._summary(completed, True, last_validation, run_start, start_step)
-        if completed != saved_at:  # pragma: no cover - the last step always checkpoints
-            write_checkpoint(completed)
-        return self._summary(completed, cancelled or stopped_early, last_validation, run_start, start_step)
+            try:
+                model = load_checkpoint(config.init, encoder=encoder).model
+            except EncoderMismatchError as error:  # pragma: no cover - matched above
+                raise ValueError(str(error)) from error
+            if config.model_overrides:
+                messages.append("model options are ignored when fine-tuning: the architecture comes from --init")
+            messages.append(f"fine-tuning {config.init.name} ({init_meta.method} x{init_meta.scale})")
+            return model
+        # A new model's initialisation comes from the seed (same config, same start).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            return create_model(
+                config.method, config.scale, config.preset, prompt_dim=encoder.embed_dim, **config.model_overrides
+            )
+
+    def _restore(self, s: "_Session", state: dict[str, Any]) -> None:
+        """Continue from a train_state: optimisers, schedule, discriminator, step, history."""
+        config = self.config
+        s.optimizer.load_state_dict(state["optimizer"])
+        s.scheduler.load_state_dict(state["scheduler"])
+        if s.scaler is not None and state.get("scaler"):
+            s.scaler.load_state_dict(state["scaler"])
+        if s.criterion.discriminator is not None and state.get("discriminator") is not None:
+            s.criterion.discriminator.load_state_dict(state["discriminator"])
+            assert s.d_optimizer is not None
+            s.d_optimizer.load_state_dict(state["discriminator_optimizer"])
+        s.criterion.load_extra_state(state.get("criterion", {}))
+        s.start_step = int(state["step"])
+        # The schedule is a function of the step; recomputing the learning rate
+        # gives the stored value bit for bit, and the right one if --steps grew.
+        factor = _cosine_factor(s.start_step, config.steps, config.warmup_steps, config.min_lr_ratio)
+        for group in s.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        s.scheduler._last_lr = [group["lr"] for group in s.optimizer.param_groups]  # type: ignore[attr-defined]
+        s.history = list(state.get("loss_history", []))
+        # The first session's command, then each resume's: a resumed checkpoint is made by all of them.
+        s.commands = list(state.get("commands", [])) + s.commands
+        if state.get("validation"):
+            s.last_validation = ValidationResult(**state["validation"])
+        if state.get("world_size", 1) != s.dist.world_size:
+            s.messages.append(
+                f"resumed with {s.dist.world_size} processes instead of {state.get('world_size', 1)}: "
+                "batches differ from the original run from here on"
+            )
+        s.messages.append(f"resumed from step {s.start_step}")
+
+    # ------------------------------------------------------------- checkpoints
+    def _record(self, s: "_Session", completed: int) -> TrainingRecord:
+        config = self.config
+        assert config.losses is not None and config.degradation is not None
+        return TrainingRecord(
+            command=s.commands[0],
+            data=list(s.data_descriptions),
+            degradation=config.degradation.to_dict(),
+            steps=completed,
+            validation=s.last_validation.to_record() if s.last_validation else {},
+            extra={
+                "method": config.method,
+                "preset": config.preset if config.init is None else f"from {config.init}",
+                "encoder": s.encoder_spec,
+                "init": str(config.init) if config.init else None,
+                "losses": config.losses.to_dict(),
+                "loss_notes": list(s.criterion.notes),
+                "batch_size": config.batch_size,
+                "lr_patch": config.lr_patch,
+                "learning_rate": config.learning_rate,
+                "total_steps": config.steps,
+                "seed": config.seed,
+                "world_size": s.dist.world_size,
+                "steps_per_epoch": s.steps_per_epoch,
+                "resume_commands": s.commands[1:],
+            },
+        )
+
+    def _write_checkpoint(self, s: "_Session", completed: int) -> Path | None:
+        """Write train_state.pt, then the model checkpoint (rank 0 only; both atomic)."""
+        if not s.dist.is_main:
+            return None
+        config = self.config
+        discriminator = s.criterion.discriminator
+        train_state = {
+            "format": _STATE_FORMAT,
+            "version": _STATE_VERSION,
+            "step": completed,
+            "config": {**config.to_dict(), "encoder": s.encoder_spec},
+            "encoder_spec": s.encoder_spec,
+            "model_config": s.model.config.to_dict(),
+            "model": {k: v.detach().cpu().clone() for k, v in s.model.state_dict().items()},
+            "optimizer": s.optimizer.state_dict(),
+            "scheduler": s.scheduler.state_dict(),
+            "scaler": s.scaler.state_dict() if s.scaler is not None else None,
+            "discriminator": discriminator.state_dict() if discriminator is not None else None,
+            "discriminator_optimizer": s.d_optimizer.state_dict() if s.d_optimizer is not None else None,
+            "criterion": s.criterion.extra_state(),
+            # Step k's randomness is derived from (seed, rank, k), so the seed restores it.
+            "rng": {"scheme": "per-step generators seeded with (seed, rank, step)", "seed": config.seed},
+            "world_size": s.dist.world_size,
+            "loss_history": s.history,
+            "commands": s.commands,
+            "validation": dataclasses.asdict(s.last_validation) if s.last_validation else None,
+        }
+        # The state first: if we die between the two writes, the resume point
+        # is never older than the model file a user might pick up.
+        _atomic_torch_save(train_state, config.state_path)
+        self._last_record = self._record(s, completed)
+        self._last_checkpoint = save_checkpoint(
+            config.checkpoint_path,
+            s.model,
+            s.encoder,
+            name=config.name or f"{config.method}-x{config.scale}-{config.out_dir.name}",
+            description=f"trained {completed} steps with napari-textsr's trainer",
+            training=self._last_record,
+        )
+        return self._last_checkpoint
 
     # ------------------------------------------------------------ internals
     def _summary(
@@ -832,7 +878,7 @@ class Trainer:
             validation=validation,
             elapsed_seconds=elapsed,
             images_per_second=done * self.config.batch_size / elapsed if elapsed > 0 else 0.0,
-            record=self._record,
+            record=self._last_record,
         )
 
     def _amp_dtype(self, device: torch.device) -> torch.dtype | None:
@@ -846,19 +892,11 @@ class Trainer:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
     def _train_step(
-        self,
-        model: nn.Module,
-        criterion: SRCriterion,
-        optimizer: torch.optim.Optimizer,
-        d_optimizer: torch.optim.Optimizer | None,
-        scaler: "torch.amp.GradScaler | None",
-        amp_dtype: torch.dtype | None,
-        lr_img: torch.Tensor,
-        hr_img: torch.Tensor,
-        prompt: PromptEmbedding,
-        captions: list[str],
-        dist_info: _Distributed,
+        self, s: "_Session", lr_img: torch.Tensor, hr_img: torch.Tensor, prompt: PromptEmbedding, captions: list[str]
     ) -> tuple[dict[str, float], float]:
+        """One optimiser step (and one discriminator step when adversarial); returns loss terms and grad norm."""
+        model, criterion, optimizer, d_optimizer = s.train_model, s.criterion, s.optimizer, s.d_optimizer
+        scaler, amp_dtype, dist_info = s.scaler, s.amp_dtype, s.dist
         device_type = lr_img.device.type
         with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             output = model(lr_img, prompt)
@@ -909,6 +947,22 @@ class Trainer:
         terms_out.update({k: float(v.detach()) for k, v in terms.items()})
         terms_out["total"] = float(total.detach())
         return terms_out, grad_norm
+
+    def _reduce_step_results(self, s: "_Session", terms: dict[str, float]) -> tuple[dict[str, float], bool]:
+        """Loss terms averaged over ranks, and whether any rank asked to stop.
+
+        One collective per step, so that all ranks stop at the same step.
+        """
+        names = sorted(terms)
+        values = torch.tensor([terms[n] for n in names] + [float(self._stop.is_set())], dtype=torch.float64)
+        if s.dist.enabled:
+            import torch.distributed as dist
+
+            packed = values.to(s.device) if s.device.type == "cuda" else values
+            dist.all_reduce(packed)
+            values = packed.cpu()
+            values[:-1] /= s.dist.world_size
+        return {n: float(v) for n, v in zip(names, values[:-1])}, bool(values[-1] > 0)
 
     def _check_resume_compatible(self, state: dict[str, Any]) -> None:
         saved = state["config"]
@@ -985,53 +1039,42 @@ class Trainer:
         return images
 
     @torch.no_grad()
-    def _validate(
-        self,
-        model: TextSRModel,
-        encoder: PromptEncoder,
-        caption_cache: dict[str, PromptEmbedding],
-        val_images: list[_ValImage],
-        step: int,
-        amp_dtype: torch.dtype | None,
-    ) -> ValidationResult:
-        device = next(model.parameters()).device
+    def _validate(self, s: "_Session", step: int) -> ValidationResult:
+        """PSNR/SSIM of the model and of bicubic on the held-out images (rank 0)."""
+        model, scale = s.model, self.config.scale
         was_training = model.training
         model.eval()
-        sums = np.zeros(8)
+        scores: dict[str, list[float]] = {}
         try:
-            for v in val_images:
-                lr = v.lr.to(device)
-                hr = v.hr.to(device)
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    out = model(lr, caption_cache[v.caption]).image.float()
-                bicubic = F.interpolate(lr, scale_factor=self.config.scale, mode="bicubic", align_corners=False)
-                for offset, image in ((0, out), (2, bicubic)):
-                    q = quality_scores(image, hr, border=self.config.scale)
-                    sums[[offset, offset + 1, offset + 4, offset + 5]] += [q.psnr_y, q.ssim_y, q.psnr_rgb, q.ssim_rgb]
+            for v in s.val_images:
+                lr, hr = v.lr.to(s.device), v.hr.to(s.device)
+                with torch.autocast(s.device.type, dtype=s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None):
+                    out = model(lr, s.caption_cache[v.caption]).image.float()
+                bicubic = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
+                for names, image in (
+                    (("psnr", "ssim", "psnr_rgb", "ssim_rgb"), out),
+                    (("psnr_bicubic", "ssim_bicubic", "psnr_bicubic_rgb", "ssim_bicubic_rgb"), bicubic),
+                ):
+                    q = quality_scores(image, hr, border=scale)
+                    for name, value in zip(names, (q.psnr_y, q.ssim_y, q.psnr_rgb, q.ssim_rgb)):
+                        scores.setdefault(name, []).append(value)
         finally:
             model.train(was_training)
-        m = sums / len(val_images)
-        return ValidationResult(step, *[float(x) for x in m], n_images=len(val_images))  # type: ignore[call-arg]
+        means = {k: float(np.mean(v)) for k, v in scores.items()}
+        return ValidationResult(step=step, n_images=len(s.val_images), **means)
 
     @torch.no_grad()
-    def _preview(
-        self,
-        model: TextSRModel,
-        caption_cache: dict[str, PromptEmbedding],
-        val_images: list[_ValImage],
-        train_items: list["CaptionedImage"],
-        config: TrainConfig,
-        device: torch.device,
-    ) -> PreviewImages | None:
+    def _preview(self, s: "_Session") -> PreviewImages | None:
         """The first held-out image (or a crop of the first training image) through the model."""
-        candidates = val_images or self._prepare_validation(train_items[:1], config)
+        config, model = self.config, s.model
+        candidates = s.val_images or self._prepare_validation(s.train_items[:1], config)
         if not candidates:
             return None
         v = candidates[0]
         was_training = model.training
         model.eval()
         try:
-            out = model(v.lr.to(device), caption_cache[v.caption])
+            out = model(v.lr.to(s.device), s.caption_cache[v.caption])
         finally:
             model.train(was_training)
         bicubic = F.interpolate(v.lr, scale_factor=config.scale, mode="bicubic", align_corners=False)
