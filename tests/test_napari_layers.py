@@ -176,6 +176,6 @@ def test_manifest_is_valid_and_every_command_imports():
         module, _, attribute = command.python_name.partition(":")
         assert callable(getattr(importlib.import_module(module), attribute)), command.id
     assert {s.key for s in manifest.contributions.sample_data} == {"fluorescence", "photograph", "text"}
-    assert "Text-guided super-resolution" in [w.display_name for w in manifest.contributions.widgets]
+    assert [w.display_name for w in manifest.contributions.widgets] == ["Text-guided super-resolution", "Train / fine-tune"]
     installed = PluginManifest.from_distribution("napari-textsr")  # what napari itself reads
     assert [c.id for c in installed.contributions.commands] == [c.id for c in manifest.contributions.commands]

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_textsr.napari._connections import disconnect_all
 from napari_textsr.napari.jobs import JobOutcome, JobProgress, UpscaleJob, make_job, run_job_in_worker, split_captions
 from napari_textsr.napari.layers import add_result_layers
 from napari_textsr.napari.model_store import FILE, GROUP_TITLES, MODEL_STORE, ModelChoice, ModelStore, method_title
@@ -214,14 +215,14 @@ class SuperResolutionWidget(QWidget):
         self._listen(self.store.checkpoint_registered, self._on_checkpoint_registered)
         # When napari deletes the dock widget the Qt side goes first: stop
         # listening then, or the next layer event would touch a deleted widget.
-        self.destroyed.connect(partial(_disconnect_all, self._connections))
+        self.destroyed.connect(partial(disconnect_all, self._connections))
 
     def _listen(self, emitter: Any, callback: Any) -> None:
         emitter.connect(callback)
         self._connections.append((emitter, callback))
 
     def _disconnect_viewer(self) -> None:
-        _disconnect_all(self._connections)
+        disconnect_all(self._connections)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
         self.shutdown()
@@ -512,15 +513,6 @@ class SuperResolutionWidget(QWidget):
             self.progress_bar.setRange(0, _PROGRESS_STEPS)
         ok = self.last_outcome is not None and self.last_outcome.results and not self.last_outcome.cancelled
         self.progress_bar.setValue(_PROGRESS_STEPS if ok else 0)
-
-
-def _disconnect_all(connections: list[tuple[Any, Any]], *_: Any) -> None:
-    while connections:
-        emitter, callback = connections.pop()
-        try:
-            emitter.disconnect(callback)
-        except (RuntimeError, ValueError, TypeError):  # already gone
-            pass
 
 
 def summarize(job: UpscaleJob, outcome: JobOutcome, output_name: str) -> str:

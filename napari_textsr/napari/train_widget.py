@@ -1,0 +1,542 @@
+"""Dock widget "Train / fine-tune": train a model on your own images and captions, live.
+
+Tick the Image layers to learn from and type what each shows (or pick a
+captioned folder), choose a base model (a new one of some method and size, or
+a checkpoint to fine-tune), Start. The Trainer's generator runs in a napari
+``thread_worker``; every step updates the progress bar and the loss curve,
+validation adds a PSNR point, previews (LR / output / target) refresh every
+few hundred steps, and every checkpoint written is registered at once in the
+model picker of the super-resolution widget. Cancel finishes the current step
+and writes a loadable checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image
+from napari.utils import progress as napari_progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_textsr.models import SUPPORTED_SCALES, available_methods, get_model_class
+from napari_textsr.napari.model_store import BUNDLED, FILE, MODEL_STORE, TRAINED, ModelStore, method_title
+from napari_textsr.napari.plot import CurvePlot
+from napari_textsr.napari._connections import disconnect_all
+from napari_textsr.napari.sr_widget import available_devices
+from napari_textsr.napari.training_job import (
+    TrainingControl,
+    TrainingLayer,
+    TrainingOutcome,
+    TrainingRequest,
+    run_training_in_worker,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+NEW_MODEL = "__new__"
+PREVIEW_SIZE = 128
+_LAYER_COLUMN, _CAPTION_COLUMN = 0, 1
+
+
+def default_run_folder(method: str, scale: int) -> Path:
+    """``<cache>/runs/<method>-x<scale>-<time>`` (cache: ``$NAPARI_TEXTSR_CACHE`` or ``~/.cache/napari-textsr``)."""
+    from napari_textsr.prompts import cache_dir
+
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return cache_dir() / "runs" / f"{method}-x{scale}-{stamp}"
+
+
+def to_pixmap(image: np.ndarray, size: int = PREVIEW_SIZE) -> QPixmap:
+    """float (H, W, 3) in [0, 1] -> a QPixmap of ``size`` px width (nearest-neighbour, pixels stay visible)."""
+    rgb = np.ascontiguousarray((np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)[..., :3])
+    height, width = rgb.shape[:2]
+    qimage = QImage(rgb.data, width, height, 3 * width, QImage.Format_RGB888).copy()
+    return QPixmap.fromImage(qimage).scaled(size, size, Qt.KeepAspectRatio, Qt.FastTransformation)
+
+
+class TrainingWidget(QWidget):
+    """The "Train / fine-tune" dock widget.
+
+    For scripts and tests: ``layer_table`` (column 0 checkable layer names,
+    column 1 captions; or :meth:`use_layer`), ``folder_edit``, ``base_combo``,
+    ``method_combo``, ``preset_combo``, ``scale_combo``, ``steps_spin``,
+    ``learning_rate_spin``, ``batch_spin``, ``patch_spin``, ``preview_spin``,
+    ``device_combo``, ``out_edit``, ``start_button``, ``cancel_button``,
+    ``progress_bar``, ``status_label``, ``loss_plot``, ``psnr_plot``,
+    ``preview_labels``; :meth:`start` / :meth:`cancel`, ``is_running``,
+    ``last_outcome``, ``events_seen``.
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, store: ModelStore = MODEL_STORE) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.store = store
+        self.last_outcome: TrainingOutcome | None = None
+        self.events_seen = 0
+        self._worker = None
+        self._control: TrainingControl | None = None
+        self._pbar = None
+        self._run_name = ""
+        self._started = 0.0
+        self._layer_state: dict[int, tuple[bool, str]] = {}
+        self._build()
+        self._connections: list[tuple[Any, Any]] = []
+        self._listen(self.viewer.layers.events.inserted, self._on_layer_inserted)
+        for emitter in (self.viewer.layers.events.removed, self.viewer.layers.events.reordered):
+            self._listen(emitter, self._refresh_layers)
+        for layer in self.viewer.layers:
+            self._listen(layer.events.name, self._refresh_layers)
+        self._listen(self.store.checkpoint_registered, self._refresh_bases)
+        self.destroyed.connect(partial(disconnect_all, self._connections))
+        self._refresh_layers()
+        self._refresh_bases()
+        self._on_method_changed()
+
+    # ------------------------------------------------------------------ construction
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        self.controls = QWidget()
+        form = QFormLayout(self.controls)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+
+        self.layer_table = QTableWidget(0, 2)
+        self.layer_table.setHorizontalHeaderLabels(["Image layer", "Caption (what it shows)"])
+        self.layer_table.horizontalHeader().setSectionResizeMode(_LAYER_COLUMN, QHeaderView.ResizeToContents)
+        self.layer_table.horizontalHeader().setStretchLastSection(True)
+        self.layer_table.verticalHeader().setVisible(False)
+        self.layer_table.setSelectionMode(QAbstractItemView.NoSelection)
+        self.layer_table.setMinimumHeight(90)
+        self.layer_table.setToolTip("Tick the high-resolution layers to learn from; each needs a caption")
+        self.layer_table.itemChanged.connect(self._remember_layer_row)
+        form.addRow(QLabel("Training images"))
+        form.addRow(self.layer_table)
+
+        folder_row = QHBoxLayout()
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("optional: folder of images + captions.csv")
+        folder_button = QPushButton("…")
+        folder_button.clicked.connect(self._browse_folder)
+        folder_row.addWidget(self.folder_edit)
+        folder_row.addWidget(folder_button)
+        form.addRow("Folder", folder_row)
+
+        self.base_combo = QComboBox()
+        self.base_combo.setToolTip("Train a new model, or fine-tune a checkpoint (its method and scale are kept)")
+        self.base_combo.currentIndexChanged.connect(self._on_base_changed)
+        form.addRow("Base model", self.base_combo)
+        self.method_combo = QComboBox()
+        for method in available_methods():
+            self.method_combo.addItem(method_title(method), method)
+        self.method_combo.currentIndexChanged.connect(self._on_method_changed)
+        self.preset_combo = QComboBox()
+        self.preset_combo.setToolTip("Model size: tiny trains in minutes on a CPU")
+        method_row = QHBoxLayout()
+        method_row.addWidget(self.method_combo)
+        method_row.addWidget(QLabel("size"))
+        method_row.addWidget(self.preset_combo)
+        form.addRow("Method", method_row)
+        self.scale_combo = QComboBox()
+        for scale in SUPPORTED_SCALES:
+            self.scale_combo.addItem(f"x{scale}", scale)
+        self.scale_combo.setCurrentIndex(list(SUPPORTED_SCALES).index(4))
+        form.addRow("Scale", self.scale_combo)
+
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 1_000_000)
+        self.steps_spin.setValue(2000)
+        self.steps_spin.setSingleStep(100)
+        self.learning_rate_spin = QDoubleSpinBox()
+        self.learning_rate_spin.setDecimals(6)
+        self.learning_rate_spin.setRange(1e-6, 1e-1)
+        self.learning_rate_spin.setSingleStep(1e-5)
+        self.learning_rate_spin.setValue(2e-4)
+        steps_row = QHBoxLayout()
+        steps_row.addWidget(self.steps_spin)
+        steps_row.addWidget(QLabel("learning rate"))
+        steps_row.addWidget(self.learning_rate_spin)
+        form.addRow("Steps", steps_row)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 1024)
+        self.batch_spin.setValue(8)
+        self.patch_spin = QSpinBox()
+        self.patch_spin.setRange(4, 512)
+        self.patch_spin.setValue(32)
+        self.patch_spin.setToolTip("Side of the low-resolution training patches (high-resolution: x scale)")
+        batch_row = QHBoxLayout()
+        batch_row.addWidget(self.batch_spin)
+        batch_row.addWidget(QLabel("LR patch"))
+        batch_row.addWidget(self.patch_spin)
+        form.addRow("Batch", batch_row)
+        self.preview_spin = QSpinBox()
+        self.preview_spin.setRange(1, 100_000)
+        self.preview_spin.setValue(200)
+        self.preview_spin.setSuffix(" steps")
+        self.preview_spin.setToolTip("Validation, preview and checkpoint interval")
+        form.addRow("Validate every", self.preview_spin)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(available_devices())
+        form.addRow("Device", self.device_combo)
+        out_row = QHBoxLayout()
+        self.out_edit = QLineEdit()
+        self.out_edit.setPlaceholderText("automatic: ~/.cache/napari-textsr/runs/<method>-x<scale>-<time>")
+        out_button = QPushButton("…")
+        out_button.clicked.connect(self._browse_out)
+        out_row.addWidget(self.out_edit)
+        out_row.addWidget(out_button)
+        form.addRow("Output folder", out_row)
+        outer.addWidget(self.controls)
+
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        outer.addLayout(buttons)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setValue(0)
+        outer.addWidget(self.progress_bar)
+        self.status_label = QLabel("Ready.")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        outer.addWidget(self.status_label)
+
+        self.loss_plot = CurvePlot("training loss (log scale)", log_y=True)
+        self.loss_plot.add_series("loss", "#f0a030")
+        self.psnr_plot = CurvePlot("validation PSNR (dB, Y channel)")
+        self.psnr_plot.add_series("model", "#40b0f0")
+        self.psnr_plot.add_series("bicubic", "#a0a0a0", dashed=True)
+        outer.addWidget(self.loss_plot)
+        outer.addWidget(self.psnr_plot)
+
+        previews = QGridLayout()
+        self.preview_labels: dict[str, QLabel] = {}
+        for column, key in enumerate(("lr", "output", "target")):
+            title = QLabel({"lr": "LR input", "output": "model output", "target": "target"}[key])
+            title.setAlignment(Qt.AlignCenter)
+            image = QLabel()
+            image.setFixedSize(PREVIEW_SIZE, PREVIEW_SIZE)
+            image.setAlignment(Qt.AlignCenter)
+            previews.addWidget(title, 0, column)
+            previews.addWidget(image, 1, column)
+            self.preview_labels[key] = image
+        self.preview_caption = QLabel("")
+        self.preview_caption.setWordWrap(True)
+        previews.addWidget(self.preview_caption, 2, 0, 1, 3)
+        outer.addLayout(previews)
+        outer.addStretch(1)
+
+    def _listen(self, emitter: Any, callback: Any) -> None:
+        emitter.connect(callback)
+        self._connections.append((emitter, callback))
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        if self._control is not None:
+            self._control.stop()
+        disconnect_all(self._connections)
+        super().closeEvent(event)
+
+    # ------------------------------------------------------------------ layers
+    def _image_layers(self) -> list[Image]:
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _on_layer_inserted(self, event=None) -> None:
+        if event is not None and getattr(event, "value", None) is not None:
+            self._listen(event.value.events.name, self._refresh_layers)
+        self._refresh_layers()
+
+    def _refresh_layers(self, event=None) -> None:
+        self.layer_table.blockSignals(True)
+        layers = self._image_layers()
+        self.layer_table.setRowCount(len(layers))
+        for row, layer in enumerate(layers):
+            checked, caption = self._layer_state.get(id(layer), (False, str(layer.metadata.get("caption", "") or "")))
+            name_item = QTableWidgetItem(layer.name)
+            name_item.setFlags(Qt.ItemIsUserCheckable | Qt.ItemIsEnabled)
+            name_item.setCheckState(Qt.Checked if checked else Qt.Unchecked)
+            name_item.setData(Qt.UserRole, layer)
+            self.layer_table.setItem(row, _LAYER_COLUMN, name_item)
+            self.layer_table.setItem(row, _CAPTION_COLUMN, QTableWidgetItem(caption))
+        self.layer_table.blockSignals(False)
+
+    def _remember_layer_row(self, item: QTableWidgetItem) -> None:
+        row = item.row()
+        name_item = self.layer_table.item(row, _LAYER_COLUMN)
+        caption_item = self.layer_table.item(row, _CAPTION_COLUMN)
+        if name_item is None or caption_item is None:
+            return
+        layer = name_item.data(Qt.UserRole)
+        self._layer_state[id(layer)] = (name_item.checkState() == Qt.Checked, caption_item.text())
+
+    def use_layer(self, layer_or_name: Image | str, caption: str | None = None, use: bool = True) -> None:
+        """Tick (or untick) a layer for training and set its caption."""
+        for row in range(self.layer_table.rowCount()):
+            name_item = self.layer_table.item(row, _LAYER_COLUMN)
+            layer = name_item.data(Qt.UserRole)
+            if layer is layer_or_name or layer.name == layer_or_name:
+                if caption is not None:
+                    self.layer_table.item(row, _CAPTION_COLUMN).setText(caption)
+                name_item.setCheckState(Qt.Checked if use else Qt.Unchecked)
+                return
+        raise ValueError(f"no Image layer {getattr(layer_or_name, 'name', layer_or_name)!r} in the viewer")
+
+    def chosen_layers(self) -> list[TrainingLayer]:
+        """The ticked layers with their captions (a snapshot for the worker)."""
+        chosen = []
+        for row in range(self.layer_table.rowCount()):
+            name_item = self.layer_table.item(row, _LAYER_COLUMN)
+            if name_item.checkState() != Qt.Checked:
+                continue
+            layer = name_item.data(Qt.UserRole)
+            caption = self.layer_table.item(row, _CAPTION_COLUMN).text().strip()
+            data = layer.data[0] if layer.multiscale else layer.data
+            chosen.append(TrainingLayer(layer.name, data, bool(layer.rgb), (caption,)))
+        return chosen
+
+    # ------------------------------------------------------------------ models
+    def _refresh_bases(self, *_: Any) -> None:
+        current = self.base_combo.currentData()
+        self.base_combo.blockSignals(True)
+        self.base_combo.clear()
+        self.base_combo.addItem("new model (trained from scratch)", NEW_MODEL)
+        for choice in self.store.choices():
+            if choice.group in (BUNDLED, TRAINED, FILE):
+                self.base_combo.addItem(f"fine-tune {choice.label}", choice.spec)
+        specs = [self.base_combo.itemData(i) for i in range(self.base_combo.count())]
+        self.base_combo.setCurrentIndex(specs.index(current) if current in specs else 0)
+        self.base_combo.blockSignals(False)
+
+    def _base_checkpoint(self) -> Path | None:
+        """Path of the checkpoint to fine-tune (None for a new model)."""
+        spec = self.base_combo.currentData()
+        if spec in (None, NEW_MODEL):
+            return None
+        path = Path(spec)
+        if path.is_file():
+            return path
+        from napari_textsr.inference import list_models
+
+        for model in list_models():
+            if model.name == spec:
+                return model.path
+        raise FileNotFoundError(f"no checkpoint for {spec!r}")
+
+    def _on_base_changed(self, index: int | None = None) -> None:
+        try:
+            path = self._base_checkpoint()
+        except FileNotFoundError as error:
+            show_error(str(error))
+            return
+        fine_tune = path is not None
+        for combo in (self.method_combo, self.preset_combo, self.scale_combo):
+            combo.setEnabled(not fine_tune)
+        if fine_tune:
+            from napari_textsr.checkpoints import read_metadata
+
+            meta = read_metadata(path)
+            self.method_combo.setCurrentIndex(self.method_combo.findData(meta.method))
+            self.scale_combo.setCurrentIndex(self.scale_combo.findData(meta.scale))
+            self.learning_rate_spin.setValue(min(self.learning_rate_spin.value(), 1e-4))
+
+    def _on_method_changed(self, index: int | None = None) -> None:
+        method = self.method_combo.currentData()
+        current = self.preset_combo.currentText()
+        presets = list(get_model_class(method).config_class.PRESETS)
+        self.preset_combo.clear()
+        self.preset_combo.addItems(presets)
+        self.preset_combo.setCurrentText(current if current in presets else ("tiny" if "tiny" in presets else presets[0]))
+
+    def _browse_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder of images with captions.csv")
+        if folder:
+            self.folder_edit.setText(folder)
+
+    def _browse_out(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the checkpoint and training state")
+        if folder:
+            self.out_edit.setText(folder)
+
+    # ------------------------------------------------------------------ running
+    @property
+    def is_running(self) -> bool:
+        return self._worker is not None
+
+    def make_request(self) -> TrainingRequest:
+        """The settings as a TrainingRequest (ValueError/FileNotFoundError with a user-facing message)."""
+        from napari_textsr.training.trainer import TrainConfig
+
+        layers = self.chosen_layers()
+        folder = self.folder_edit.text().strip() or None
+        if folder is not None and not Path(folder).expanduser().is_dir():
+            raise FileNotFoundError(f"training folder not found: {folder}")
+        if not layers and folder is None:
+            raise ValueError("tick at least one Image layer (and type its caption), or choose a captioned folder")
+        for layer in layers:
+            if not layer.captions[0]:
+                raise ValueError(f"layer '{layer.name}' has no caption: type what it shows")
+        init = self._base_checkpoint()
+        method, scale = self.method_combo.currentData(), self.scale_combo.currentData()
+        out_dir = Path(self.out_edit.text().strip()).expanduser() if self.out_edit.text().strip() else default_run_folder(method, scale)
+        interval = self.preview_spin.value()
+        config = TrainConfig(
+            method=method,
+            scale=scale,
+            preset=self.preset_combo.currentText(),
+            encoder=None if init is not None else "textsr-tiny:none",
+            steps=self.steps_spin.value(),
+            batch_size=self.batch_spin.value(),
+            lr_patch=self.patch_spin.value(),
+            learning_rate=self.learning_rate_spin.value(),
+            val_every=interval,
+            checkpoint_every=interval,
+            preview_every=interval,
+            out_dir=out_dir,
+            init=init,
+            device=self.device_combo.currentText(),
+            name=out_dir.name,
+        )
+        return TrainingRequest(config=config, layers=layers, folder=folder)
+
+    def start(self) -> None:
+        """Start training with the current settings (errors become notifications)."""
+        if self.is_running:
+            return
+        try:
+            request = self.make_request()
+        except (ValueError, FileNotFoundError, OSError) as error:
+            show_error(f"Cannot start training: {error}")
+            return
+        from napari.qt.threading import create_worker
+
+        self._control = TrainingControl()
+        self._run_name = request.config.out_dir.name
+        self.events_seen = 0
+        self.loss_plot.clear()
+        self.psnr_plot.clear()
+        worker = create_worker(run_training_in_worker, request, self._control, _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_event)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.progress_bar.setRange(0, request.config.steps)
+        self.progress_bar.setValue(0)
+        self._pbar = napari_progress(total=request.config.steps, desc=f"Training {self._run_name}")
+        self._set_running(True)
+        self._started = time.perf_counter()
+        self.status_label.setText(f"Preparing {len(request.layers)} layer(s) and the model… ({request.config.out_dir})")
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop after the current step; the checkpoint of that step is written and registered."""
+        if self._control is not None and self.is_running:
+            self._control.stop()
+            self.cancel_button.setEnabled(False)
+            self.status_label.setText("Stopping after the current step and writing a checkpoint…")
+
+    def _set_running(self, running: bool) -> None:
+        self.controls.setEnabled(not running)
+        self.start_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _register(self, path: Path) -> None:
+        self.store.register_checkpoint(path, label=f"trained: {self._run_name}", group=TRAINED)
+
+    def _on_event(self, event: Any) -> None:
+        if self._worker is None:
+            return
+        self.events_seen += 1
+        if event.losses:
+            self.loss_plot.add_point("loss", event.step, event.losses.get("total", next(iter(event.losses.values()))))
+        if event.validation is not None:
+            self.psnr_plot.add_point("model", event.step, event.validation.psnr)
+            self.psnr_plot.add_point("bicubic", event.step, event.validation.psnr_bicubic)
+        if event.preview is not None:
+            self.preview_labels["lr"].setPixmap(to_pixmap(event.preview.lr))
+            self.preview_labels["output"].setPixmap(to_pixmap(event.preview.output))
+            self.preview_labels["target"].setPixmap(to_pixmap(event.preview.target))
+            self.preview_caption.setText(f"step {event.step}: “{event.preview.caption}”")
+        if event.checkpoint is not None:
+            self._register(Path(event.checkpoint))
+        self.progress_bar.setValue(event.step)
+        bar = self._pbar
+        if bar is not None:
+            bar.update(event.step - bar.n)
+        parts = [f"step {event.step}/{event.total_steps}"]
+        if "total" in event.losses:
+            parts.append(f"loss {event.losses['total']:.4g}")
+        if self.psnr_plot.series["model"].points:
+            psnr = self.psnr_plot.series["model"].points[-1][1]
+            bicubic = self.psnr_plot.series["bicubic"].points[-1][1]
+            parts.append(f"PSNR {psnr:.2f} dB (bicubic {bicubic:.2f})")
+        if event.images_per_second:
+            parts.append(f"{event.images_per_second:.1f} img/s, ETA {event.eta_seconds:.0f} s")
+        if event.message:
+            parts.append(event.message)
+        self.status_label.setText(" · ".join(parts))
+
+    def _on_returned(self, outcome: TrainingOutcome) -> None:
+        self.last_outcome = outcome
+        if outcome.checkpoint is not None and Path(outcome.checkpoint).is_file():
+            self._register(Path(outcome.checkpoint))
+        if outcome.error is not None:
+            kept = f" The last checkpoint ({outcome.checkpoint}) is usable." if outcome.checkpoint else ""
+            self.status_label.setText(f"Failed: {outcome.error}.{kept}")
+            show_error(f"Training failed: {outcome.error}.{kept}")
+            return
+        summary = outcome.summary
+        if summary is None:  # cancelled before the model was built
+            self.status_label.setText("Cancelled before the first step; nothing was written.")
+            return
+        verb = "Stopped" if summary.cancelled else "Finished"
+        text = f"{verb} after {summary.steps_completed}/{summary.total_steps} steps in {summary.elapsed_seconds:.0f} s"
+        if summary.validation is not None:
+            v = summary.validation
+            text += f"; validation PSNR {v.psnr:.2f} dB (bicubic {v.psnr_bicubic:.2f})"
+        if summary.checkpoint is not None:
+            text += f". Checkpoint {summary.checkpoint}, now in the super-resolution widget's model list."
+        self.status_label.setText(text)
+        show_info(f"Training {self._run_name}: {text}")
+
+    def _on_errored(self, error: Exception) -> None:
+        self.last_outcome = TrainingOutcome(error=str(error))
+        self.status_label.setText(f"Failed: {error}")
+        show_error(f"Training failed unexpectedly: {error!r}")
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._worker = None
+        self._control = None
+        self._set_running(False)
