@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a("--resume", action="store_true",
       help="continue the run in --out exactly where it stopped (its settings are reused; options given here override "
            "steps, intervals, device and threads)")
-    a("--preset", default=None, help=f"model size preset (default {DEFAULTS['preset']}; 'tiny' for tests)")
+    a("--preset", default=None, help="model size preset, e.g. tiny, small, default, paper (default: default)")
     a("--batch-size", type=int, default=None, help=f"global batch size (default {DEFAULTS['batch_size']})")
     a("--patch", type=int, default=None, help=f"LR patch side in pixels (default {DEFAULTS['patch']})")
     a("--lr", type=float, default=None, help=f"peak learning rate, cosine schedule (default {DEFAULTS['lr']})")

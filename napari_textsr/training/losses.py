@@ -598,8 +598,8 @@ class TGSRCriterion(SRCriterion):
         uniform attention gives plain L2. The maps are detached: they weight
         pixels, and letting this loss move attention towards low-error regions
         would teach the attention to hide errors. A map with no attention at
-        all counts as uniform. The end-of-text token is not
-        a word and is skipped unless it is the only token (empty caption).
+        all counts as uniform. The end-of-text token is not a word and is
+        skipped unless it is the only token (empty caption).
         """
         attention = output.aux.get("word_attention")
         if attention is None:
