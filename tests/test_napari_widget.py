@@ -246,3 +246,32 @@ def test_model_picker_lists_untrained_models_labelled(viewer, qtbot):
             spec = f"random:{method}:{scale}:tiny"
             assert spec in specs
             assert "UNTRAINED" in labels[specs.index(spec)]
+
+
+def test_widget_works_through_the_proxy_napari_hands_to_plugins(viewer, qtbot, notifications):
+    import warnings
+
+    from napari.utils._proxies import PublicOnlyProxy
+
+    layer = viewer.add_image(grey_image((32, 32)), name="cells", metadata={"caption": "nuclei"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # napari warns when a plugin touches private attributes
+        widget = make_widget(PublicOnlyProxy(viewer), qtbot)
+        widget.select_layer("cells")
+        run_and_wait(widget, qtbot)
+        viewer.layers["cells"].name = "renamed"
+        assert widget.layer_combo.itemText(0) == "renamed"
+    assert widget.caption_edit.toPlainText() == "nuclei"
+    assert "cells x2" in viewer.layers and not notifications.of("error")
+    assert np.array_equal(viewer.layers["renamed"].data, layer.data)
+
+
+def test_default_model_is_a_real_choice(viewer, qtbot):
+    from napari_textsr.inference import list_models
+
+    bundled = list_models()
+    widget = dock(viewer, SuperResolutionWidget(viewer, store=ModelStore()), qtbot)
+    # the first bundled model; with none bundled (and none trained in this store) the untrained PDN x4
+    assert widget.selected_model() == (bundled[0].name if bundled else "random:pdn:4:tiny")
+    wait_model_loaded(widget, qtbot)
+    assert widget.model_info.text().startswith("PDN x4" if not bundled else "")

@@ -38,7 +38,16 @@ from qtpy.QtWidgets import (
 from napari_textsr.napari._connections import disconnect_all
 from napari_textsr.napari.jobs import JobOutcome, JobProgress, UpscaleJob, make_job, run_job_in_worker, split_captions
 from napari_textsr.napari.layers import add_result_layers
-from napari_textsr.napari.model_store import FILE, GROUP_TITLES, MODEL_STORE, ModelChoice, ModelStore, method_title
+from napari_textsr.napari.model_store import (
+    FILE,
+    GROUP_TITLES,
+    MODEL_STORE,
+    UNTRAINED,
+    ModelChoice,
+    ModelStore,
+    method_title,
+    untrained_spec,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -53,6 +62,8 @@ TILE_CHOICES: list[tuple[str, int | None]] = [
     ("1024 px", 1024),
 ]
 _PROGRESS_STEPS = 1000
+# Offered first when no trained model is bundled or registered.
+DEFAULT_UNTRAINED = untrained_spec("pdn", 4)
 
 
 def available_devices() -> list[str]:
@@ -288,21 +299,26 @@ class SuperResolutionWidget(QWidget):
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         group = None
+        choices_by_row: list[ModelChoice | None] = []
         for choice in self.store.choices():
             if choice.group != group:
                 if group is not None:
                     self.model_combo.insertSeparator(self.model_combo.count())
+                    choices_by_row.append(None)
                 self.model_combo.addItem(f"— {GROUP_TITLES[choice.group]} —", None)
                 self.model_combo.model().item(self.model_combo.count() - 1).setEnabled(False)
+                choices_by_row.append(None)
                 group = choice.group
             self.model_combo.addItem(choice.label, choice.spec)
+            choices_by_row.append(choice)
             self.model_combo.setItemData(self.model_combo.count() - 1, choice.tooltip, Qt.ToolTipRole)
         specs = [self.model_combo.itemData(i) for i in range(self.model_combo.count())]
-        if current in specs:
+        if current is not None and current in specs:
             self.model_combo.setCurrentIndex(specs.index(current))
-        else:
-            first = next(i for i, s in enumerate(specs) if s is not None)
-            self.model_combo.setCurrentIndex(first)
+        else:  # the first trained model, else the untrained default
+            trained = [i for i, c in enumerate(choices_by_row) if c is not None and c.group != UNTRAINED]
+            fallback = specs.index(DEFAULT_UNTRAINED) if DEFAULT_UNTRAINED in specs else 1
+            self.model_combo.setCurrentIndex(trained[0] if trained else fallback)
         self.model_combo.blockSignals(False)
 
     def selected_model(self) -> str | None:
