@@ -16,9 +16,11 @@ never crashes and gives the model's caption-free behaviour.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -60,6 +62,24 @@ def register_encoder_configs() -> None:
 
         open_clip.add_model_config(_CONFIG_DIR)
         _registered = True
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextmanager
+def _weights_loaded_afterwards():
+    """open_clip warns that a model built without a tag is "initialized randomly";
+    where we load the weights ourselves right after, that warning is false."""
+    root = logging.getLogger()
+    drop = _DropRandomInitWarning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def cache_dir() -> Path:
@@ -314,7 +334,8 @@ class PromptEncoder(nn.Module):
             model = open_clip.create_model(spec.arch, pretrained=spec.pretrained, cache_dir=str(cache_dir()))
         else:
             path = _resolve_weights_path(spec)
-            model = open_clip.create_model(spec.arch, pretrained=None)
+            with _weights_loaded_afterwards():
+                model = open_clip.create_model(spec.arch, pretrained=None)
             state = load_encoder_state(path)
             model.load_state_dict(state)
         tokenizer = open_clip.get_tokenizer(spec.arch)
@@ -328,7 +349,8 @@ class PromptEncoder(nn.Module):
         register_encoder_configs()
         import open_clip
 
-        model = open_clip.create_model(spec.arch, pretrained=None)
+        with _weights_loaded_afterwards():
+            model = open_clip.create_model(spec.arch, pretrained=None)
         model.load_state_dict(state)
         return cls(model, open_clip.get_tokenizer(spec.arch), spec).to(device)
 
