@@ -23,6 +23,8 @@ def trainer_setup(viewer, qtbot, tmp_path):
     viewer.add_image(stripes(vertical=True), name="vertical", metadata={"caption": "vertical stripes"})
     viewer.add_image(stripes(vertical=False), name="horizontal")
     sr = dock(viewer, SuperResolutionWidget(viewer, store=store), qtbot)
+    # its default model loads in the background: let that finish inside the test
+    qtbot.waitUntil(lambda: sr.model_info.text() not in ("", "loading…"), timeout=60_000)
     widget = dock(viewer, TrainingWidget(viewer, store=store), qtbot)
     widget.use_layer("vertical")  # caption from its metadata
     widget.use_layer("horizontal", "horizontal stripes")

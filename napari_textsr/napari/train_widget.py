@@ -23,11 +23,10 @@ from napari.layers import Image
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
-from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtGui import QDoubleValidator, QImage, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGridLayout,
@@ -87,7 +86,7 @@ class TrainingWidget(QWidget):
     For scripts and tests: ``layer_table`` (column 0 checkable layer names,
     column 1 captions; or :meth:`use_layer`), ``folder_edit``, ``base_combo``,
     ``method_combo``, ``preset_combo``, ``scale_combo``, ``steps_spin``,
-    ``learning_rate_spin``, ``batch_spin``, ``patch_spin``, ``preview_spin``,
+    ``learning_rate_edit``, ``batch_spin``, ``patch_spin``, ``preview_spin``,
     ``device_combo``, ``out_edit``, ``start_button``, ``cancel_button``,
     ``progress_bar``, ``status_label``, ``loss_plot``, ``psnr_plot``,
     ``preview_labels``; :meth:`start` / :meth:`cancel`, ``is_running``,
@@ -133,7 +132,7 @@ class TrainingWidget(QWidget):
         self.layer_table.horizontalHeader().setStretchLastSection(True)
         self.layer_table.verticalHeader().setVisible(False)
         self.layer_table.setSelectionMode(QAbstractItemView.NoSelection)
-        self.layer_table.setMinimumHeight(90)
+        self.layer_table.setMinimumHeight(120)
         self.layer_table.setToolTip("Tick the high-resolution layers to learn from; each needs a caption")
         self.layer_table.itemChanged.connect(self._remember_layer_row)
         form.addRow(QLabel("Training images"))
@@ -155,6 +154,7 @@ class TrainingWidget(QWidget):
         self.method_combo = QComboBox()
         for method in available_methods():
             self.method_combo.addItem(method_title(method), method)
+        self.method_combo.setCurrentIndex(self.method_combo.findData("pdn"))  # the fastest to train
         self.method_combo.currentIndexChanged.connect(self._on_method_changed)
         self.preset_combo = QComboBox()
         self.preset_combo.setToolTip("Model size: tiny trains in minutes on a CPU")
@@ -173,15 +173,15 @@ class TrainingWidget(QWidget):
         self.steps_spin.setRange(1, 1_000_000)
         self.steps_spin.setValue(2000)
         self.steps_spin.setSingleStep(100)
-        self.learning_rate_spin = QDoubleSpinBox()
-        self.learning_rate_spin.setDecimals(6)
-        self.learning_rate_spin.setRange(1e-6, 1e-1)
-        self.learning_rate_spin.setSingleStep(1e-5)
-        self.learning_rate_spin.setValue(2e-4)
+        self.learning_rate_edit = QLineEdit("2e-4")
+        validator = QDoubleValidator(1e-8, 1.0, 10)
+        validator.setNotation(QDoubleValidator.ScientificNotation)
+        self.learning_rate_edit.setValidator(validator)
+        self.learning_rate_edit.setToolTip("Peak learning rate of the cosine schedule, e.g. 2e-4 (1e-4 for fine-tuning)")
         steps_row = QHBoxLayout()
         steps_row.addWidget(self.steps_spin)
         steps_row.addWidget(QLabel("learning rate"))
-        steps_row.addWidget(self.learning_rate_spin)
+        steps_row.addWidget(self.learning_rate_edit)
         form.addRow("Steps", steps_row)
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 1024)
@@ -366,7 +366,8 @@ class TrainingWidget(QWidget):
             meta = read_metadata(path)
             self.method_combo.setCurrentIndex(self.method_combo.findData(meta.method))
             self.scale_combo.setCurrentIndex(self.scale_combo.findData(meta.scale))
-            self.learning_rate_spin.setValue(min(self.learning_rate_spin.value(), 1e-4))
+            if self.learning_rate() is None or self.learning_rate() > 1e-4:
+                self.learning_rate_edit.setText("1e-4")
 
     def _on_method_changed(self, index: int | None = None) -> None:
         method = self.method_combo.currentData()
@@ -375,6 +376,14 @@ class TrainingWidget(QWidget):
         self.preset_combo.clear()
         self.preset_combo.addItems(presets)
         self.preset_combo.setCurrentText(current if current in presets else ("tiny" if "tiny" in presets else presets[0]))
+
+    def learning_rate(self) -> float | None:
+        """The learning rate typed in (None if it is not a positive number)."""
+        try:
+            value = float(self.learning_rate_edit.text())
+        except ValueError:
+            return None
+        return value if value > 0 else None
 
     def _browse_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder of images with captions.csv")
@@ -404,6 +413,9 @@ class TrainingWidget(QWidget):
         for layer in layers:
             if not layer.captions[0]:
                 raise ValueError(f"layer '{layer.name}' has no caption: type what it shows")
+        learning_rate = self.learning_rate()
+        if learning_rate is None:
+            raise ValueError(f"learning rate {self.learning_rate_edit.text()!r} is not a positive number, e.g. 2e-4")
         init = self._base_checkpoint()
         method, scale = self.method_combo.currentData(), self.scale_combo.currentData()
         out_dir = Path(self.out_edit.text().strip()).expanduser() if self.out_edit.text().strip() else default_run_folder(method, scale)
@@ -416,7 +428,7 @@ class TrainingWidget(QWidget):
             steps=self.steps_spin.value(),
             batch_size=self.batch_spin.value(),
             lr_patch=self.patch_spin.value(),
-            learning_rate=self.learning_rate_spin.value(),
+            learning_rate=learning_rate,
             val_every=interval,
             checkpoint_every=interval,
             preview_every=interval,
