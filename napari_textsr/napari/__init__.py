@@ -9,7 +9,7 @@ Scripted use, without a widget::
 
     viewer = napari.Viewer()
     viewer.open_sample("napari-textsr", "fluorescence")
-    layers = upscale_layer(viewer, "fluorescence (LR)", "DAPI-stained nuclei", model="random:pdn:4:tiny")
+    layers = upscale_layer(viewer, "nuclei (low-res)", "oval blue nuclei", model="random:pdn:4:tiny")
 """
 
 from __future__ import annotations
