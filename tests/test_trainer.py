@@ -134,6 +134,9 @@ def test_loss_settings_parse_and_reject_unknown_names():
     assert L.default_loss_weights("clipsr").replace(adversarial=True).generator_betas() == (0.0, 0.9)
     with pytest.raises(ValueError, match="no loss setting"):
         L.default_loss_weights("pdn").replace(adversarial=True)
+    paper = L.paper_loss_weights("tgsr")
+    assert paper.adversarial and paper.consistency and paper.tic == 0.5 and paper.cgan == 0.1
+    assert L.paper_loss_weights("pdn") == L.default_loss_weights("pdn")
 
 
 def test_vgg_perceptual_from_a_local_file_and_fallback(tmp_path, tiny_encoder):
@@ -263,11 +266,14 @@ def test_mismatched_init_is_refused(tmp_path):
 
 
 def test_adversarial_and_tic_terms_train(tmp_path, tiny_encoder):
-    # A file-based encoder counts as pretrained, so TGSR's TIC term is on.
+    # TIC needs aligned towers: with the random encoder it stays off and says why ...
+    random_tic = L.TGSRCriterion(L.paper_loss_weights("tgsr"), tiny_encoder, 4)
+    assert random_tic.clip_features is None and "randomly initialised" in random_tic.notes[0]
+    # ... and a file-based encoder counts as pretrained, so there the TIC term is on.
     weights = save_encoder_state(tiny_encoder, tmp_path / "enc.safetensors")
     encoder = f"textsr-tiny:{weights}"
     for method in ("tgsr", "clipsr"):
-        losses = L.default_loss_weights(method).replace(adversarial=True)
+        losses = L.paper_loss_weights(method)
         config = tiny_config(tmp_path / method, method, steps=2, encoder=encoder, losses=losses)
         events, summary = run_all(Trainer(config))
         terms = set(step_events(events)[-1].losses)

@@ -72,6 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
       help="change loss settings, e.g. tic=0,cgan=0.2 (tgsr), perceptual=0,vgg_weights=PATH (clipsr), "
            "kernel_temperature_every=5 (pdn); a weight of 0 turns a term off")
     a("--adversarial", action="store_true", help="switch on the method's adversarial loss (tgsr, clipsr; off by default)")
+    a("--paper-losses", action="store_true",
+      help="the paper's full objective: also TGSR's text-image consistency term (off by default, see the docs)")
     a("--val-fraction", type=float, default=None, help="held-out fraction of the images (default 0.1)")
     a("--val-every", type=int, default=None, metavar="STEPS", help="validation interval (default 200)")
     a("--checkpoint-every", type=int, default=None, metavar="STEPS", help="checkpoint interval (default 200)")
@@ -194,8 +196,10 @@ def build_config(args: argparse.Namespace):
 
     losses = values.get("losses") or default_loss_weights(method)
     overrides = parse_loss_overrides(given.get("loss_weights", "") or "")
-    if args.adversarial:
+    if args.adversarial or args.paper_losses:
         overrides["adversarial"] = "true"
+    if args.paper_losses and "consistency" in losses.to_dict():
+        overrides["consistency"] = "true"
     if overrides:
         losses = losses.replace(**overrides)
     values["losses"] = losses
