@@ -143,23 +143,22 @@ def test_caption_comparison_gives_distinct_slices(viewer, qtbot):
 
 
 def test_cancel_mid_run_adds_nothing_and_widget_stays_usable(viewer, qtbot, monkeypatch, notifications):
-    import time
-
     from napari_textsr.napari import jobs
 
     original = jobs.iter_job
 
-    def slow_iter_job(*args, **kwargs):  # make the run long enough to cancel it for sure
-        generator = original(*args, **kwargs)
+    def held_iter_job(job, upscaler, cancel):  # after the first tile, wait for Cancel (at most 30 s)
+        generator = original(job, upscaler, cancel)
         try:
+            event = next(generator)
+            yield event
+            cancel.wait(timeout=30)
             while True:
-                event = next(generator)
-                time.sleep(0.02)
-                yield event
+                yield generator.send(None)
         except StopIteration as stop:
             return stop.value
 
-    monkeypatch.setattr(jobs, "iter_job", slow_iter_job)
+    monkeypatch.setattr(jobs, "iter_job", held_iter_job)
     viewer.add_image(grey_image((64, 64)), name="big")
     widget = make_widget(viewer, qtbot)
     widget.tile_combo.addItem("16 px", 16)  # 16 tiles
