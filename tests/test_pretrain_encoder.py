@@ -82,6 +82,18 @@ def test_pretraining_lowers_loss_and_saved_weights_load_by_path(tmp_path):
     assert set(record["retrieval_after"]) == {"all", "synthetic"}
 
 
+def test_interrupted_run_leaves_described_checkpoint(tmp_path):
+    out = tmp_path / "cut.safetensors"
+    config = PretrainConfig(arch="textsr-tiny", out=out, steps=6, batch_size=4, checkpoint_every=2, num_threads=1)
+    run = iter_pretrain(config, _items(8))
+    events = [next(run) for _ in range(4)]  # before-event + steps 1..3, then the run is dropped
+    run.close()
+    assert events[2].checkpoint == out
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["steps"] == 2 and record["finished"] is False
+    assert PromptEncoder.from_spec(EncoderSpec("textsr-tiny", str(out))).identity().fingerprint == record["fingerprint"]
+
+
 def test_retrieval_counts_shared_captions(tiny_encoder):
     items = _items(8)
     data = EncoderTrainingSet.from_items(items, tiny_encoder.image_size, 1.0)

@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic scenes (seeded by --seed)")
     parser.add_argument("--synthetic-size", type=int, default=256, metavar="PX", help="side of the synthetic scenes (default 256)")
     parser.add_argument("--arch", default="textsr-clip-s", help="open_clip architecture (default textsr-clip-s)")
-    parser.add_argument("--init", default=None, metavar="SPEC", help="start from these weights (ARCH:FILE) instead of random init")
+    parser.add_argument("--init", default=None, metavar="SPEC", help="start from these weights (ARCH:FILE) instead of random init; "
+                        "the optimizer and schedule start afresh (use the same --seed to keep the same validation split)")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--out", required=True, metavar="FILE", help="weights file to write (.safetensors); a .json record goes beside it")
     parser.add_argument("--batch-size", type=int, default=64)

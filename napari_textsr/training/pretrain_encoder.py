@@ -128,7 +128,7 @@ class PretrainEvent:
 @dataclass
 class PretrainSummary:
     out: Path
-    steps: int
+    steps: int  # steps completed
     final_loss: float
     retrieval_before: dict[str, RetrievalResult]
     retrieval_after: dict[str, RetrievalResult]
@@ -136,6 +136,7 @@ class PretrainSummary:
     n_val: int
     seconds: float
     fingerprint: str
+    retrieval_step: int = 0  # the step at which retrieval_after was measured
 
 
 @dataclass
@@ -406,7 +407,22 @@ def _pretrain(
 
     config.out.parent.mkdir(parents=True, exist_ok=True)
     loss_value, seen, tick = float("nan"), 0, time.perf_counter()
-    retrieval = before
+    retrieval, retrieval_step = before, 0
+
+    def summary(step: int) -> PretrainSummary:
+        return PretrainSummary(
+            out=config.out,
+            steps=step,
+            final_loss=loss_value,
+            retrieval_before=before,
+            retrieval_after=retrieval,
+            n_train=len(train_set),
+            n_val=len(val_set),
+            seconds=time.perf_counter() - start,
+            fingerprint=state_dict_fingerprint(clip.state_dict()),
+            retrieval_step=retrieval_step,
+        )
+
     for step in range(1, config.steps + 1):
         images, captions = train_set.random_batch(config.batch_size, rng)
         loss = contrastive_loss(clip, tokenizer, images, captions, loss_fn)
@@ -419,13 +435,15 @@ def _pretrain(
             clip.logit_scale.clamp_(0, math.log(100))
         loss_value = float(loss.detach())
         seen += len(captions)
-        checkpoint = None
-        if step == config.steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
-            _save(clip, config.out)
-            checkpoint = config.out
         evaluate = step == config.steps or (config.eval_every and step % config.eval_every == 0)
         if evaluate:
-            retrieval = retrieval_accuracy(clip, tokenizer, val_set)
+            retrieval, retrieval_step = retrieval_accuracy(clip, tokenizer, val_set), step
+        checkpoint = None
+        if step == config.steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
+            # Weights and record together, so a run killed later still leaves a described checkpoint.
+            _save(clip, config.out)
+            _write_record(config, summary(step))
+            checkpoint = config.out
         elapsed = time.perf_counter() - tick
         yield PretrainEvent(
             step,
@@ -436,19 +454,7 @@ def _pretrain(
             retrieval=retrieval if evaluate else None,
             checkpoint=checkpoint,
         )
-    summary = PretrainSummary(
-        out=config.out,
-        steps=config.steps,
-        final_loss=loss_value,
-        retrieval_before=before,
-        retrieval_after=retrieval,
-        n_train=len(train_set),
-        n_val=len(val_set),
-        seconds=time.perf_counter() - start,
-        fingerprint=state_dict_fingerprint(clip.state_dict()),
-    )
-    _write_record(config, summary)
-    return summary
+    return summary(config.steps)
 
 
 def _write_record(config: PretrainConfig, summary: PretrainSummary) -> Path:
@@ -461,10 +467,12 @@ def _write_record(config: PretrainConfig, summary: PretrainSummary) -> Path:
         "n_train": summary.n_train,
         "n_val": summary.n_val,
         "steps": summary.steps,
+        "finished": summary.steps == config.steps,
         "final_loss": summary.final_loss,
         "seconds": round(summary.seconds, 1),
         "retrieval_before": {k: asdict(v) for k, v in summary.retrieval_before.items()},
         "retrieval_after": {k: asdict(v) for k, v in summary.retrieval_after.items()},
+        "retrieval_after_step": summary.retrieval_step,
     }
     path = summary.out.with_suffix(".json")
     path.write_text(json.dumps(record, indent=2))
