@@ -552,7 +552,12 @@ class Upscaler:
     def _autocast(self):
         if self.autocast_dtype is None:
             return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        try:
+            return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        except RuntimeError:  # a torch without autocast for this device (older MPS builds)
+            self.autocast_dtype = None
+            self.description = dataclasses.replace(self.description, half=False)
+            return nullcontext()
 
     # ------------------------------------------------------------------ memory
     def _bytes_per_lr_pixel(self, info: TilingInfo, consistency: bool, attention: bool, channels: int) -> float:

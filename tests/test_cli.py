@@ -15,7 +15,6 @@ from napari_textsr.checkpoints import TrainingRecord, save_checkpoint
 from napari_textsr.cli import main
 from napari_textsr.inference import load_model
 from napari_textsr.models import create_model
-from napari_textsr.prompts import PromptEncoder
 
 MODEL = "random:pdn:2:tiny"
 
@@ -88,11 +87,11 @@ def test_info_prints_the_description_as_json(capsys):
     assert described["tiling"]["receptive_field"] > 0 and described["parameters"] > 0
 
 
-def test_models_lists_bundled_checkpoints(tmp_path, monkeypatch, capsys):
+def test_models_lists_bundled_checkpoints(tmp_path, monkeypatch, capsys, tiny_encoder):
     monkeypatch.setattr(inference, "WEIGHTS_DIR", tmp_path)
     assert main(["models"]) == 0
     assert "No bundled models" in capsys.readouterr().out
-    encoder = PromptEncoder.from_spec("textsr-tiny:none")
+    encoder = tiny_encoder
     torch.manual_seed(0)
     model = create_model("pdn", 4, "tiny", prompt_dim=encoder.embed_dim)
     record = TrainingRecord(data=["synthetic:512:0", "shared/data/train"], steps=2000,

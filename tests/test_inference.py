@@ -29,8 +29,8 @@ from napari_textsr.tiling import plan_tiles
 
 
 @pytest.fixture(scope="module")
-def encoder() -> PromptEncoder:
-    return PromptEncoder.from_spec("textsr-tiny:none")
+def encoder(tiny_encoder) -> PromptEncoder:
+    return tiny_encoder  # conftest's textsr-tiny:none, built once per session
 
 
 def _model(method: str, encoder: PromptEncoder, scale: int = 4, preset: str = "tiny", seed: int = 0) -> TextSRModel:
