@@ -80,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a("--warmup", type=int, default=None, metavar="STEPS", help="linear learning-rate warm-up (default 0)")
     a("--grad-clip", type=float, default=None, help="max gradient norm, 0 = off (default 1.0)")
     a("--model-option", default=None, metavar="NAME=VALUE,...", help="model config overrides, e.g. text_fusion=false")
-    a("--name", default="", help="name stored in the checkpoint")
+    a("--name", default=None, help="name stored in the checkpoint")
     a("--seed", type=int, default=None, help="seed of the batches and the model's initialisation (default 0)")
     a("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default auto)")
     a("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; split over torchrun ranks)")
@@ -206,7 +206,7 @@ def build_config(args: argparse.Namespace):
     if args.model_option:
         values["model_overrides"] = _parse_options(args.model_option)
     values["command"] = _recorded_command()
-    return TrainConfig(**{k: v for k, v in values.items()})
+    return TrainConfig(**values)
 
 
 def run(args: argparse.Namespace) -> int:
