@@ -110,6 +110,8 @@ def _bicubic(image, scale: int):
 def worker(task: dict) -> dict:
     import torch
 
+    if task.get("threads"):
+        torch.set_num_threads(task["threads"])
     kind = task["kind"]
     scale, size = task["scale"], task["size"]
     if kind == "speed":  # alternate the variants, report every time
@@ -211,6 +213,7 @@ def _machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average_at_start": os.getloadavg(),
     }
 
 
@@ -278,9 +281,10 @@ def markdown(report: dict) -> str:
     lines += [
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB RAM, "
-        f"torch {machine['torch']} ({machine['torch_threads']} threads), Python {machine['python']}"
+        f"torch {machine['torch']} ({args['threads'] or machine['torch_threads']} threads), Python {machine['python']}"
         + (f", GPU {machine['cuda']}" if machine["cuda"] else ", CPU only")
-        + f". Encoder {ENCODER}; models untrained (timing does not depend on the weights).",
+        + f". Encoder {ENCODER}; models untrained (timing does not depend on the weights). "
+        f"Load average when the run started: {machine['load_average_at_start'][0]:.1f} (other users' jobs).",
     ]
     return "\n".join(lines)
 
@@ -294,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--large", type=int, default=4096, help="side of the uint16 memory test image (0: skip)")
     parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's)")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per worker")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -305,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {"settings": vars(args) | {"json": str(args.json) if args.json else None}, "machine": _machine(),
               "methods": {}, "command": " ".join([os.path.basename(sys.executable), *sys.argv])}
-    common = {"preset": args.preset, "scale": args.scale}
+    common = {"preset": args.preset, "scale": args.scale, "threads": args.threads}
     for method in args.methods:
         if method not in available_methods():
             raise SystemExit(f"unknown method {method!r}")

@@ -471,7 +471,9 @@ class Upscaler:
         percentiles: override the Upscaler's intensity normalisation.
 
         The result comes as ``StopIteration.value``. Closing the generator stops
-        between tiles and nothing is returned. ValueError for bad input.
+        between tiles and nothing is returned. ValueError for bad input, raised
+        at the first ``next()`` (this is a generator function, so napari's
+        ``thread_worker`` can wrap it directly).
         """
         start = time.perf_counter()
         prepared = self._prepare(image, rgb, percentiles)

@@ -198,6 +198,28 @@ def test_percentiles_are_exact_for_16_bit_and_shared_by_all_slices():
     np.testing.assert_array_equal(colour.from_unit(unit), stack)
 
 
+class LazyArray:
+    """An array-like that records what is read from it (as dask or zarr would be read)."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+        self.reads: list[tuple] = []
+
+    def __getitem__(self, key):
+        self.reads.append(key)
+        return self.data[key]
+
+
+def test_lazy_arrays_are_read_tile_by_tile(pdn):
+    stack = (_smooth((2, 64, 64), seed=15) * 4000).astype(np.uint16)
+    lazy = LazyArray(stack)
+    result = pdn.upscale(lazy, "x", tile=32)
+    np.testing.assert_array_equal(result.image, pdn.upscale(stack, "x", tile=32).image)
+    tile_reads = [key for key in lazy.reads if len(key) == 3 and isinstance(key[1], slice) and isinstance(key[2], slice)]
+    assert len(tile_reads) == 2 * 4  # slices x tiles, each a padded tile, never the whole slice
+    assert all(key[2].stop - key[2].start < 64 for key in tile_reads)
+
+
 # --------------------------------------------------------------------------- captions
 def test_captions_change_the_output(encoder):
     model = _model("pdn", encoder)
