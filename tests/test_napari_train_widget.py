@@ -70,7 +70,7 @@ def test_short_run_reports_progress_and_registers_its_checkpoint(trainer_setup, 
     assert widget.controls.isEnabled() and widget.start_button.isEnabled()
 
 
-def test_cancel_keeps_a_loadable_checkpoint(trainer_setup, qtbot, notifications):
+def test_cancel_keeps_a_loadable_checkpoint(trainer_setup, qtbot, notifications, monkeypatch):
     widget, sr, store, tmp_path = trainer_setup
     widget.steps_spin.setValue(100_000)
     widget.out_edit.setText(str(tmp_path / "cancelled"))
@@ -84,7 +84,10 @@ def test_cancel_keeps_a_loadable_checkpoint(trainer_setup, qtbot, notifications)
     assert widget.status_label.text().startswith("Stopped after")
     path = str((tmp_path / "cancelled" / "model.textsr.safetensors").resolve())
     assert path in model_specs(sr)
-    sr.select_model(path)  # loadable, by the super-resolution widget
+    # loadable by the super-resolution widget, also when opened with its File… button
+    monkeypatch.setattr("qtpy.QtWidgets.QFileDialog.getOpenFileName", lambda *a, **k: (path, ""))
+    sr.browse_button.click()
+    assert sr.selected_model() == path
     qtbot.waitUntil(lambda: sr.model_info.text().startswith("PDN x2"), timeout=60_000)
     assert "· trained" in sr.model_info.text()
     upscaler = store.cached(path, sr.device_combo.currentText())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image
@@ -327,12 +328,19 @@ class SuperResolutionWidget(QWidget):
         return self.model_combo.itemData(index) if index >= 0 else None
 
     def select_model(self, spec: str) -> None:
-        """Choose a model by spec; a spec not listed (a path, a random spec) is added to the list."""
+        """Choose a model by spec; a checkpoint file is registered like one opened with File…,
+        any other spec not listed (e.g. another random spec) is added as it is."""
+        if Path(spec).expanduser().is_file():
+            spec = self.store.register_checkpoint(spec, group=FILE).spec
+            self._refresh_models(select_spec=spec)
         specs = [self.model_combo.itemData(i) for i in range(self.model_combo.count())]
         if spec not in specs:
             self.model_combo.addItem(spec, spec)
             specs.append(spec)
-        self.model_combo.setCurrentIndex(specs.index(spec))
+        if self.model_combo.currentIndex() == specs.index(spec):
+            self._on_model_changed()  # already chosen (e.g. by the refresh above): still describe/load it
+        else:
+            self.model_combo.setCurrentIndex(specs.index(spec))
 
     def _on_checkpoint_registered(self, choice: ModelChoice) -> None:
         self._refresh_models(select_spec=choice.spec if choice.group == FILE else None)
@@ -347,12 +355,9 @@ class SuperResolutionWidget(QWidget):
         if not path:
             return
         try:
-            choice = self.store.register_checkpoint(path, group=FILE)
+            self.select_model(path)
         except (OSError, ValueError) as error:
             show_error(f"Could not use {path}: {error}")
-            return
-        self._refresh_models(select_spec=choice.spec)
-        self._on_model_changed()
 
     def _on_model_changed(self, index: int | None = None) -> None:
         """Show the model's description, loading it in the background if it is not loaded yet."""
