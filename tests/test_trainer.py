@@ -330,3 +330,31 @@ def test_torchrun_two_cpu_processes(tmp_path):
         lr = torch.rand(1, 3, 8, 8)
         image = loaded.model(lr, loaded.encoder.encode(["a red square"])).image
     assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
+
+
+
+def test_clipsr_training_freezes_the_encoders_vit(tmp_path):
+    """The paper's CLIP-ViT is frozen: training copies it from the encoder and leaves it unchanged."""
+    from napari_textsr.checkpoints import load_checkpoint
+    from napari_textsr.prompts import PromptEncoder
+    from napari_textsr.synthetic import synthetic_dataset
+    from napari_textsr.training.trainer import TrainConfig, Trainer
+
+    encoder = PromptEncoder.from_spec("textsr-tiny:none")
+    config = TrainConfig(method="clipsr", scale=2, preset="tiny", encoder="textsr-tiny:none", steps=3,
+                         batch_size=2, lr_patch=8, learning_rate=1e-2, val_every=1000, checkpoint_every=1000,
+                         preview_every=1000, out_dir=tmp_path / "run", device="cpu")
+    trainer = Trainer(config, items=synthetic_dataset(4, seed=0, size=48))
+    events = list(trainer.run())
+    assert any("copied from textsr-tiny:none and frozen" in e.message for e in events)
+    model = load_checkpoint(trainer.last_checkpoint, encoder=encoder).model
+    frozen = model.clip_vit.resblocks[0].state_dict()
+    source = encoder.clip.visual.transformer.resblocks[0].state_dict()
+    for name, value in frozen.items():
+        torch.testing.assert_close(value, source[name], rtol=0, atol=0)
+    # ...while the rest of the model did learn (the trainer seeds a new model's init with config.seed)
+    from napari_textsr.models import create_model
+
+    torch.manual_seed(config.seed)
+    initial = create_model("clipsr", 2, "tiny", prompt_dim=encoder.embed_dim)
+    assert not torch.equal(initial.out_conv.weight, model.out_conv.weight)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from napari_textsr.prompts import PromptEmbedding
+    from napari_textsr.prompts import PromptEmbedding, PromptEncoder
 
 SUPPORTED_SCALES = (2, 4, 8, 16)
 
@@ -132,6 +132,14 @@ class TextSRModel(nn.Module):
 
     def tiling_info(self) -> TilingInfo:  # pragma: no cover
         raise NotImplementedError
+
+    def prepare_for_training(self, encoder: "PromptEncoder") -> list[str]:
+        """Hook run before the optimiser is built (new, resumed and fine-tuned runs alike).
+
+        Models that reuse frozen parts of the prompt encoder (CLIP-SR's
+        CLIP-ViT) load and freeze them here. Returns messages for the log.
+        """
+        return []
 
     def fusion_parameters(self) -> list[nn.Parameter]:
         """Parameters of the text-conditioned modules (tests perturb these)."""

@@ -392,6 +392,19 @@ class CLIPSR(TextSRModel):
 
     # ------------------------------------------------------------------ CLIP
     @torch.no_grad()
+    def prepare_for_training(self, encoder: "PromptEncoder") -> list[str]:
+        """The paper's CLIP-ViT is pretrained and frozen: take it from the prompt encoder when it fits.
+
+        Called on every (re)start, so a resumed or fine-tuned run freezes the
+        same parameters (the copy is a no-op there: frozen weights equal the
+        encoder's). An encoder whose ViT does not fit leaves the stage trainable.
+        """
+        try:
+            copied = self.load_clip_vit_(encoder, freeze=True)
+        except ValueError as error:
+            return [f"CLIP-ViT stage trained from scratch: {error}"]
+        return [f"CLIP-ViT stage: {len(copied)} tensors copied from {encoder.spec} and frozen"]
+
     def load_clip_vit_(self, encoder: "PromptEncoder", freeze: bool = True) -> list[str]:
         """Copy the prompt encoder's CLIP visual transformer into the ViT stage.
 
@@ -459,7 +472,8 @@ class CLIPSR(TextSRModel):
             source = getattr(visual, name, None)
             target = getattr(stage, name)
             if isinstance(source, torch.Tensor) and source.shape == target.shape:
-                target.copy_(source)
+                with torch.no_grad():
+                    target.copy_(source)
                 copied.append(name)
         if freeze:
             parameters = dict(stage.named_parameters())

@@ -646,6 +646,7 @@ class Trainer:
             encoder_spec = config.encoder or (init_meta.encoder_spec if init_meta else "textsr-tiny:none")
         encoder = PromptEncoder.from_spec(EncoderSpec.parse(encoder_spec), device=device)
         model = self._build_model(state, init_meta, encoder, messages).to(device)
+        messages.extend(model.prepare_for_training(encoder))
         model.train()
 
         # ---- data
