@@ -42,6 +42,8 @@ __all__ = [
     "texture_scene",
     "glyph_scene",
     "microscopy_scene",
+    "CAPTION_ALTERNATIVES",
+    "caption_alternatives",
 ]
 
 SYNTHETIC_KINDS: tuple[str, ...] = ("shapes", "textures", "glyphs", "microscopy")
@@ -491,6 +493,37 @@ def microscopy_scene(
         name="microscopy-" + "-".join(chosen),
         augment=True,
     )
+
+
+# ------------------------------------------------------------ alternatives
+# The caption words naming what x8 destroys, per family: swapping one for another
+# gives the caption of the same layout with a different identity.
+CAPTION_ALTERNATIVES: dict[str, tuple[str, ...]] = {
+    "shape": ("circles", "squares", "triangles", "crosses"),
+    "pattern": tuple(short for short, _ in _PATTERN_WORDS.values()),
+    "structure": STRUCTURES,
+}
+
+
+def caption_alternatives(caption: str) -> tuple[str, list[str], int] | None:
+    """For a synthetic short caption, the same caption with each alternative identity.
+
+    Returns (family, captions, index of the given one), e.g. for
+    ``"red circles on black"``: ("shape", ["red circles on black", "red squares on black", ...], 0);
+    None when the caption names no known identity. Counterfactual captions for
+    tests of text guidance ("does the true caption beat the same scene's wrong one?")
+    and for the encoder's attribute retrieval.
+    """
+    import re
+
+    for family, words in CAPTION_ALTERNATIVES.items():
+        # Longest first, so "rising diagonal stripes" is not read as another phrase's part.
+        for word in sorted(words, key=len, reverse=True):
+            match = re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", caption)
+            if match:
+                swapped = [caption[: match.start()] + w + caption[match.end() :] for w in words]
+                return family, swapped, list(words).index(word)
+    return None
 
 
 # ------------------------------------------------------------------ public

@@ -79,7 +79,12 @@ def test_pretraining_lowers_loss_and_saved_weights_load_by_path(tmp_path):
         torch.testing.assert_close(direct.encode_text(text, normalize=True), loaded.encode(captions).pooled, atol=1e-5, rtol=1e-5)
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["fingerprint"] == summary.fingerprint and record["steps"] == 25
-    assert set(record["retrieval_after"]) == {"all", "synthetic"}
+    assert {"all", "synthetic"} <= set(record["retrieval_after"])
+    attributes = {k: v for k, v in summary.retrieval_after.items() if k.startswith("attribute:")}
+    assert attributes  # synthetic scenes in the validation split are also scored against their own alternatives
+    for name, result in attributes.items():
+        n = {"attribute:shape": 4, "attribute:pattern": 5, "attribute:structure": 4}[name]
+        assert result.n_captions == n and result.chance == 1 / n and 0 < result.text_cosine < 1
 
 
 def test_interrupted_run_leaves_described_checkpoint(tmp_path):

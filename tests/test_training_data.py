@@ -323,6 +323,22 @@ def test_stripe_direction_is_invisible_at_x8():
         assert not scenes["vertical"].augment  # a rotation would turn vertical into horizontal
 
 
+def test_caption_alternatives_swap_only_the_destroyed_identity():
+    from napari_textsr.synthetic import caption_alternatives
+
+    family, captions, index = caption_alternatives("red circles on black")
+    assert family == "shape" and index == 0
+    assert captions == ["red circles on black", "red squares on black", "red triangles on black", "red crosses on black"]
+    family, captions, index = caption_alternatives("rising diagonal stripes in cyan and black")
+    assert family == "pattern" and captions[index] == "rising diagonal stripes in cyan and black"
+    assert "vertical stripes in cyan and black" in captions and len(set(captions)) == len(PATTERNS)
+    for kind in ("shapes", "textures", "microscopy"):
+        item = synthetic_scene(kind, np.random.default_rng(2), 96)
+        found = caption_alternatives(item.captions[0])
+        assert found is not None and found[1][found[2]] == item.captions[0]
+    assert caption_alternatives('the text "AB"') is None
+
+
 def test_glyph_strings_share_a_layout():
     a = glyph_scene(np.random.default_rng(0), 128, text="AB")
     b = glyph_scene(np.random.default_rng(0), 128, text="XY")

@@ -109,9 +109,13 @@ class RetrievalResult:
     n_images: int
     n_captions: int
     chance: float
+    text_cosine: float | None = None  # attribute groups: mean cosine between the alternative captions
 
     def __str__(self) -> str:
-        return f"{100 * self.top1:.1f}% top-1 over {self.n_images} images / {self.n_captions} captions (chance {100 * self.chance:.1f}%)"
+        text = f"{100 * self.top1:.1f}% top-1 over {self.n_images} images / {self.n_captions} captions (chance {100 * self.chance:.1f}%)"
+        if self.text_cosine is not None:
+            text += f", alternatives' text cosine {self.text_cosine:.3f}"
+        return text
 
 
 @dataclass
@@ -257,7 +261,8 @@ def contrastive_loss(clip: torch.nn.Module, tokenizer, images: torch.Tensor, cap
 def retrieval_accuracy(
     clip: torch.nn.Module, tokenizer, data: EncoderTrainingSet, chunk: int = 128
 ) -> dict[str, RetrievalResult]:
-    """Image -> text top-1 on ``data`` (centre crops), overall ("all") and per group."""
+    """Image -> text top-1 on ``data`` (centre crops), overall ("all") and per group, plus
+    ``attribute:<family>`` results for synthetic scenes (see :func:`_attribute_retrieval`)."""
     was_training = clip.training
     clip.eval()
     try:
@@ -269,6 +274,7 @@ def retrieval_accuracy(
         text_features = torch.cat(
             [encode_text(clip, tokenizer(candidates[i : i + chunk])) for i in range(0, len(candidates), chunk)]
         )
+        attributes = _attribute_retrieval(clip, tokenizer, data, image_features)
     finally:
         clip.train(was_training)
     best = (image_features @ text_features.T).argmax(dim=1).tolist()
@@ -280,7 +286,7 @@ def retrieval_accuracy(
     groups = {"all": list(range(len(data.entries)))}
     for i, entry in enumerate(data.entries):
         groups.setdefault(entry.group, []).append(i)
-    return {
+    results = {
         name: RetrievalResult(
             top1=float(np.mean([hits[i] for i in idx])),
             n_images=len(idx),
@@ -288,6 +294,38 @@ def retrieval_accuracy(
             chance=float(np.mean([chance[i] for i in idx])),
         )
         for name, idx in groups.items()
+    }
+    results.update(attributes)
+    return results
+
+
+@torch.no_grad()
+def _attribute_retrieval(
+    clip: torch.nn.Module, tokenizer, data: EncoderTrainingSet, image_features: torch.Tensor
+) -> dict[str, RetrievalResult]:
+    """Synthetic scenes against their own caption with the identity swapped
+    ("red circles" vs "red squares", ...): does the encoder know what x8 destroys?
+    Keys ``attribute:<family>``; also the mean cosine between the alternatives'
+    text embeddings (1.0 would mean the text tower ignores the identity word)."""
+    from napari_textsr.synthetic import caption_alternatives
+
+    by_family: dict[str, tuple[list[bool], list[float], int]] = {}
+    for entry, feature in zip(data.entries, image_features):
+        found = caption_alternatives(entry.captions[0]) if entry.group == "synthetic" else None
+        if found is None:
+            continue
+        family, alternatives, index = found
+        text = encode_text(clip, tokenizer(alternatives))
+        cosine = text @ text.T
+        off_diagonal = cosine[~torch.eye(len(alternatives), dtype=torch.bool)]
+        hits, cosines, _ = by_family.setdefault(family, ([], [], len(alternatives)))
+        hits.append(int((feature @ text.T).argmax()) == index)
+        cosines.append(float(off_diagonal.mean()))
+    return {
+        f"attribute:{family}": RetrievalResult(
+            top1=float(np.mean(hits)), n_images=len(hits), n_captions=n, chance=1.0 / n, text_cosine=float(np.mean(cosines))
+        )
+        for family, (hits, cosines, n) in by_family.items()
     }
 
 
