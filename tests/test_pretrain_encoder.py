@@ -99,6 +99,21 @@ def test_interrupted_run_leaves_described_checkpoint(tmp_path):
     assert PromptEncoder.from_spec(EncoderSpec("textsr-tiny", str(out))).identity().fingerprint == record["fingerprint"]
 
 
+def test_resume_continues_exactly(tmp_path):
+    items = _items(8)
+    settings = dict(arch="textsr-tiny", steps=5, batch_size=4, checkpoint_every=2, num_threads=1)
+    whole, _ = _run(PretrainConfig(out=tmp_path / "whole.safetensors", **settings), items)
+    out = tmp_path / "cut.safetensors"
+    run = iter_pretrain(PretrainConfig(out=out, **settings), items)
+    for _ in range(4):  # before-event + steps 1..3: killed after the step-2 checkpoint
+        next(run)
+    run.close()
+    resumed, events = _run(PretrainConfig(out=out, resume=True, **settings), items)
+    assert events[0].step == 2 and [e.step for e in events[1:]] == [3, 4, 5]
+    assert resumed.fingerprint == whole.fingerprint  # bit-identical to the uninterrupted run
+    assert resumed.retrieval_before == whole.retrieval_before
+
+
 def test_retrieval_counts_shared_captions(tiny_encoder):
     items = _items(8)
     data = EncoderTrainingSet.from_items(items, tiny_encoder.image_size, 1.0)
@@ -127,7 +142,7 @@ def test_cli_pretrain_encoder(tmp_path, capsys):
     ])
     assert code == 0 and out.is_file()
     printed = capsys.readouterr().out
-    assert "retrieval before" in printed and "retrieval after (all)" in printed
+    assert "retrieval before (all)" in printed and "retrieval after (all)" in printed
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["command"].startswith("textsr pretrain-encoder --synthetic 12 --synthetic-size 64 --arch textsr-tiny")
 

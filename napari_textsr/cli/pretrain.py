@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--crop-min", type=float, default=0.35, help="smallest random crop, fraction of the short side")
     parser.add_argument("--eval-every", type=int, default=0, metavar="STEPS", help="retrieval evaluation interval (0: before/after only)")
     parser.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue exactly where an interrupted run with the same --out and settings stopped")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         num_threads=args.threads,
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
+        resume=args.resume,
         command=_command_line(args),
     )
     pretrain_encoder(config, progress=not args.no_progress)

@@ -53,6 +53,7 @@ __all__ = [
     "retrieval_accuracy",
     "contrastive_loss",
     "encode_text",
+    "train_state_path",
 ]
 
 _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -71,6 +72,8 @@ class PretrainConfig:
         default: random init of ``arch`` seeded by ``seed``.
     crop_min: smallest random crop, as a fraction of the image's short side.
     eval_every: steps between retrieval evaluations (0: only before and after).
+    resume: continue exactly from ``train_state_path(out)`` (written with every
+        checkpoint: weights, optimizer, schedule, random states) if it exists.
     """
 
     arch: str = "textsr-clip-s"
@@ -91,6 +94,7 @@ class PretrainConfig:
     num_threads: int | None = None
     checkpoint_every: int = 500
     eval_every: int = 0
+    resume: bool = False
     command: str = ""
 
     def __post_init__(self) -> None:
@@ -383,6 +387,11 @@ def _optimizer(clip: torch.nn.Module, config: PretrainConfig) -> torch.optim.Opt
     )
 
 
+def train_state_path(out: Path) -> Path:
+    """Where a run writing ``out`` keeps what an exact resume needs."""
+    return out.with_name(out.stem + ".train_state.pt")
+
+
 def _save(clip: torch.nn.Module, path: Path) -> None:
     tmp = path.with_name(path.stem + ".partial" + path.suffix)
     save_encoder_state(clip, tmp)
@@ -440,12 +449,43 @@ def _pretrain(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     loss_fn = open_clip.loss.ClipLoss()
-    before = retrieval_accuracy(clip, tokenizer, val_set)
-    yield PretrainEvent(0, config.steps, float("nan"), optimizer.param_groups[0]["lr"], 0.0, retrieval=before)
+    state_path = train_state_path(config.out)
+    first_step, loss_value = 1, float("nan")
+    if config.resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state["steps"] != config.steps or state["arch"] != config.arch or state["seed"] != config.seed:
+            raise ValueError(
+                f"{state_path} is from a run with steps={state['steps']}, arch={state['arch']}, seed={state['seed']}; "
+                "resume with the same settings or start afresh without --resume"
+            )
+        clip.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        first_step, loss_value = state["step"] + 1, state["loss"]
+        before = {k: RetrievalResult(**v) for k, v in state["retrieval_before"].items()}
+        retrieval = {k: RetrievalResult(**v) for k, v in state["retrieval"].items()}
+        retrieval_step = state["retrieval_step"]
+    else:
+        before = retrieval_accuracy(clip, tokenizer, val_set)
+        retrieval, retrieval_step = before, 0
+    yield PretrainEvent(first_step - 1, config.steps, loss_value, optimizer.param_groups[0]["lr"], 0.0, retrieval=before)
 
     config.out.parent.mkdir(parents=True, exist_ok=True)
-    loss_value, seen, tick = float("nan"), 0, time.perf_counter()
-    retrieval, retrieval_step = before, 0
+    seen, tick = 0, time.perf_counter()
+
+    def save_train_state(step: int) -> None:
+        state = {
+            "arch": config.arch, "steps": config.steps, "seed": config.seed, "step": step, "loss": loss_value,
+            "model": clip.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "retrieval_before": {k: asdict(v) for k, v in before.items()},
+            "retrieval": {k: asdict(v) for k, v in retrieval.items()}, "retrieval_step": retrieval_step,
+        }
+        tmp = state_path.with_name(state_path.name + ".partial")
+        torch.save(state, tmp)
+        os.replace(tmp, state_path)
 
     def summary(step: int) -> PretrainSummary:
         return PretrainSummary(
@@ -461,7 +501,7 @@ def _pretrain(
             retrieval_step=retrieval_step,
         )
 
-    for step in range(1, config.steps + 1):
+    for step in range(first_step, config.steps + 1):
         images, captions = train_set.random_batch(config.batch_size, rng)
         loss = contrastive_loss(clip, tokenizer, images, captions, loss_fn)
         optimizer.zero_grad(set_to_none=True)
@@ -481,6 +521,7 @@ def _pretrain(
             # Weights and record together, so a run killed later still leaves a described checkpoint.
             _save(clip, config.out)
             _write_record(config, summary(step))
+            save_train_state(step)
             checkpoint = config.out
         elapsed = time.perf_counter() - tick
         yield PretrainEvent(
@@ -529,11 +570,14 @@ def pretrain_encoder(
     bar = tqdm(total=config.steps, desc=f"pretrain {config.arch}", unit="step", disable=not progress)
     run = iter_pretrain(config, items)
     try:
+        first = next(run)  # the state before the first step: retrieval before training
+        if first.step:
+            log(f"resuming at step {first.step} of {first.total_steps}")
+            bar.update(first.step)
+        for name, result in (first.retrieval or {}).items():
+            log(f"retrieval before ({name}): {result}")
         while True:
             event = next(run)
-            if event.step == 0 and event.retrieval:
-                log(f"retrieval before: {event.retrieval['all']}")
-                continue
             bar.update(1)
             bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_second:.0f}")
             if event.retrieval and event.step < event.total_steps:
@@ -543,6 +587,6 @@ def pretrain_encoder(
     finally:
         bar.close()
     for name, result in summary.retrieval_after.items():
-        log(f"retrieval after ({name}): {result}   [before: {summary.retrieval_before[name]}]")
+        log(f"retrieval after ({name}): {result}")
     log(f"saved {summary.out} (+ {summary.out.with_suffix('.json').name}); load with EncoderSpec({config.arch!r}, {str(summary.out)!r})")
     return summary
