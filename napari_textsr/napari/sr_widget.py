@@ -112,6 +112,7 @@ class SuperResolutionWidget(QWidget):
         self._started = 0.0
         self._last_event: JobProgress | None = None
         self._pbar = None
+        self._pbar_where: tuple[int, int] | None = None
         self._build()
         self._timer = QTimer(self)
         self._timer.setInterval(200)
@@ -449,6 +450,8 @@ class SuperResolutionWidget(QWidget):
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_finished)
         self._worker = worker
+        self._pbar = napari_progress(total=_PROGRESS_STEPS, desc=f"Super-resolution of {job.source.name}")
+        self._pbar_where = None
         self._set_running(True)
         self._started = time.perf_counter()
         self._timer.start()
@@ -462,16 +465,26 @@ class SuperResolutionWidget(QWidget):
         self.cancel_button.setEnabled(running)
 
     def _update_napari_progress(self, event: JobProgress) -> None:
-        # One bar over all tiles of the run, its description saying which
-        # caption/slice/tile: napari's nested bars crash when closed and reopened.
-        # napari's progress display processes Qt events, so the run may end
-        # (and close the bar) inside these calls: hold a local reference.
+        # The bar counts thousandths of the run (tiles over all slices and
+        # captions): it is made before the worker starts and never changes its
+        # total, because napari's activity dialog re-enters the Qt event loop
+        # (and creating a bar while a worker emits has deadlocked) whenever a
+        # bar is created or its range changes. Its description names the slice
+        # or caption, updated only when that changes.
         bar = self._pbar
         if bar is None:
-            bar = self._pbar = napari_progress(total=event.total, desc=f"Super-resolution of {self._job.source.name}")
-        bar.set_description(f"Super-resolution of {self._job.source.name}: {event.message}")
-        if bar is self._pbar:
-            bar.update(event.done - bar.n)
+            return
+        where = (event.caption_index, event.slice_index)
+        if where != self._pbar_where and (event.n_slices > 1 or event.n_captions > 1):
+            self._pbar_where = where
+            parts = []
+            if event.n_captions > 1:
+                parts.append(f"caption {event.caption_index + 1}/{event.n_captions}")
+            if event.n_slices > 1:
+                parts.append(f"slice {event.slice_index + 1}/{event.n_slices}")
+            bar.set_description(f"Super-resolution of {self._job.source.name}: {', '.join(parts)}")
+        if bar is self._pbar:  # the run may have ended inside set_description
+            bar.update(round(event.fraction * _PROGRESS_STEPS) - bar.n)
 
     def _close_napari_progress(self) -> None:
         if self._pbar is not None:
