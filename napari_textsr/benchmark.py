@@ -124,7 +124,7 @@ def machine_description() -> str:
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) float/uint8 -> float32 (1, 3, H, W) in [0, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(image))
+    x = torch.from_numpy(np.array(image))  # a copy: inputs may be read-only (e.g. decoded files)
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     return x.permute(2, 0, 1)[None]
 
