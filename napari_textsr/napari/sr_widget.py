@@ -9,6 +9,8 @@ the same code :func:`~napari_textsr.napari.upscale_layer` uses.
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 import threading
 import time
 from functools import partial
@@ -384,12 +386,16 @@ class SuperResolutionWidget(QWidget):
         loader.start()
 
     def _on_model_loaded(self, spec: str, device: str, upscaler: Any) -> None:
-        if (spec, device) == (self.selected_model(), self.device_combo.currentText()):
-            self.model_info.setText(describe_upscaler(upscaler))
+        # The widget may have been closed while the model loaded in the background:
+        # Qt deletes its C++ side first, and then there is nothing left to update.
+        with suppress(RuntimeError):
+            if (spec, device) == (self.selected_model(), self.device_combo.currentText()):
+                self.model_info.setText(describe_upscaler(upscaler))
 
     def _on_model_failed(self, spec: str, error: Exception) -> None:
-        if spec == self.selected_model():
-            self.model_info.setText(f"could not load: {error}")
+        with suppress(RuntimeError):  # closed while loading, as above
+            if spec == self.selected_model():
+                self.model_info.setText(f"could not load: {error}")
 
     # ------------------------------------------------------------------ running
     @property
