@@ -49,7 +49,7 @@ class TGSRConfig(ModelConfig):
     map is a conv, which absorbs any invertible 1x1 map on it. What "add" gives
     up is a separate 3x3 kernel for the context. It is the ``default`` because
     "concat" makes text fusion cost 1.44x the text-free baseline's CPU time
-    (x4, 512x512 LR, 1 thread; benchmarks/tgsr_fusion_cost.py) against ~1.1x
+    (x4, 512x512 LR, 1 thread; benchmarks/fusion_cost.py --method tgsr) against ~1.1x
     for "add", and needs 4.3 GB instead of 2.5 GB.
     ``conditioning_augmentation``: the authors' CA net on the sentence vector
     (``ca_dim`` wide), injected as a per-image bias of the first global conv.
