@@ -232,7 +232,7 @@ def markdown(report: dict) -> str:
         "best run, the least disturbed). MP/s = output megapixels per second (best run). Peak RSS: whole "
         "fresh process (Python + torch + model + input + run); 'run' = what the measured run added.",
         "",
-        "| method | variant | parameters | best s | median s | MP/s | vs bicubic | vs no text | peak RSS (MB) | run (MB) |",
+        "| method | variant | parameters | best s | median s | MP/s | time / bicubic | time / no text | peak RSS (MiB) | run (MiB) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     bicubic_best = bicubic_median = None
@@ -274,10 +274,10 @@ def markdown(report: dict) -> str:
         lines += [
             "",
             f"A {big}x{big} uint16 grey image at x{scale} ({(big * scale) ** 2 / 1e6:,.0f} MP output, "
-            f"{(big * scale) ** 2 * 2 / 2**20:,.0f} MB as uint16), automatic tiling, no attention maps, "
+            f"{(big * scale) ** 2 * 2 / 2**20:,.0f} MiB as uint16), automatic tiling, no attention maps, "
             "one run each (target: peak < 4 GB):",
             "",
-            "| method | tile (LR px) | tiles | seconds | MP/s | peak RSS (MB) | run (MB) |",
+            "| method | tile (LR px) | tiles | seconds | MP/s | peak RSS (MiB) | run (MiB) |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for method, m in large.items():
