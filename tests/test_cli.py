@@ -99,9 +99,9 @@ def test_models_lists_bundled_checkpoints(tmp_path, monkeypatch, capsys, tiny_en
     save_checkpoint(tmp_path / "cells-x4.textsr.safetensors", model, encoder, training=record)
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["NAME", "METHOD", "SCALE"]
-    assert lines[1].split()[:3] == ["cells-x4", "pdn", "x4"]
-    assert "synthetic:512:0, shared/data/train" in lines[1] and "psnr_y=31.23" in lines[1] and "2000" in lines[1]
+    assert lines[0].split()[:5] == ["cells-x4", "pdn", "x4", "2000", "steps"]
+    assert lines[1].strip() == "trained on: synthetic:512:0; shared/data/train"
+    assert lines[2].strip() == "validation: psnr_y=31.23, psnr_bicubic_y=29.5"
     assert main(["models", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed[0]["name"] == "cells-x4" and listed[0]["training"]["validation"]["psnr_bicubic_y"] == 29.5

@@ -32,16 +32,18 @@ def run(args: argparse.Namespace) -> int:
             "pass a checkpoint path to --model, or try the plumbing with --model random:pdn:4:tiny."
         )
         return 0
-    rows = [("NAME", "METHOD", "SCALE", "TRAINED ON", "STEPS", "VALIDATION")]
+    name_width = max(len(m.name) for m in models)
     for m in models:
         record = m.training
-        data = ", ".join(record.data) if record and record.data else "-"
-        steps = str(record.steps) if record else "-"
-        validation = ", ".join(f"{k}={_number(v)}" for k, v in record.validation.items()) if record else ""
-        rows.append((m.name, m.method, f"x{m.scale}", data, steps, validation or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+        steps = f"{record.steps} steps" if record else "no training record"
+        print(f"{m.name.ljust(name_width)}  {m.method:<6}  x{m.scale:<2}  {steps}  (encoder {m.encoder})")
+        if m.description:
+            print(f"    {m.description}")
+        if record and record.data:
+            print(f"    trained on: {'; '.join(record.data)}")
+        if record and record.validation:
+            figures = ", ".join(f"{k}={_number(v)}" for k, v in record.validation.items())
+            print(f"    validation: {figures}")
     return 0
 
 
