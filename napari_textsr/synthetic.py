@@ -198,10 +198,11 @@ def shapes_scene(rng: np.random.Generator, size: int = 256, shape: str | None = 
 
 
 # ----------------------------------------------------------------- textures
-def _pattern(pattern: str, h: int, w: int) -> np.ndarray:
-    """Binary (h, w) float32 pattern of period STRIPE_PERIOD, phase 0 at the top-left pixel."""
-    y = np.arange(h)[:, None]
-    x = np.arange(w)[None, :]
+def _pattern(pattern: str, h: int, w: int, y0: int = 0, x0: int = 0) -> np.ndarray:
+    """Binary (h, w) float32 pattern of period STRIPE_PERIOD for the pixels whose top-left is
+    at image pixel (y0, x0); phase 0 at the image's pixel (0, 0)."""
+    y = np.arange(y0, y0 + h)[:, None]
+    x = np.arange(x0, x0 + w)[None, :]
     half = STRIPE_PERIOD // 2
     if pattern == "vertical":
         on = (x % STRIPE_PERIOD < half) & (y >= 0)
@@ -232,10 +233,14 @@ def texture_scene(rng: np.random.Generator, size: int = 256, pattern: str | None
 
     Stripes (vertical, horizontal, rising or falling diagonal) or a
     checkerboard, period 8 px and 50% duty, so at x8 every pattern averages to
-    the same flat panel colour. The pattern's phase is anchored to each
-    panel's top-left corner, which the low-resolution panel edges locate, so
-    the caption (which names the pattern) determines the high-resolution panel
-    completely. ``pattern`` overrides the drawn pattern after all random draws.
+    the same flat panel colour. The pattern's phase is anchored to the image's
+    pixel grid (phase 0 at pixel (0, 0)), i.e. to the x8 (and x2, x4) sampling
+    grid, so the low-resolution image plus the caption (which names the
+    pattern and its two colours) determine the high-resolution panel
+    completely, and without the caption nothing does: the scene isolates what
+    text guidance alone can add. (Anchoring the phase to each panel's corner
+    instead would make the task sub-pixel edge localisation, not reading the
+    caption.) ``pattern`` overrides the drawn pattern after all random draws.
     """
     drawn = _pick(rng, PATTERNS)
     names = list(_COLOURS)
@@ -262,7 +267,7 @@ def texture_scene(rng: np.random.Generator, size: int = 256, pattern: str | None
     colour_a = np.asarray(_COLOURS[first], dtype=np.float32)
     colour_b = np.asarray(_COLOURS.get(second, (0.0, 0.0, 0.0)), dtype=np.float32)
     for y0, x0, h, w in panels:
-        on = _pattern(pattern, h, w)[..., None]
+        on = _pattern(pattern, h, w, y0, x0)[..., None]
         canvas[y0 : y0 + h, x0 : x0 + w] = on * colour_a + (1 - on) * colour_b
     short, long = _PATTERN_WORDS[pattern]
     panel_words = "one rectangular panel" if len(panels) == 1 else f"{_count_word(len(panels))} rectangular panels"

@@ -251,6 +251,10 @@ def test_fine_tune_from_a_checkpoint(tmp_path):
         assert torch.allclose(value, init_state[name], atol=1e-6), name
     record = tuned.metadata.training
     assert record.extra["init"] == str(base.checkpoint) and "--init" in record.command
+    # The starting point's own recipe travels with the fine-tune.
+    base_record = load_checkpoint(base.checkpoint).metadata.training
+    assert record.extra["init_training"]["command"] == base_record.command
+    assert record.extra["init_training"]["steps"] == 2
 
 
 def test_mismatched_init_is_refused(tmp_path):
@@ -308,6 +312,21 @@ def test_cli_trains_and_resumes(tmp_path, capsys):
     assert record.extra["resume_commands"] and "psnr_y" in record.validation
     assert main(["train", "--out", str(tmp_path / "x"), "--data", DATA]) == 1  # no --method: a clear error
     assert "--method is required" in capsys.readouterr().err
+
+
+def test_cli_fine_tune_takes_the_init_checkpoints_encoder(tmp_path, capsys):
+    from napari_textsr.cli import main
+
+    # A base trained with a non-default encoder: leaving --encoder out must take it, not textsr-tiny:none.
+    weights = save_encoder_state(PromptEncoder.from_spec("textsr-tiny:none", seed=1), tmp_path / "enc.safetensors")
+    _, base = run_all(Trainer(tiny_config(tmp_path / "base", "pdn", steps=1, encoder=f"textsr-tiny:{weights}")))
+    args = ["train", "--init", str(base.checkpoint), "--data", DATA, "--method", "pdn", "--steps", "1",
+            "--batch-size", "4", "--patch", "8", "--val-every", "1", "--out", str(tmp_path / "ft"),
+            "--threads", "1", "--no-progress"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    meta = read_metadata(tmp_path / "ft" / "model.textsr.safetensors")
+    assert meta.encoder_spec == f"textsr-tiny:{weights}"
+    assert meta.training.extra["init_training"]["steps"] == 1
 
 
 @pytest.mark.slow

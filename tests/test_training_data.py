@@ -323,6 +323,23 @@ def test_stripe_direction_is_invisible_at_x8():
         assert not scenes["vertical"].augment  # a rotation would turn vertical into horizontal
 
 
+def test_texture_phase_follows_the_image_grid():
+    from napari_textsr.synthetic import _pattern
+
+    # Any crop on the x8 grid sees the same phase, so LR + caption fix the HR panel.
+    for pattern in PATTERNS:
+        whole = _pattern(pattern, 64, 64)
+        assert np.array_equal(_pattern(pattern, 16, 24, 8, 16), whole[8:24, 16:40])
+        assert np.array_equal(_pattern(pattern, 16, 24, 3, 5), whole[3:19, 5:29])
+        assert np.array_equal(whole[8:24, 16:40], whole[:16, :24])
+    scene = texture_scene(np.random.default_rng(3), 256, pattern="vertical")
+    image = scene.image
+    # Columns 0-3 of every period take the first colour, 4-7 the second, wherever the panel is.
+    panel = np.abs(image[:, 0::8] - image[:, 4::8]).sum(axis=-1) > 0.05
+    assert panel.mean() > 0.1
+    assert np.allclose(image[:, 1::8][panel], image[:, 0::8][panel])
+
+
 def test_caption_alternatives_swap_only_the_destroyed_identity():
     from napari_textsr.synthetic import caption_alternatives
 

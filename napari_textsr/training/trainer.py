@@ -116,7 +116,7 @@ class TrainConfig:
     method: str
     scale: int
     preset: str = "default"
-    encoder: str | None = "textsr-tiny:none"
+    encoder: str | None = None
     data: list[str] = field(default_factory=list)
     steps: int = 1000
     batch_size: int = 16
@@ -481,6 +481,8 @@ class _Session:
     caption_cache: dict[str, PromptEmbedding]
     val_images: list[_ValImage]
     commands: list[str]
+    # The --init checkpoint's own training record (a fine-tune is only reproducible with it).
+    init_training: dict[str, Any] | None = None
     start_step: int = 0
     history: list[float] = field(default_factory=list)
     last_validation: ValidationResult | None = None
@@ -727,6 +729,7 @@ class Trainer:
             caption_cache=self._encode_captions(encoder, list(dict.fromkeys(c for i in items for c in i.captions))),
             val_images=self._prepare_validation(val_items, config) if dist_info.is_main else [],
             commands=[command],
+            init_training=dataclasses.asdict(init_meta.training) if init_meta and init_meta.training else None,
         )
         if state is not None:
             self._restore(session, state)
@@ -786,6 +789,7 @@ class Trainer:
         s.history = list(state.get("loss_history", []))
         # The first session's command, then each resume's: a resumed checkpoint is made by all of them.
         s.commands = list(state.get("commands", [])) + s.commands
+        s.init_training = state.get("init_training")
         if state.get("validation"):
             s.last_validation = ValidationResult(**state["validation"])
         if state.get("world_size", 1) != s.dist.world_size:
@@ -810,6 +814,7 @@ class Trainer:
                 "preset": config.preset if config.init is None else f"from {config.init}",
                 "encoder": s.encoder_spec,
                 "init": str(config.init) if config.init else None,
+                "init_training": s.init_training,
                 "losses": config.losses.to_dict(),
                 "loss_notes": list(s.criterion.notes),
                 "batch_size": config.batch_size,
@@ -848,6 +853,7 @@ class Trainer:
             "world_size": s.dist.world_size,
             "loss_history": s.history,
             "commands": s.commands,
+            "init_training": s.init_training,
             "validation": dataclasses.asdict(s.last_validation) if s.last_validation else None,
         }
         # The state first: if we die between the two writes, the resume point
