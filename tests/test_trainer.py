@@ -314,6 +314,21 @@ def test_cli_trains_and_resumes(tmp_path, capsys):
     assert "--method is required" in capsys.readouterr().err
 
 
+def test_validation_split_does_not_follow_the_batch_seed(tmp_path):
+    # A rerun or fine-tune with another --seed must hold out the same images.
+    _, first = run_all(Trainer(tiny_config(tmp_path / "a", "pdn", steps=1, seed=0)))
+    _, second = run_all(Trainer(tiny_config(tmp_path / "b", "pdn", steps=1, seed=5)))
+    held_out = [[d for d in load_checkpoint(r.checkpoint).metadata.training.data if d.startswith("validation")]
+                for r in (first, second)]
+    assert held_out[0] == held_out[1] and "split seed 0" in held_out[0][0]
+    _, third = run_all(Trainer(tiny_config(tmp_path / "c", "pdn", steps=1, split_seed=1)))
+    assert "split seed 1" in " ".join(load_checkpoint(third.checkpoint).metadata.training.data)
+    # Runs stored before split_seed existed split with their seed; resuming keeps that.
+    old = tiny_config(tmp_path / "d", "pdn", seed=3).to_dict()
+    del old["split_seed"]
+    assert TrainConfig.from_dict(old).split_seed == 3
+
+
 def test_cli_fine_tune_takes_the_init_checkpoints_encoder(tmp_path, capsys):
     from napari_textsr.cli import main
 

@@ -82,6 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a("--model-option", default=None, metavar="NAME=VALUE,...", help="model config overrides, e.g. text_fusion=false")
     a("--name", default=None, help="name stored in the checkpoint")
     a("--seed", type=int, default=None, help="seed of the batches and the model's initialisation (default 0)")
+    a("--split-seed", type=int, default=None,
+      help="seed of the train/validation split by image name, independent of --seed (default 0)")
     a("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default auto)")
     a("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; split over torchrun ranks)")
     a("--no-progress", action="store_true", help="no progress bar; print one line per validation instead")
@@ -172,6 +174,7 @@ def build_config(args: argparse.Namespace):
         "scale": "scale", "preset": "preset", "encoder": "encoder", "steps": "steps", "batch_size": "batch_size",
         "patch": "lr_patch", "lr": "learning_rate", "val_fraction": "val_fraction", "val_every": "val_every",
         "checkpoint_every": "checkpoint_every", "warmup": "warmup_steps", "grad_clip": "grad_clip", "seed": "seed",
+        "split_seed": "split_seed",
         "device": "device", "threads": "num_threads", "init": "init", "name": "name",
     }  # fmt: skip
     for arg_name, field in mapping.items():

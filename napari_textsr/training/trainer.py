@@ -103,6 +103,8 @@ class TrainConfig:
     entries (ignored when the Trainer is given ``items``).
     Learning rate: cosine from ``learning_rate`` to ``learning_rate *
     min_lr_ratio`` over ``steps`` after ``warmup_steps`` of linear warm-up.
+    ``seed`` sets the initialisation and the batches; ``split_seed`` (default
+    0, like ``textsr bench --split-seed``) which images are held out.
     ``grad_clip``: max global gradient norm (0 = off). ``mixed_precision``:
     ``None`` = on for CUDA (bfloat16 where supported, else float16 with loss
     scaling), off elsewhere. Validation uses at most ``val_max_images``
@@ -139,6 +141,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
     mixed_precision: bool | None = None
+    # Which images are held out is fixed apart from ``seed``, so a fine-tune or
+    # a rerun with another seed never trains on an earlier run's validation images.
+    split_seed: int = 0
     augment: bool = True
     val_max_images: int = 8
     val_crop: int = 256
@@ -150,7 +155,7 @@ class TrainConfig:
     # steps, intervals, device and threads, may change between sessions).
     RESUME_FIXED = (
         "method", "scale", "preset", "encoder", "data", "batch_size", "lr_patch", "learning_rate",
-        "degradation", "losses", "val_fraction", "seed", "warmup_steps", "min_lr_ratio", "grad_clip",
+        "degradation", "losses", "val_fraction", "split_seed", "seed", "warmup_steps", "min_lr_ratio", "grad_clip",
         "augment", "model_overrides", "init",
     )  # fmt: skip
 
@@ -197,6 +202,8 @@ class TrainConfig:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"TrainConfig does not take {sorted(unknown)}")
+        # Runs stored before split_seed existed split with their seed.
+        values.setdefault("split_seed", values.get("seed", 0))
         if isinstance(values.get("degradation"), dict):
             values["degradation"] = _degradation_class().from_dict(values["degradation"])
         if isinstance(values.get("losses"), dict):
@@ -359,6 +366,8 @@ def equivalent_command(config: TrainConfig, data_note: str | None = None) -> str
         args += ["--init", str(c.init)]
     if c.val_fraction != 0.1:
         args += ["--val-fraction", repr(c.val_fraction)]
+    if c.split_seed != 0:
+        args += ["--split-seed", str(c.split_seed)]
     for flag, value, default in (
         ("--val-every", c.val_every, 200),
         ("--checkpoint-every", c.checkpoint_every, 200),
@@ -662,14 +671,14 @@ class Trainer:
             data_note = None
         from napari_textsr.training.data import PatchSampler, split_train_val
 
-        train_items, val_items = split_train_val(items, config.val_fraction, config.seed)
+        train_items, val_items = split_train_val(items, config.val_fraction, config.split_seed)
         sampler = PatchSampler(train_items, config.degradation, lr_patch=config.lr_patch, augment=config.augment)
         # PDN's temperature schedule counts epochs: an epoch draws as many LR pixels as the training images hold.
         lr_pixels = sum((i.image.shape[0] // config.scale) * (i.image.shape[1] // config.scale) for i in sampler.items)
         steps_per_epoch = max(1, math.ceil(lr_pixels / (config.batch_size * config.lr_patch**2)))
         data_descriptions.append(
             f"validation: {len(val_items)} of {len(items)} images held out "
-            f"(val_fraction {config.val_fraction}, seed {config.seed})"
+            f"(val_fraction {config.val_fraction}, split seed {config.split_seed})"
         )
 
         # ---- losses and optimisers
