@@ -327,6 +327,13 @@ def test_validation_split_does_not_follow_the_batch_seed(tmp_path):
     old = tiny_config(tmp_path / "d", "pdn", seed=3).to_dict()
     del old["split_seed"]
     assert TrainConfig.from_dict(old).split_seed == 3
+    state_path = tmp_path / "a" / "run" / "train_state.pt"
+    state = torch.load(state_path, weights_only=False)
+    del state["config"]["split_seed"]
+    torch.save(state, state_path)
+    resumed = TrainConfig.from_run(tmp_path / "a" / "run")
+    resumed.resume, resumed.steps = True, 2
+    assert run_all(Trainer(resumed))[1].checkpoint is not None
 
 
 def test_cli_fine_tune_takes_the_init_checkpoints_encoder(tmp_path, capsys):

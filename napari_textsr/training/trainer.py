@@ -981,7 +981,7 @@ class Trainer:
         return {n: float(v) for n, v in zip(names, values[:-1])}, bool(values[-1] > 0)
 
     def _check_resume_compatible(self, state: dict[str, Any]) -> None:
-        saved = state["config"]
+        saved = TrainConfig.from_dict(state["config"]).to_dict()  # fills fields added since the run began
         current = self.config.to_dict()
         if current.get("encoder") is None:
             current["encoder"] = saved.get("encoder")
