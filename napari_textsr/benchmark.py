@@ -104,7 +104,31 @@ class BenchReport:
             )
         t = summary["timing"]
         lines += ["", f"{t['seconds_per_image']:.2f} s per image, {t['megapixels_per_second']:.3f} output MP/s"]
+        groups = self.psnr_y_by_group()
+        if len(groups) > 1:
+            lines += ["", "| PSNR Y (dB) by kind | images | " + " | ".join(v.replace("_", " ") for v in VARIANTS)
+                      + " | true - other |", "|---" * (len(VARIANTS) + 3) + "|"]
+            for group, (count, means) in groups.items():
+                cells = " | ".join(f"{means[v]:.2f}" for v in VARIANTS)
+                lines.append(f"| {group} | {count} | {cells} | {means['true_caption'] - means['other_caption']:+.2f} |")
         return "\n".join(lines)
+
+    def psnr_y_by_group(self) -> dict[str, tuple[int, dict[str, float]]]:
+        """Mean PSNR-Y per variant for each kind of synthetic scene (``{kind: (count, {variant: dB})}``);
+        one group, "all", for anything else."""
+        grouped: dict[str, list[ImageResult]] = {}
+        for image in self.images:
+            grouped.setdefault(_scene_kind(image.name), []).append(image)
+        return {
+            group: (len(images), {v: float(np.mean([i.variants[v].scores.psnr_y for i in images])) for v in VARIANTS})
+            for group, images in grouped.items()
+        }
+
+
+def _scene_kind(name: str) -> str:
+    """``synthetic-<seed>-<index>-<kind>-...`` -> kind (see synthetic.iter_synthetic); else "all"."""
+    parts = name.split("-")
+    return parts[3] if len(parts) > 3 and parts[0] == "synthetic" else "all"
 
 
 def machine_description() -> str:

@@ -35,6 +35,11 @@ def test_report_scores_every_variant_and_bicubic_matches_a_direct_computation(sc
     assert all(-1 <= v.text_image_similarity <= 1 for v in first.variants.values())
     assert first.seconds > 0 and first.megapixels_per_second > 0
     assert "| true caption |" in report.markdown()
+    # Synthetic scenes are also summarised per kind (3 scenes: shapes, textures, glyphs).
+    groups = report.psnr_y_by_group()
+    assert list(groups) == ["shapes", "textures", "glyphs"] and all(n == 1 for n, _ in groups.values())
+    assert groups["shapes"][1]["bicubic"] == pytest.approx(first.variants["bicubic"].scores.psnr_y)
+    assert "| textures | 1 |" in report.markdown()
 
 
 def test_caption_variants_differ_when_fusion_is_active(scenes):
@@ -56,6 +61,25 @@ def test_cli_writes_json(tmp_path, capsys):
     assert report["scale"] == 2 and len(report["images"]) == 2
     assert set(report["summary"]) == set(VARIANTS) | {"timing"}
     assert "PSNR Y" in capsys.readouterr().out
+
+
+def test_cli_pools_several_datasets(tmp_path, capsys):
+    import csv
+
+    from PIL import Image
+
+    for k, scene in enumerate(synthetic_dataset(4, seed=5, size=48)):
+        folder = tmp_path / f"set{k // 2}"
+        folder.mkdir(exist_ok=True)
+        Image.fromarray((scene.image * 255).astype(np.uint8)).save(folder / f"{k}.png")
+        with open(folder / "captions.csv", "a", newline="") as fh:
+            if k % 2 == 0:
+                fh.write("file,caption\n")
+            csv.writer(fh).writerow([f"{k}.png", scene.captions[0]])
+    code = main(["bench", "--model", "random:pdn:2:tiny", "--data", str(tmp_path / "set0"),
+                 "--data", str(tmp_path / "set1")])
+    assert code == 0
+    assert "all 4 images, PSNR Y (dB): bicubic" in capsys.readouterr().out
 
 
 def test_cli_needs_data():

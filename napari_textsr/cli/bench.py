@@ -40,9 +40,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
     from tqdm import tqdm
 
-    from napari_textsr.benchmark import run_benchmark
+    from napari_textsr.benchmark import VARIANTS, run_benchmark
     from napari_textsr.inference import load_model
 
     if not args.data and not args.synthetic:
@@ -63,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
         reports.append(report)
         print(report.markdown())
         print()
+    if len(reports) > 1:
+        everything = [image for report in reports for image in report.images]
+        means = {v: np.mean([i.variants[v].scores.psnr_y for i in everything]) for v in VARIANTS}
+        print(f"all {len(everything)} images, PSNR Y (dB): "
+              + ", ".join(f"{v.replace('_', ' ')} {means[v]:.2f}" for v in VARIANTS)
+              + f"; true caption - bicubic {means['true_caption'] - means['bicubic']:+.2f}")
     print(f"model: {upscaler.description.name} ({upscaler.description.method}, x{upscaler.scale}); "
           f"machine: {reports[0].machine}; date: {reports[0].date}")
     if args.json:
