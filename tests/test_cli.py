@@ -105,3 +105,12 @@ def test_models_lists_bundled_checkpoints(tmp_path, monkeypatch, capsys, tiny_en
     assert main(["models", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed[0]["name"] == "cells-x4" and listed[0]["training"]["validation"]["psnr_bicubic_y"] == 29.5
+    # A fine-tune lists its chain of starting points.
+    base = {"data": ["photos"], "steps": 300, "extra": {}}
+    middle = {"data": ["synthetic:8:1"], "steps": 200, "extra": {"init_training": base}}
+    tuned = TrainingRecord(data=["shared/data/train"], steps=100, extra={"init_training": middle})
+    save_checkpoint(tmp_path / "cells-x4.textsr.safetensors", model, encoder, training=tuned)
+    assert main(["models"]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert lines[2:4] == ["fine-tuned from a model trained 200 steps on: synthetic:8:1",
+                          "fine-tuned from a model trained 300 steps on: photos"]

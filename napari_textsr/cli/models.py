@@ -41,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"    {m.description}")
         if record and record.data:
             print(f"    trained on: {'; '.join(record.data)}")
+        # A fine-tune names its starting point and how that was trained, back to the first run.
+        parent = record.extra.get("init_training") if record else None
+        while parent:
+            print(f"    fine-tuned from a model trained {parent.get('steps')} steps on: {'; '.join(parent.get('data', []))}")
+            parent = (parent.get("extra") or {}).get("init_training")
         if record and record.validation:
             figures = ", ".join(f"{k}={_number(v)}" for k, v in record.validation.items())
             print(f"    validation: {figures}")
