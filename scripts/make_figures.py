@@ -5,14 +5,16 @@
 1. ``photograph_x4.png``: the photograph sample, x4: input (pixels enlarged),
    bicubic, PDN x4 output, and its first attention mask.
 2. ``captions_x8.png``: held-out synthetic scenes (seed 90210, never used in
-   training) degraded x8, restored by PDN x8 with the true caption and with the
-   same scene's caption naming another pattern/shape, beside bicubic and the
-   target, with PSNR-Y in each label.
+   training) degraded x8, restored by PDN x8 with the true caption, with the
+   same scene's caption naming another pattern/shape/structure, and with the
+   next scene's caption (``textsr bench``'s "other caption"), beside bicubic
+   and the target, with PSNR-Y in each label.
 """
 
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ from napari_textsr.samples import load_sample
 from napari_textsr.synthetic import caption_alternatives, synthetic_dataset
 from napari_textsr.training.degradations import Degradation
 
-LABEL_HEIGHT = 34
+LABEL_HEIGHT = 49
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:
@@ -47,7 +49,7 @@ def panel(image: np.ndarray, label: str, size: tuple[int, int]) -> Image.Image:
     canvas = Image.new("RGB", (size[0], size[1] + LABEL_HEIGHT), "white")
     canvas.paste(tile, (0, LABEL_HEIGHT))
     draw = ImageDraw.Draw(canvas)
-    for i, line in enumerate(label.split("\n")[:2]):
+    for i, line in enumerate(label.split("\n")[:3]):
         draw.text((4, 2 + 15 * i), line, fill="black")
     return canvas
 
@@ -85,18 +87,25 @@ def photograph_figure(out: Path) -> None:
 def captions_figure(out: Path, n_scenes: int = 3) -> None:
     upscaler = load_model("pdn-x8")
     rows = []
-    for item in synthetic_dataset(12, seed=90210, size=128):
+    items = synthetic_dataset(12, seed=90210, size=128)
+    for position, item in enumerate(items):
         alternatives = caption_alternatives(item.captions[0])
         if alternatives is None or len(rows) >= n_scenes:
             continue
         family, captions, index = alternatives
         wrong = captions[(index + 1) % len(captions)]
+        # What textsr bench calls "other caption": the next scene's.
+        elsewhere = items[(position + 1) % len(items)].captions[0]
         hr = item.image
         lr = Degradation(scale=8)(torch.from_numpy(hr).permute(2, 0, 1)[None])[0].permute(1, 2, 0)
         lr8 = np.round(lr.clamp(0, 1).numpy() * 255).astype(np.uint8)
         bicubic = bicubic_upscale(lr8, 8)
         right = upscaler.upscale(lr8, captions[index]).image
         other = upscaler.upscale(lr8, wrong).image
+        unrelated = upscaler.upscale(lr8, elsewhere).image
+
+        def quoted(caption: str) -> str:
+            return "\n".join(textwrap.wrap(f'"{caption}"', 31)[:2])
 
         def score(x: np.ndarray) -> str:
             x = x.astype(np.float32) / 255 if x.dtype == np.uint8 else x
@@ -106,8 +115,9 @@ def captions_figure(out: Path, n_scenes: int = 3) -> None:
         rows.append([
             panel(lr8, "input (16x16)", size),
             panel(bicubic, f"bicubic x8, {score(bicubic)}", size),
-            panel(right, f'"{captions[index]}"\n{score(right)}', size),
-            panel(other, f'"{wrong}"\n{score(other)}', size),
+            panel(right, f"{quoted(captions[index])}\n{score(right)}", size),
+            panel(other, f"{quoted(wrong)}\n{score(other)}", size),
+            panel(unrelated, f"{quoted(elsewhere)}\n{score(unrelated)}", size),
             panel(hr, "target", size),
         ])
     grid(rows).save(out / "captions_x8.png")
