@@ -30,9 +30,9 @@ def test_shipped_models_are_listed_with_their_training_record():
     assert total < 60e6
 
 
-def test_default_picks_pdn_per_scale():
+def test_default_picks_the_best_measured_method_per_scale():
     assert load_model("default", scale=4).description.name == "pdn-x4"
-    assert load_model("default", scale=8).description.name == "pdn-x8"
+    assert load_model("default", scale=8).description.name == "tgsr-x8"
 
 
 @pytest.mark.parametrize("name", ["pdn-x4", "pdn-x8"])
