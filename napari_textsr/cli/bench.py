@@ -40,10 +40,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     from tqdm import tqdm
 
-    from napari_textsr.benchmark import VARIANTS, run_benchmark
+    from napari_textsr.benchmark import VARIANTS, BenchReport, run_benchmark
     from napari_textsr.inference import load_model
 
     if not args.data and not args.synthetic:
@@ -65,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
         print(report.markdown())
         print()
     if len(reports) > 1:
-        everything = [image for report in reports for image in report.images]
-        means = {v: np.mean([i.variants[v].scores.psnr_y for i in everything]) for v in VARIANTS}
-        print(f"all {len(everything)} images, PSNR Y (dB): "
+        pooled = BenchReport(reports[0].model, "all", upscaler.scale, [i for r in reports for i in r.images])
+        means = {v: pooled.mean(v, "psnr_y") for v in VARIANTS}
+        print(f"all {len(pooled.images)} images, PSNR Y (dB): "
               + ", ".join(f"{v.replace('_', ' ')} {means[v]:.2f}" for v in VARIANTS)
               + f"; true caption - bicubic {means['true_caption'] - means['bicubic']:+.2f}")
     print(f"model: {upscaler.description.name} ({upscaler.description.method}, x{upscaler.scale}); "

@@ -9,10 +9,9 @@ the same code :func:`~napari_textsr.napari.upscale_layer` uses.
 
 from __future__ import annotations
 
-from contextlib import suppress
-
 import threading
 import time
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
