@@ -103,11 +103,11 @@ def bundled_choices() -> list[ModelChoice]:
 
 def default_model_name(scale: int | None = None) -> str | None:
     """Name of the bundled model ``load_model("default", scale=scale)`` loads (None if none is bundled)."""
-    from napari_textsr.inference import _pick_default
+    from napari_textsr.loading import pick_default
 
     try:
-        return _pick_default(scale).name
-    except ValueError:
+        return pick_default(scale).name
+    except ModelSpecError:
         return None
 
 

@@ -504,11 +504,13 @@ class SuperResolutionWidget(DockWidget):
         if choice is not None:
             return choice.method, choice.scale
         if spec and spec.startswith("random:"):
-            parts = spec.split(":")
+            from napari_textsr.loading import ModelSpec, ModelSpecError
+
             try:
-                return parts[1], int(parts[2].lstrip("x"))
-            except (IndexError, ValueError):
+                parsed = ModelSpec.parse(spec)
+            except ModelSpecError:
                 return None, None
+            return parsed.method, parsed.scale
         return None, None
 
     def _update_scales(self) -> None:
