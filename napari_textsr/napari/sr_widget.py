@@ -148,6 +148,11 @@ class SuperResolutionWidget(DockWidget):
     ``status_label``, ``controls`` (everything locked during a run),
     ``sections``; ``run()`` / ``cancel()``; ``is_running``; ``last_layers``
     (the layers the last run added), ``last_outcome``.
+
+    Extending it: ``add_section(title, after=...)`` adds a group of controls;
+    ``job_option_providers`` holds callables ``(layer) -> dict`` whose keyword
+    arguments go to :func:`~napari_textsr.napari.jobs.make_job` (and from there
+    to ``Upscaler.iter_upscale``) for every run.
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, store: ModelStore = MODEL_STORE) -> None:
@@ -166,6 +171,9 @@ class SuperResolutionWidget(DockWidget):
         self._setting_caption = False
         self._overlay_ours = False
         self._pending_layers: tuple | None = None
+        # Extension point: callables (layer) -> extra make_job keyword arguments
+        # (engine options such as region captions), merged into every job.
+        self.job_option_providers: list[Any] = []
         self._build()
         self._timer = QTimer(self)
         self._timer.setInterval(500)
@@ -633,7 +641,10 @@ class SuperResolutionWidget(DockWidget):
             for layer in layers:
                 text = self.caption_edit.toPlainText() if layer is self.selected_layer() else self.caption_for(layer)
                 captions = split_captions(text, compare)
-                job = make_job(layer, captions, spec, compare=compare, **self.current_options())
+                options = self.current_options()
+                for provider in self.job_option_providers:
+                    options.update(provider(layer))
+                job = make_job(layer, captions, spec, compare=compare, **options)
                 self._check_fits_untiled(job)
                 jobs.append(job)
         except (TypeError, ValueError) as error:
