@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from napari_support import display_has_opengl, grey_image, notifications  # noqa: F401 (fixtures)

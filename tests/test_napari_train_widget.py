@@ -139,10 +139,28 @@ def test_fields_have_tooltips_and_input_errors_reach_the_status_line(viewer, qtb
     for field in (
         widget.layer_table, widget.folder_edit, widget.base_combo, widget.method_combo, widget.preset_combo,
         widget.scale_combo, widget.encoder_combo, widget.steps_spin, widget.learning_rate_edit, widget.batch_spin,
-        widget.patch_spin, widget.preview_spin, widget.device_combo, widget.out_edit, widget.start_button,
+        widget.patch_spin, widget.degradation_combo, widget.preview_spin, widget.device_combo, widget.out_edit,
+        widget.start_button,
         widget.cancel_button,
     ):
         assert field.toolTip(), field
     widget.start_button.click()
     assert widget.status_label.text().startswith("Cannot start training: tick at least one")
     assert any("tick at least one" in m for m in notifications.of("error"))
+
+
+def test_degradation_preset_reaches_the_training_config(viewer, qtbot, tmp_path):
+    from napari_textsr.training.degradations import DegradationFamily
+
+    viewer.add_image(stripes(), name="vertical", metadata={"caption": "vertical stripes"})
+    widget = dock(viewer, TrainingWidget(viewer, store=ModelStore()), qtbot)
+    widget.use_layer("vertical")
+    widget.out_edit.setText(str(tmp_path / "run"))
+    names = [widget.degradation_combo.itemData(i) for i in range(widget.degradation_combo.count())]
+    assert names == ["bicubic", "realistic", "microscopy"]
+    assert widget.degradation_combo.currentData() == "realistic"
+    widget.scale_combo.setCurrentIndex(widget.scale_combo.findData(8))
+    widget.degradation_combo.setCurrentIndex(names.index("microscopy"))
+    config = widget.make_request().config
+    assert config.degradation == DegradationFamily.preset_family("microscopy", 8)
+    assert config.degradation.p_jpeg == 0.0 and config.degradation.scale == 8

@@ -98,6 +98,11 @@ ENCODER_CHOICES: list[tuple[str, str, str]] = [
 DEFAULT_ENCODER = ENCODER_CHOICES[0][1]
 DEFAULT_LEARNING_RATE = "2e-4"
 FINE_TUNE_LEARNING_RATE = "1e-4"
+_DEGRADATION_TIPS = {
+    "bicubic": "Antialiased bicubic down-sampling only (the SR benchmark convention)",
+    "realistic": "Blur (sharp and soft optics), five resize kernels, camera noise and JPEG, drawn per patch",
+    "microscopy": "Optics blur, binning or smooth resizing and Poisson-Gaussian shot noise; no JPEG",
+}
 # CLIP-SR embeds the encoder's ViT: its size preset must match the encoder's tower.
 _CLIPSR_PRESET_FOR_ENCODER = {"textsr-clip-s": "default", "textsr-tiny": "tiny", "ViT-B-32": "paper"}
 
@@ -109,7 +114,7 @@ class TrainingWidget(DockWidget):
     column 1 captions; or :meth:`use_layer`), ``folder_edit``, ``base_combo``,
     ``method_combo``, ``preset_combo``, ``scale_combo``, ``encoder_combo``,
     ``steps_spin``, ``learning_rate_edit``, ``batch_spin``, ``patch_spin``,
-    ``preview_spin``, ``device_combo``, ``out_edit``, ``start_button``,
+    ``degradation_combo``, ``preview_spin``, ``device_combo``, ``out_edit``, ``start_button``,
     ``cancel_button``, ``progress_bar``, ``status_label``, ``loss_plot``,
     ``psnr_plot``, ``preview_labels``, ``sections``; :meth:`start` /
     :meth:`cancel`, ``is_running``, ``last_outcome``, ``events_seen``.
@@ -235,6 +240,21 @@ class TrainingWidget(DockWidget):
         batch_row.addWidget(QLabel("LR patch"))
         batch_row.addWidget(self.patch_spin, 1)
         settings.add_row("Batch", batch_row)
+        from napari_textsr.training.degradations import DEFAULT_PRESET, DEGRADATION_PRESETS
+
+        self.degradation_combo = compact_combo(QComboBox(), 8)
+        for name in DEGRADATION_PRESETS:
+            self.degradation_combo.addItem(name, name)
+            self.degradation_combo.setItemData(
+                self.degradation_combo.count() - 1, _DEGRADATION_TIPS.get(name, name), Qt.ToolTipRole
+            )
+        self.degradation_combo.setCurrentIndex(self.degradation_combo.findData(DEFAULT_PRESET))
+        self.degradation_combo.setToolTip(
+            "How the low-resolution inputs are made from your images, drawn anew for every patch: "
+            "realistic = blur, the common resize kernels, camera noise and JPEG; microscopy = optics blur, "
+            "binning and shot noise, no JPEG; bicubic = antialiased bicubic only (the benchmark convention)"
+        )
+        settings.add_row("Degradation", self.degradation_combo)
         self.preview_spin = QSpinBox()
         self.preview_spin.setRange(1, 100_000)
         self.preview_spin.setValue(200)
@@ -461,6 +481,9 @@ class TrainingWidget(DockWidget):
             raise ValueError(f"learning rate {self.learning_rate_edit.text()!r} is not a positive number, e.g. 2e-4")
         init = self._base_checkpoint()
         method, scale = self.method_combo.currentData(), self.scale_combo.currentData()
+        from napari_textsr.training.degradations import DegradationFamily
+
+        degradation = DegradationFamily.preset_family(self.degradation_combo.currentData(), scale)
         out_dir = Path(self.out_edit.text().strip()).expanduser() if self.out_edit.text().strip() else default_run_folder(method, scale)
         interval = self.preview_spin.value()
         config = TrainConfig(
@@ -472,6 +495,7 @@ class TrainingWidget(DockWidget):
             batch_size=self.batch_spin.value(),
             lr_patch=self.patch_spin.value(),
             learning_rate=learning_rate,
+            degradation=degradation,
             val_every=interval,
             checkpoint_every=interval,
             preview_every=interval,
