@@ -54,10 +54,12 @@ DEFAULT_SCALE = 4
 # "default" prefers, at the asked scale, a bundled model named default*, then
 # this method order: PDN tiles exactly and is the fastest; TGSR is local too.
 DEFAULT_METHOD_PREFERENCE = ("pdn", "tgsr", "clipsr")
-# Except where a bundled model of another method measured clearly better: at x8
-# TGSR gains 2.6 dB over bicubic on held-out synthetic scenes and its caption
-# 3.1 dB over a mismatched one, PDN 1.3 and 1.6 dB (README, textsr bench).
-DEFAULT_METHOD_PREFERENCE_BY_SCALE = {8: ("tgsr", "pdn", "clipsr")}
+# A scale's own order where a bundled model of another method measured better on
+# held-out photographs under every degradation of `textsr bench --degradation all`.
+# None does now: the bundled PDNs are the only models trained on the realistic
+# degradation family; TGSR x8 and CLIP-SR x4 know antialiased bicubic only and
+# fall below bicubic on aliased inputs (README, "Bundled models").
+DEFAULT_METHOD_PREFERENCE_BY_SCALE: dict[int, tuple[str, ...]] = {}
 _RANDOM_USAGE = "expected 'random:<method>[:<scale>[:<preset>]]', e.g. 'random:pdn:4:tiny'"
 
 

@@ -13,7 +13,16 @@ from napari_textsr.metrics import quality_scores
 from napari_textsr.synthetic import synthetic_dataset
 from napari_textsr.training.degradations import Degradation
 
-SHIPPED = {"pdn-x4": ("pdn", 4), "pdn-x8": ("pdn", 8), "tgsr-x8": ("tgsr", 8), "clipsr-x4": ("clipsr", 4)}
+SHIPPED = {
+    "pdn-x2": ("pdn", 2),
+    "pdn-x4": ("pdn", 4),
+    "pdn-x8": ("pdn", 8),
+    "pdn-x16": ("pdn", 16),
+    "tgsr-x8": ("tgsr", 8),
+    "clipsr-x4": ("clipsr", 4),
+}
+# Trained on the realistic degradation family (the others: antialiased bicubic only).
+REALISTIC = ("pdn-x2", "pdn-x4", "pdn-x8", "pdn-x16")
 
 
 def test_shipped_models_are_listed_with_their_training_record():
@@ -31,8 +40,43 @@ def test_shipped_models_are_listed_with_their_training_record():
 
 
 def test_default_picks_the_best_measured_method_per_scale():
-    assert load_model("default", scale=4).description.name == "pdn-x4"
-    assert load_model("default", scale=8).description.name == "tgsr-x8"
+    for scale in (2, 4, 8, 16):
+        upscaler = load_model("default", scale=scale)
+        assert upscaler.scale == scale and upscaler.description.name == f"pdn-x{scale}"
+
+
+def test_the_defaults_record_their_degradation_family_and_stages():
+    models = {m.name: m for m in list_models()}
+    for name in REALISTIC:
+        record = models[name].training
+        assert record.degradation["kind"] == "family" and record.degradation["preset"] == "realistic"
+        assert "--degradations realistic" in record.command or record.extra.get("resume_commands")
+        assert record.extra["captions"]["p_empty"] > 0  # caption dropout: the empty caption is unconditional
+        assert record.extra["init_training"]["steps"] > 0  # fine-tuned (or transferred) from an earlier model
+    for name in ("tgsr-x8", "clipsr-x4"):  # benchmark-convention models
+        assert models[name].training.degradation.get("blur_sigma", 0) == 0
+        assert models[name].training.degradation["kind"] == "bicubic-antialias"
+
+
+@pytest.mark.parametrize("degradation", ["bicubic", "box", "jpeg", "noise", "blur"])
+def test_default_x4_beats_bicubic_on_a_photograph_however_it_was_made(degradation):
+    """The sample photograph (never trained on) made small five common ways (issue 9's failures)."""
+    from napari_textsr.benchmark import degrade_to_uint8
+    from napari_textsr.samples import load_sample
+    from napari_textsr.training.degradations import named_degradation
+
+    sample = load_sample("photograph")
+    hr = sample.image[:100, :148].astype(np.float32) / 255
+    pipeline = named_degradation(degradation, 4)
+    lr = degrade_to_uint8(hr, pipeline, "cat")
+    upscaler = load_model("default", scale=4)
+    bicubic = quality_scores(bicubic_upscale(lr, 4), hr, 4).psnr_y
+    for caption in ("", sample.caption):
+        sr = upscaler.upscale(lr, caption).image.astype(np.float32) / 255
+        assert quality_scores(sr, hr, 4).psnr_y > bicubic + MIN_GAIN_X4_PHOTO, (degradation, caption)
+
+
+MIN_GAIN_X4_PHOTO = 0.0
 
 
 @pytest.mark.parametrize("name", ["pdn-x4", "pdn-x8"])
