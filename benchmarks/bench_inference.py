@@ -38,7 +38,9 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("tgsr", "clipsr", "pdn")
+from napari_textsr.methods import method_names
+
+METHODS = method_names()
 ENCODER = "textsr-clip-s:none"
 CAPTION = "a white van with a dented rear door parked by a brick wall"
 
