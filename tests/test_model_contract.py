@@ -64,7 +64,7 @@ def test_the_rest_is_derived_from_the_table():
     from napari_textsr.napari.model_store import method_title
 
     assert available_methods() == list(METHODS) == list(METHOD_NAMES) == ["tgsr", "clipsr", "pdn"]
-    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    train = build_parser(full=True)._subparsers._group_actions[0].choices["train"]
     method_option = next(a for a in train._actions if "--method" in a.option_strings)
     assert tuple(method_option.choices) == METHOD_NAMES
     assert [method_title(m) for m in METHOD_NAMES] == ["TGSR", "CLIP-SR", "PDN"]

@@ -12,11 +12,13 @@ import argparse
 import json
 from pathlib import Path
 
+from napari_textsr.cli import command_help
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="open napari with a sample, the widget docked and the default model ready",
+        help=command_help("demo"),
         description="Open napari with a sample image, the super-resolution widget and the default model. "
         "With --headless DIR, upscale the sample and write the result and its attention maps to DIR instead.",
     )

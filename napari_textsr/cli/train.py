@@ -12,6 +12,7 @@ import signal
 import sys
 from typing import Any
 
+from napari_textsr.cli import command_help
 from napari_textsr.methods import method_names
 
 # Defaults live here, not in argparse, so that ``--resume`` can tell what the
@@ -39,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train or fine-tune a model on captioned images",
+        help=command_help("train"),
         description=(
             "Train (or fine-tune with --init) a text-guided SR model on folders of images with captions.csv "
             "and/or synthetic scenes, with the losses of the method's paper. Writes OUT/model.textsr.safetensors "

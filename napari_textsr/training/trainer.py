@@ -53,7 +53,7 @@ from napari_textsr.checkpoints import (
     read_metadata,
     save_checkpoint,
 )
-from napari_textsr.devices import select_device
+from napari_textsr.devices import configure_threads, select_device
 from napari_textsr.models import SUPPORTED_SCALES, TextSRModel, available_methods, create_model, model_from_config
 from napari_textsr.prompts import EncoderSpec, PromptEmbedding, PromptEncoder
 from napari_textsr.training.losses import LossWeights, SRCriterion, build_criterion, default_loss_weights, loss_weights_from_dict
@@ -714,11 +714,8 @@ class Trainer:
     def _setup(self, dist_info: _Distributed) -> "_Session":
         """Everything a session needs: device, data, model, losses, optimisers, restored state."""
         config = self.config
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
-        elif dist_info.enabled:
-            # torchrun's ranks share the machine's cores.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist_info.local_world_size))
+        # torchrun's ranks on one machine share the CPUs this process may use.
+        configure_threads(config.num_threads, ranks=dist_info.local_world_size if dist_info.enabled else 1)
         device = select_device(config.device)
         if device.type == "cuda" and dist_info.enabled:
             device = torch.device("cuda", dist_info.local_rank)
