@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_textsr._generators import drive
 from napari_textsr.checkpoints import load_checkpoint, read_metadata
 from napari_textsr.models import create_model
 from napari_textsr.models.base import SROutput
@@ -53,12 +54,8 @@ def tiny_config(tmp_path: Path, method: str = "pdn", **changes) -> TrainConfig:
 def run_all(trainer: Trainer):
     """All events and the summary of a run."""
     events = []
-    generator = trainer.run()
-    while True:
-        try:
-            events.append(next(generator))
-        except StopIteration as stop:
-            return events, stop.value
+    summary = drive(trainer.run(), events.append)
+    return events, summary
 
 
 def step_events(events):
