@@ -82,6 +82,7 @@ def _run_headless(args, sample, caption: str, scale: int | None) -> int:
 def _run_gui(args, sample, caption: str, scale: int | None) -> int:
     import torch  # noqa: F401  (before Qt)
 
+    # isort: split
     import napari
 
     from napari_textsr.inference import list_models

@@ -19,7 +19,7 @@ from napari_textsr.napari.layers import SourceLayer, select_input, source_from_l
 from napari_textsr.napari.model_store import MODEL_STORE, ModelStore
 
 if TYPE_CHECKING:
-    from napari_textsr.inference import UpscaleResult, Upscaler
+    from napari_textsr.inference import Upscaler, UpscaleResult
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,9 @@ from qtpy.QtWidgets import (
 )
 
 from napari_textsr.models import SUPPORTED_SCALES, available_methods, get_model_class
+from napari_textsr.napari._connections import disconnect_all
 from napari_textsr.napari.model_store import BUNDLED, FILE, MODEL_STORE, TRAINED, ModelStore, method_title
 from napari_textsr.napari.plot import CurvePlot
-from napari_textsr.napari._connections import disconnect_all
 from napari_textsr.napari.sr_widget import available_devices
 from napari_textsr.napari.training_job import (
     TrainingControl,
