@@ -4,6 +4,7 @@ and every command's module registers the one-line help the command table lists."
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,17 +19,18 @@ HEAVY = ("torch", "open_clip", "napari", "qtpy", "numpy", "PIL", "tifffile")
 
 def _modules_after(argv: list[str]) -> set[str]:
     code = (
-        "import sys\n"
+        "import contextlib, io, json, sys\n"
         "from napari_textsr.cli import main\n"
-        "try:\n"
-        f"    main({argv!r})\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "print('\\n'.join(sys.modules))\n"
+        "with contextlib.redirect_stdout(io.StringIO()):  # the help text names napari and open_clip\n"
+        "    try:\n"
+        f"        main({argv!r})\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    return set(result.stdout.split())
+    return set(json.loads(result.stdout))
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["models", "--help"], ["upscale", "--help"]])
