@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "napari_textsr.cli.train",  # train
     "napari_textsr.cli.pretrain",  # pretrain-encoder
     "napari_textsr.cli.bench",  # bench
+    "napari_textsr.cli.distributed",  # distributed (dask cluster, OME-Zarr)
     "napari_textsr.cli.demo",  # demo (the main job: napari with sample + widget)
 )
 
