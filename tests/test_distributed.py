@@ -86,18 +86,18 @@ def test_local_cluster_equals_one_process(client, volume, tmp_path, factor):
     spec = f"random:pdn:{factor}:tiny"
     events = []
     result = upscale_distributed(
-        path, tmp_path / "out.zarr", CAPTION, model=spec, scheduler=client, block=128,
+        path, tmp_path / "out.zarr", CAPTION, model=spec, scheduler=client, block=160,
         progress=lambda done, total: events.append((done, total)),
     )
-    assert result.blocks == 4 * 3 * 3 == result.computed and result.skipped == 0
-    assert events[0] == (0, 36) and events[-1] == (36, 36) and len(events) == 37
+    assert result.blocks == 4 * 2 * 2 == result.computed and result.skipped == 0
+    assert events[0] == (0, 16) and events[-1] == (16, 16) and len(events) == 17
     out = read_ome_zarr(tmp_path / "out.zarr")
     _assert_same(out.data[...], _reference(spec, data))
     # physical metadata: units kept, y/x pixels 1/factor, pixel-0 edges aligned
     assert out.axes == AXES and out.version == "0.5"
     assert out.scale == (2.0, 0.5 / factor, 0.25 / factor)
     assert out.translation == pytest.approx((1.0, 10.0 + (0.5 / factor - 0.5) / 2, 20.0 + (0.25 / factor - 0.25) / 2))
-    assert out.data.chunks == (1, 100 * factor, 87 * factor)
+    assert out.data.chunks == (1, 150 * factor, 130 * factor)
     # pyramid: level 1 is the 2 x 2 mean of level 0
     level0 = out.data[...].astype(np.float64)
     h, w = level0.shape[1] // 2 * 2, level0.shape[2] // 2 * 2
@@ -106,7 +106,7 @@ def test_local_cluster_equals_one_process(client, volume, tmp_path, factor):
     provenance = out.provenance()
     assert provenance["caption"] == CAPTION and provenance["scale"] == factor
     assert provenance["model"] == f"random:pdn:{factor}:tiny" and provenance["complete"] is True
-    assert provenance["intensity"]["mode"] == "percentile" and provenance["job"]["block"] == [100, 87]
+    assert provenance["intensity"]["mode"] == "percentile" and provenance["job"]["block"] == [150, 130]
     assert provenance["input_scale"] == [2.0, 0.5, 0.25]
     # each worker process loaded this model once, for all its blocks
     loads = client.run(lambda: {s.spec: n for s, n in LOAD_COUNTS.items()})
@@ -123,22 +123,22 @@ def test_killed_run_resumes_to_the_same_output(client, volume, tmp_path):
     spec = "random:pdn:2:tiny"
     out_path = tmp_path / "out.zarr"
 
-    def stop_after_five(done: int, total: int) -> None:
-        if done >= 5:
+    def stop_after_three(done: int, total: int) -> None:
+        if done >= 3:
             raise _Stop
 
     with pytest.raises(_Stop):
-        upscale_distributed(path, out_path, CAPTION, model=spec, scheduler=client, block=128, progress=stop_after_five)
+        upscale_distributed(path, out_path, CAPTION, model=spec, scheduler=client, block=160, progress=stop_after_three)
     import zarr
 
     written = int(zarr.open_group(str(out_path), mode="r")[MARKERS][...].sum())
-    assert 5 <= written < 36
+    assert 3 <= written < 16
     assert read_ome_zarr(out_path).provenance()["complete"] is False
     # another job on this output is refused, not mixed in
     with pytest.raises(ValueError, match="caption"):
-        upscale_distributed(path, out_path, "another caption", model=spec, scheduler=client, block=128)
-    result = upscale_distributed(path, out_path, CAPTION, model=spec, scheduler=client, block=128)
-    assert result.skipped >= written and result.skipped + result.computed == 36 and result.computed > 0
+        upscale_distributed(path, out_path, "another caption", model=spec, scheduler=client, block=160)
+    result = upscale_distributed(path, out_path, CAPTION, model=spec, scheduler=client, block=160)
+    assert result.skipped >= written and result.skipped + result.computed == 16 and result.computed > 0
     out = read_ome_zarr(out_path)
     assert out.provenance()["complete"] is True
     _assert_same(out.data[...], _reference(spec, data))
@@ -209,7 +209,7 @@ def test_cli_on_a_list_of_files(client, tmp_path, capsys):
     assert out.provenance()["input"].startswith("2 files")
     # the same command again finds every block written
     assert main(argv) == 0
-    assert "0 block(s) upscaled, 6 already there" in capsys.readouterr().out
+    assert "0 block(s) upscaled, 12 already there" in capsys.readouterr().out
     # a bad scheduler spec is the user's to fix: one line, exit 1
     assert main(argv[:-3] + ["local:0", "--quiet"]) == 1
     assert "local:N needs N >= 1" in capsys.readouterr().err
