@@ -44,13 +44,11 @@ from __future__ import annotations
 
 import collections
 import datetime as _dt
-import math
 import os
 import resource
-import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -392,16 +390,28 @@ def _open_client(scheduler: Any):
             return distributed.get_client(), False
         except ValueError:
             scheduler = "local"
-    text = str(scheduler)
-    if text == "local" or text.startswith("local:"):
-        workers = int(text.split(":", 1)[1]) if ":" in text else max((os.cpu_count() or 1) // 2, 1)
-        if workers < 1:
-            raise ValueError(f"local:N needs N >= 1 workers, got {text!r}")
+    workers = _local_workers(scheduler)
+    if workers is not None:
         cluster = distributed.LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
         )
         return distributed.Client(cluster), True
-    return distributed.Client(text), True
+    return distributed.Client(str(scheduler)), True
+
+
+def _local_workers(scheduler: Any) -> int | None:
+    """N for ``"local"`` / ``"local:N"`` (``local`` = half the CPU cores), None for anything else."""
+    if not isinstance(scheduler, str) or not (scheduler == "local" or scheduler.startswith("local:")):
+        return None
+    if scheduler == "local":
+        return max((os.cpu_count() or 1) // 2, 1)
+    try:
+        workers = int(scheduler.split(":", 1)[1])
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise ValueError(f"local:N needs a number of workers N >= 1, got {scheduler!r}")
+    return workers
 
 
 def upscale_distributed(
@@ -453,6 +463,7 @@ def upscale_distributed(
     from napari_textsr.intensity import compute_mappings
 
     start = time.perf_counter()
+    _local_workers(scheduler)  # a bad "local:N" fails before any work
     spec = model if isinstance(model, ModelSpec) else ModelSpec(str(model), scale)
     if scale is not None and spec.scale is None:
         spec = ModelSpec(spec.spec, scale, spec.device, spec.half, spec.torch_threads)
@@ -512,6 +523,10 @@ def upscale_distributed(
     markers = zarr.open_group(str(output), mode="r")[MARKERS][...]
     todo = [b for b in plan.blocks if not markers[b.grid]]
     skipped = len(plan.blocks) - len(todo)
+
+    if not todo and (image.provenance() or {}).get("complete"):  # nothing left to do
+        return DistributedResult(read_ome_zarr(output), len(plan.blocks), 0, skipped, time.perf_counter() - start,
+                                 plan.block_shape, plan.halo, {}, image.provenance())
 
     job = _Job(spec, caption, colour, str(output), factor)
     client, owned = _open_client(scheduler)

@@ -19,7 +19,6 @@ from napari_textsr.distributed import (  # noqa: E402
     LOAD_COUNTS,
     MARKERS,
     BlocksFailed,
-    ModelSpec,
     plan_blocks,
     upscale_distributed,
 )
@@ -211,5 +210,7 @@ def test_cli_on_a_list_of_files(client, tmp_path, capsys):
     assert main(argv) == 0
     assert "0 block(s) upscaled, 12 already there" in capsys.readouterr().out
     # a bad scheduler spec is the user's to fix: one line, exit 1
-    assert main(argv[:-3] + ["local:0", "--quiet"]) == 1
-    assert "local:N needs N >= 1" in capsys.readouterr().err
+    bad = ["distributed", str(files[0]), str(tmp_path / "other.zarr"), "--model", spec, "--scheduler", "local:x"]
+    assert main(bad) == 1
+    assert "local:N needs a number of workers N >= 1, got 'local:x'" in capsys.readouterr().err
+    assert not (tmp_path / "other.zarr").exists()
