@@ -79,7 +79,7 @@ def single_process(args: argparse.Namespace) -> dict:
 def distributed_run(args: argparse.Namespace, workers: int, output: Path) -> dict:
     import distributed
 
-    from napari_textsr.distributed import ModelSpec, upscale_distributed
+    from napari_textsr.distributed import WorkerModel, upscale_distributed
 
     start = time.perf_counter()
     cluster = distributed.LocalCluster(
@@ -88,7 +88,7 @@ def distributed_run(args: argparse.Namespace, workers: int, output: Path) -> dic
     client = distributed.Client(cluster)
     startup = time.perf_counter() - start
     try:
-        spec = ModelSpec(args.model, None, "cpu", None, args.threads)
+        spec = WorkerModel(args.model, None, "cpu", None, args.threads)
         result = upscale_distributed(args.input, output, CAPTION, model=spec, scheduler=client, block=args.block)
     finally:
         client.close()

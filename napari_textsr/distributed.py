@@ -19,7 +19,7 @@ How a job runs (see :func:`upscale_distributed`):
    the engine's own), and sent to every block, so blocks do not normalise
    themselves differently. A restarted job reuses the stored mapping.
 3. **Workers.** Each worker process loads the model once (:func:`cached_upscaler`,
-   keyed by :class:`ModelSpec`) and runs each block through the engine's own
+   keyed by :class:`WorkerModel`) and runs each block through the engine's own
    per-tile code (``Upscaler._generate``), then writes the block's core straight
    into the output OME-Zarr. Output chunks are exactly the blocks' cores scaled,
    so no two blocks write the same chunk.
@@ -71,7 +71,7 @@ __all__ = [
     "BlocksFailed",
     "DEFAULT_BLOCK",
     "DistributedResult",
-    "ModelSpec",
+    "WorkerModel",
     "cached_upscaler",
     "plan_blocks",
     "require_distributed",
@@ -118,8 +118,9 @@ def require_distributed():
 
 # --------------------------------------------------------------------------- model on the workers
 @dataclass(frozen=True)
-class ModelSpec:
-    """How a worker loads the model (the arguments of :func:`napari_textsr.inference.load_model`).
+class WorkerModel:
+    """How a worker loads the model: the arguments of :func:`napari_textsr.inference.load_model`
+    (``spec`` is a model spec string, see :class:`napari_textsr.loading.ModelSpec`).
 
     ``torch_threads``: intra-op threads per worker process (None = torch's default,
     which dask's nanny sets to 1 through OMP_NUM_THREADS).
@@ -132,13 +133,13 @@ class ModelSpec:
     torch_threads: int | None = None
 
 
-_UPSCALERS: dict[ModelSpec, Any] = {}
+_UPSCALERS: dict[WorkerModel, Any] = {}
 _UPSCALER_LOCK = threading.Lock()
 _INFERENCE_LOCK = threading.Lock()  # an Upscaler serves one call at a time
 LOAD_COUNTS: collections.Counter = collections.Counter()  # per process: how often each spec was loaded
 
 
-def cached_upscaler(spec: ModelSpec):
+def cached_upscaler(spec: WorkerModel):
     """The process's :class:`~napari_textsr.inference.Upscaler` for ``spec``, loaded on first use.
 
     On a dask worker this runs inside the worker process, so each worker loads
@@ -225,7 +226,7 @@ def plan_blocks(shape: Sequence[int], block: int, receptive_field: int, alignmen
 class _Job:
     """What every block task needs (small, pickled once per task)."""
 
-    model: ModelSpec
+    model: WorkerModel
     caption: str
     colour: Any  # IntensityMapping
     output: str  # path of the output group
@@ -419,7 +420,7 @@ def upscale_distributed(
     output: str | os.PathLike,
     caption: str = "",
     *,
-    model: str | ModelSpec = "default",
+    model: str | WorkerModel = "default",
     scale: int | None = None,
     scheduler: Any = None,
     block: int = DEFAULT_BLOCK,
@@ -437,7 +438,7 @@ def upscale_distributed(
         or a zarr/dask/numpy array (*leading, Y, X); grey planes only (colour:
         a channel axis, each channel upscaled as a grey plane, as the engine does).
     caption: the text prompt for every block.
-    model: a :func:`~napari_textsr.inference.load_model` spec or a :class:`ModelSpec`.
+    model: a :func:`~napari_textsr.inference.load_model` spec or a :class:`WorkerModel`.
     scheduler: a ``distributed.Client``, a scheduler address (``tcp://host:8786``),
         ``"local"`` / ``"local:N"`` (a local cluster of N single-thread worker
         processes, closed at the end) or None (the active client, else ``local``).
@@ -464,9 +465,9 @@ def upscale_distributed(
 
     start = time.perf_counter()
     _local_workers(scheduler)  # a bad "local:N" fails before any work
-    spec = model if isinstance(model, ModelSpec) else ModelSpec(str(model), scale)
+    spec = model if isinstance(model, WorkerModel) else WorkerModel(str(model), scale)
     if scale is not None and spec.scale is None:
-        spec = ModelSpec(spec.spec, scale, spec.device, spec.half, spec.torch_threads)
+        spec = WorkerModel(spec.spec, scale, spec.device, spec.half, spec.torch_threads)
     output = Path(output)
     data = _open_input(source, axes)
     array = data.array
@@ -477,7 +478,7 @@ def upscale_distributed(
         raise ValueError(f"{len(data.axes)} axes for an input with {array.ndim} dimensions")
 
     # The client-side model: tiling info, scale and description (workers load their own).
-    client_spec = ModelSpec(spec.spec, spec.scale, "cpu", False, None)
+    client_spec = WorkerModel(spec.spec, spec.scale, "cpu", False, None)
     upscaler = cached_upscaler(client_spec)
     info = upscaler.model.tiling_info()
     factor = upscaler.scale
@@ -591,7 +592,7 @@ def _now() -> str:
 
 
 def _provenance(upscaler, caption: str, colour, settings: dict[str, Any], data: _Input, plan: BlockPlan) -> dict[str, Any]:
-    from napari_textsr import __version__
+    from napari_textsr._version import __version__
 
     d = upscaler.description
     return {

@@ -48,7 +48,7 @@ def run_distributed(args: argparse.Namespace) -> int:
         DEFAULT_BLOCK,
         DEFAULT_RETRIES,
         BlocksFailed,
-        ModelSpec,
+        WorkerModel,
         require_distributed,
         upscale_distributed,
     )
@@ -62,7 +62,7 @@ def run_distributed(args: argparse.Namespace) -> int:
     source = args.inputs[0] if len(args.inputs) == 1 else list(args.inputs)
     if any(Path(p).resolve() == args.output.resolve() for p in args.inputs):
         raise ValueError("OUT must differ from IN")
-    spec = ModelSpec(args.model, args.scale, args.device, None, args.torch_threads)
+    spec = WorkerModel(args.model, args.scale, args.device, None, args.torch_threads)
     with tqdm(total=None, unit="block", desc="distributed", file=sys.stderr, disable=args.quiet) as bar:
 
         def progress(done: int, total: int) -> None:
