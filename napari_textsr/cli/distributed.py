@@ -6,11 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from napari_textsr.cli import command_help
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "distributed",
-        help="upscale an OME-Zarr / zarr volume or many image files on a dask cluster",
+        help=command_help("distributed"),
         description=(
             "Upscale IN (an OME-Zarr image, NGFF 0.4 or 0.5; a zarr array; or several grey image files of one "
             "shape, stacked) block by block on dask.distributed workers into the OME-Zarr OUT (NGFF 0.5), with the "
