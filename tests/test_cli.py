@@ -10,7 +10,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from napari_textsr import inference
+from napari_textsr import loading
 from napari_textsr.checkpoints import TrainingRecord, save_checkpoint
 from napari_textsr.cli import main
 from napari_textsr.inference import load_model
@@ -88,7 +88,7 @@ def test_info_prints_the_description_as_json(capsys):
 
 
 def test_models_lists_bundled_checkpoints(tmp_path, monkeypatch, capsys, tiny_encoder):
-    monkeypatch.setattr(inference, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", tmp_path)
     assert main(["models"]) == 0
     assert "No bundled models" in capsys.readouterr().out
     encoder = tiny_encoder

@@ -20,15 +20,15 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_textsr import inference
+    from napari_textsr import loading
 
-    models = inference.list_models()
+    models = loading.list_models()
     if args.json:
         print(json.dumps([m.to_dict() for m in models], indent=2))
         return 0
     if not models:
         print(
-            f"No bundled models (none in {inference.WEIGHTS_DIR}). Train one with `textsr train`, "
+            f"No bundled models (none in {loading.WEIGHTS_DIR}). Train one with `textsr train`, "
             "pass a checkpoint path to --model, or try the plumbing with --model random:pdn:4:tiny."
         )
         return 0

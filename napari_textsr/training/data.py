@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from napari_textsr.captioned import CaptionedImage, DataError  # re-exported: their home is a leaf module
 from napari_textsr.intensity import DEFAULT_PERCENTILES, compute_mappings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,40 +53,6 @@ __all__ = [
 PERCENTILES = DEFAULT_PERCENTILES  # the inference engine's, so training sees what inference feeds
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CAPTIONS_FILE = "captions.csv"
-
-
-class DataError(ValueError):
-    """Training data that cannot be used, with a message saying what to fix."""
-
-
-@dataclass
-class CaptionedImage:
-    """One training image and its captions.
-
-    image: float32 (H, W, 3) in [0, 1] (grey replicated to 3 channels).
-    captions: one or more captions; one is drawn per sample ("" is allowed: the
-        unconditional prompt).
-    name: file or layer name; the validation split is decided by it.
-    augment: False when flips and 90-degree rotations would make a caption
-        false (stripe direction, written text); the sampler then only crops.
-    """
-
-    image: np.ndarray
-    captions: list[str]
-    name: str
-    augment: bool = True
-
-    def __post_init__(self) -> None:
-        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.float32:
-            raise DataError(
-                f"{self.name}: image must be float32 (H, W, 3), got {self.image.dtype} {self.image.shape}; "
-                "use captioned_images_from_arrays() to convert napari layer data"
-            )
-        if isinstance(self.captions, str):
-            self.captions = [self.captions]
-        self.captions = [str(c) for c in self.captions]
-        if not self.captions:
-            raise DataError(f"{self.name}: at least one caption is needed (use '' for none)")
 
 
 # ------------------------------------------------------------------ arrays
