@@ -139,7 +139,7 @@ def environment() -> dict[str, Any]:
     """Python, OS, CPU and library versions; CUDA/cuDNN and the GPU name when CUDA is available."""
     import torch
 
-    from napari_textsr import __version__
+    from napari_textsr._version import __version__
 
     versions = {name: _version(name) for name in LIBRARIES}
     versions["napari-textsr"] = __version__
