@@ -11,7 +11,9 @@
    and the target, with PSNR-Y in each label.
 3. ``regions_x4.png``: the photograph sample with two region captions (eyes,
    whiskers) over the global caption, the bundled default x4 model's output,
-   and the text-effect map (output minus the uncaptioned output).
+   the text-effect map (output minus the uncaptioned output), and the output
+   minus the output with the global caption alone (what the region captions
+   changed: nothing outside the regions and their feather band).
 
 ``--only NAME`` makes one of them (photograph, captions, regions).
 """
@@ -173,8 +175,32 @@ def regions_figure(out: Path) -> dict:
               f"text effect: output - uncaptioned output (grey levels)\nred +, blue -, saturating at +-{limit:.1f}"
               f"\nmean |.| {stats['mean_abs']:.2f}, 99th pct {stats['p99_abs']:.2f}", size),
     ]
+    # What the region captions changed over the global caption alone: zero
+    # outside the regions and their feather band.
+    plain = upscaler.upscale(sample.image, sample.caption, attention=False).image
+    local = (result.image[..., :3].astype(np.float32) - plain[..., :3].astype(np.float32)).mean(-1)
+    local_limit = float(np.percentile(np.abs(local[local != 0]), 99)) if np.any(local) else 1.0
+    outside = feather_outside(regions, 4)
+    row.append(
+        panel(signed_heat(local, local_limit),
+              f"output - output with the main caption only\nred +, blue -, saturating at +-{local_limit:.1f}"
+              f"\nmax |.| outside regions + band: {np.abs(local[outside]).max():.0f}", size)
+    )
     grid([row]).save(out / "regions_x4.png")
-    return {"text_effect": stats, "regions": result.regions, "seconds": result.seconds}
+    return {
+        "text_effect": stats,
+        "regions": result.regions,
+        "seconds": result.seconds,
+        "region_change_outside": float(np.abs(local[outside]).max()),
+        "region_change_inside_mean_abs": float(np.abs(local[~outside]).mean()),
+    }
+
+
+def feather_outside(regions: RegionCaptions, scale: int) -> np.ndarray:
+    """Output pixels beyond every region's feather band."""
+    from napari_textsr.regions import feather_weights
+
+    return feather_weights(regions.labels > 0, scale, regions.feather) == 0
 
 
 def main() -> None:
