@@ -37,11 +37,15 @@ if "$VENV/bin/python" -c "import sys; sys.exit(sys.version_info < (3, 11))"; the
 fi
 pip_install -e ".[$extras]"
 
-# Qt needs a few system libraries even offscreen; install them where we can (Debian/Ubuntu as root).
+# Qt needs a few system libraries even offscreen, and the real-viewer tests and
+# screenshots need an X server with OpenGL (Xvfb + Mesa): install them where we
+# can (Debian/Ubuntu as root); elsewhere say what is missing. NO_SYSTEM_PACKAGES=1 skips this.
 qt_libs="libgl1 libegl1 libglib2.0-0 libfontconfig1 libdbus-1-3 libxkbcommon0 libxkbcommon-x11-0"
+xvfb_libs="xvfb xauth libgl1-mesa-dri libglx-mesa0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0
+  libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0"
 missing=""
-if command -v dpkg-query >/dev/null 2>&1; then
-    for lib in $qt_libs; do
+if [ "${NO_SYSTEM_PACKAGES:-0}" != 1 ] && command -v dpkg-query >/dev/null 2>&1; then
+    for lib in $qt_libs $xvfb_libs; do
         dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "install ok installed" || missing="$missing $lib"
     done
 fi
@@ -49,7 +53,7 @@ if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     else
-        echo "note: Qt may need these system packages:$missing" >&2
+        echo "note: Qt and the real-viewer tests need these system packages:$missing" >&2
     fi
 fi
 echo "napari-textsr installed in $VENV"

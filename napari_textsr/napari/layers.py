@@ -225,9 +225,11 @@ def result_layer_data(
 
     One result: an image ``"<input> x<k>"`` with the result's provenance in
     ``metadata``; each attention map as ``"<output> attention: <name>"``
-    (additive, colormapped, only the first visible); the consistency map (if
+    (additive, colormapped, all hidden: a visible additive map would tint the
+    output, which stays what the user sees first); the consistency map (if
     any) as ``"<output> consistency"``; the text-effect map (if any) as
-    ``"<output> text effect"`` (diverging colours, hidden). Several results with ``compare``: one
+    ``"<output> text effect"`` (diverging colours, hidden). Several results
+    with ``compare``: one
     stack with a leading caption axis, the captions and each result's
     provenance in ``metadata``, and attention maps that every caption has
     stacked the same way. Names are made unique against ``existing_names``.
@@ -283,7 +285,7 @@ def result_layer_data(
                     "colormap": ATTENTION_COLORMAP,
                     "blending": "additive",
                     "opacity": ATTENTION_OPACITY,
-                    "visible": i == 0,
+                    "visible": False,
                     "contrast_limits": map_contrast_limits(amap),
                     "metadata": {"attention": key, "output_layer": out_name, "caption": metadata.get("caption")},
                     **geometry,
@@ -343,6 +345,27 @@ def _text_effect_layer(
     )
 
 
+def add_layer_data(viewer: napari.components.ViewerModel, layer_data: Sequence[LayerDataTuple]) -> list[Layer]:
+    """Add layer data tuples from :func:`result_layer_data`, renaming any whose name was taken meanwhile.
+
+    The tuples may have been built off the GUI thread against an older list of
+    names: a name taken since gets napari's ``[n]`` suffix, and the maps'
+    ``metadata["output_layer"]`` follows their output's new name.
+    """
+    renamed: dict[str, str] = {}
+    added = []
+    for data, kwargs, _kind in layer_data:
+        kwargs = dict(kwargs)
+        name = unique_name(kwargs["name"], [layer.name for layer in viewer.layers])
+        renamed[kwargs["name"]] = name
+        kwargs["name"] = name
+        meta = kwargs.get("metadata")
+        if isinstance(meta, dict) and meta.get("output_layer") in renamed:
+            kwargs["metadata"] = {**meta, "output_layer": renamed[meta["output_layer"]]}
+        added.append(viewer.add_image(data, **kwargs))
+    return added
+
+
 def add_result_layers(
     viewer: napari.components.ViewerModel,
     source: SourceLayer,
@@ -355,7 +378,4 @@ def add_result_layers(
     layer_data = result_layer_data(
         source, results, offset=offset, compare=compare, existing_names=[layer.name for layer in viewer.layers]
     )
-    added = []
-    for data, kwargs, _kind in layer_data:
-        added.append(viewer.add_image(data, **kwargs))
-    return added
+    return add_layer_data(viewer, layer_data)
