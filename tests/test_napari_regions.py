@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels, Shapes
 
+from napari_support import dock, viewer, wait_idle  # noqa: F401 (fixtures)
+
 from napari_textsr.napari.regions import RegionCaptionTable, region_captions, region_rows
 
 
@@ -101,3 +103,45 @@ def test_job_report_records_the_widget_settings(tiny_encoder):
     assert first["statistics"]["text_effect"] == result.text_effect_stats
     json_text = __import__("json").dumps(first)  # JSON-ready as it is
     assert "nuclei" in json_text
+
+
+def test_sr_widget_runs_with_region_captions_text_effect_and_saves_a_report(viewer, qtbot, tmp_path):
+    import json
+
+    from napari_textsr.napari.sr_widget import SuperResolutionWidget
+
+    data = (np.random.default_rng(2).random((20, 24)) * 4000).astype(np.uint16)
+    image = viewer.add_image(data, name="cells")
+    labels = viewer.add_labels(_labels_layer().data, name="regions",
+                               features={"index": [4, 9], "caption": ["nuclei", ""]})
+    widget = dock(viewer, SuperResolutionWidget(viewer), qtbot)
+    widget.select_model("random:pdn:2:tiny")
+    qtbot.waitUntil(lambda: widget.model_info.text() not in ("", "loading…"), timeout=60_000)
+    widget.select_layer(image)
+    widget.caption_edit.setPlainText("a fluorescence image")
+    controls = widget.region_controls
+    controls.select_region_layer(labels)
+    assert controls.table.captions() == {4: "nuclei"}  # prefilled from the features
+    controls.table.set_caption(9, "actin filaments")
+    controls.text_effect_check.setChecked(True)
+    widget.tile_combo.setCurrentIndex(widget.tile_combo.findData(0))
+    widget.run_button.click()
+    wait_idle(qtbot, widget)
+
+    out = viewer.layers["cells x2"]
+    regions = region_captions(labels, (20, 24), {4: "nuclei", 9: "actin filaments"})
+    upscaler = widget.last_outcome.upscaler  # the widget's (its random encoder is drawn when loaded)
+    assert upscaler.description.name == "random:pdn:2:tiny"
+    expected = upscaler.upscale(data, "a fluorescence image", regions=regions, text_effect=True, tile=0)
+    np.testing.assert_array_equal(out.data, expected.image)
+    np.testing.assert_array_equal(viewer.layers["cells x2 text effect"].data, expected.text_effect)
+    assert [r["caption"] for r in out.metadata["regions"]["regions"]] == ["nuclei", "actin filaments"]
+    assert "cells x2 attention: region 9: DCM 1" in viewer.layers
+
+    path = controls.save_report(str(tmp_path / "report.json"), out)
+    report = json.loads(path.read_text())
+    assert report["output"]["layer"] == "cells x2"
+    assert report["statistics"]["text_effect"] == pytest.approx(expected.text_effect_stats)
+    assert report["parameters"]["regions"]["captions"] == {"4": "nuclei", "9": "actin filaments"}
+    with pytest.raises(ValueError, match="output layer"):
+        controls.report_for(image)

@@ -12,13 +12,15 @@ region layer must share the image's data grid: same scale and translate on the
 two spatial axes (as when it is drawn over the image in a fresh viewer);
 otherwise a ValueError says so.
 
-:func:`job_report` is the evidence report of a widget run (the widget's
-"Save report..." button).
+:func:`job_report` is the evidence report of a widget run;
+:class:`RegionControls` is the SR widget's "Regions and evidence" section
+(region layer, caption table, text-effect checkbox, "Save report…").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,7 +29,16 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from napari_textsr.regions import DEFAULT_FEATHER, RegionCaptions
 
-__all__ = ["MAX_ROWS", "RegionRow", "RegionCaptionTable", "is_region_layer", "job_report", "region_captions", "region_rows"]
+__all__ = [
+    "MAX_ROWS",
+    "RegionControls",
+    "RegionRow",
+    "RegionCaptionTable",
+    "is_region_layer",
+    "job_report",
+    "region_captions",
+    "region_rows",
+]
 
 # More regions than this are not listed (a segmentation of every nucleus is
 # better captioned by one global caption); the table says so.
@@ -222,3 +233,177 @@ def job_report(job: Any, result: Any, upscaler: Any) -> dict[str, Any]:
         else:
             parameters[key] = value
     return build_report(result, upscaler, parameters=parameters, input_array=job.data)
+
+
+class RegionControls:
+    """The SR widget's "Regions and evidence" section, plugged in through ``job_option_providers``.
+
+    A layer picker (none, or a Shapes/Labels layer), the caption table for its
+    regions, a "what the words added" checkbox (the text-effect layer) and a
+    "Save report…" button that writes the evidence report of the active
+    output layer (one the widget made this session). ``options(layer)`` gives
+    the ``regions`` / ``text_effect`` keyword arguments of each job.
+    """
+
+    SECTION = "Regions and evidence"
+
+    def __init__(self, widget: Any) -> None:
+        from qtpy.QtWidgets import QCheckBox, QComboBox, QPushButton
+
+        self.widget = widget
+        section = widget.add_section(self.SECTION, after="Options")
+        self.layer_combo = QComboBox()
+        self.layer_combo.setToolTip(
+            "A Shapes or Labels layer drawn over the image: each shape / label gets its own caption; "
+            "the rest of the image keeps the main caption"
+        )
+        self.layer_combo.currentIndexChanged.connect(self._on_region_layer)
+        section.add_row("Regions", self.layer_combo)
+        self.table = RegionCaptionTable()
+        self.table.setMinimumHeight(90)
+        section.add_row(self.table)
+        self.text_effect_check = QCheckBox("map of what the words added")
+        self.text_effect_check.setToolTip(
+            "Also run without any caption and add the difference (output - uncaptioned output, "
+            "in output intensity units) as a hidden layer"
+        )
+        section.add_row("Add", self.text_effect_check)
+        self.report_button = QPushButton("Save report…")
+        self.report_button.setToolTip(
+            "Write the evidence report (hashes of input, output and model; settings, versions, "
+            "statistics) of the active output layer as JSON"
+        )
+        self.report_button.clicked.connect(self._ask_report_path)
+        section.add_row("Evidence", self.report_button)
+        self._runs: dict[int, tuple[Any, Any]] = {}  # id(output layer) -> (job, outcome)
+        self._watched: Any = None
+        widget.job_option_providers.append(self.options)
+        events = widget.viewer.layers.events
+        for emitter in (events.inserted, events.removed, events.reordered):
+            widget.listen(emitter, self.refresh)
+        widget.listen(events.inserted, self._on_inserted)
+        self.refresh()
+
+    # ------------------------------------------------------------------ region layer
+    def region_layers(self) -> list[Any]:
+        return [layer for layer in self.widget.viewer.layers if is_region_layer(layer)]
+
+    def region_layer(self) -> Any | None:
+        name = self.layer_combo.currentData()
+        if name is None or name not in self.widget.viewer.layers:
+            return None
+        return self.widget.viewer.layers[name]
+
+    def select_region_layer(self, layer_or_name: Any) -> None:
+        name = getattr(layer_or_name, "name", layer_or_name)
+        index = self.layer_combo.findData(name)
+        if index < 0:
+            raise ValueError(f"no Shapes or Labels layer named {name!r}")
+        self.layer_combo.setCurrentIndex(index)
+        self._on_region_layer()
+
+    def refresh(self, event=None) -> None:
+        current = self.layer_combo.currentData()
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItem("none (one caption)", None)
+        for layer in self.region_layers():
+            self.layer_combo.addItem(layer.name, layer.name)
+        index = self.layer_combo.findData(current)
+        self.layer_combo.setCurrentIndex(max(index, 0))
+        self.layer_combo.blockSignals(False)
+        if self.layer_combo.currentData() != current:
+            self._on_region_layer()
+
+    def _on_region_layer(self, index: int | None = None) -> None:
+        if self._watched is not None:
+            with _suppress():
+                self._watched.events.data.disconnect(self._refill)
+        self._watched = self.region_layer()
+        if self._watched is not None:
+            self._watched.events.data.connect(self._refill)
+        self._refill()
+
+    def _refill(self, event=None) -> None:
+        """Rows for the region layer's regions, keeping captions typed for labels that remain."""
+        typed = self.table.captions()
+        layer, image = self.region_layer(), self.widget.selected_layer()
+        if layer is None or image is None:
+            self.table.set_rows([])
+            return
+        try:
+            rows = region_rows(layer, _spatial_shape(image))
+        except (TypeError, ValueError) as error:
+            self.widget.set_status(f"Regions: {error}")
+            rows = []
+        self.table.set_rows([RegionRow(r.label, r.what, typed.get(r.label, r.caption)) for r in rows])
+
+    # ------------------------------------------------------------------ jobs
+    def options(self, layer: Any) -> dict[str, Any]:
+        """make_job keyword arguments for ``layer`` (ValueError when the region layer does not fit it)."""
+        options: dict[str, Any] = {}
+        if self.text_effect_check.isChecked():
+            options["text_effect"] = True
+        region_layer = self.region_layer()
+        if region_layer is not None:
+            regions = region_captions(region_layer, _spatial_shape(layer), self.table.captions(), image_layer=layer)
+            if regions is not None:
+                options["regions"] = regions
+        return options
+
+    def _on_inserted(self, event=None) -> None:
+        """Remember which job made an output layer, for its report."""
+        layer = getattr(event, "value", None)
+        widget = self.widget
+        job, outcome = getattr(widget, "_job", None), widget.last_outcome
+        if layer is None or job is None or outcome is None or not outcome.results:
+            return
+        if layer.metadata.get("input_layer") == job.source.name and "model" in layer.metadata:
+            self._runs[id(layer)] = (job, outcome)
+
+    def report_for(self, layer: Any) -> dict[str, Any]:
+        """The evidence report of an output layer this widget made (ValueError otherwise)."""
+        output = self.widget._output_of(layer)
+        if output is None or id(output) not in self._runs:
+            raise ValueError("select an output layer made by this widget in this session")
+        job, outcome = self._runs[id(output)]
+        reports = [job_report(job, result, outcome.upscaler) for result in outcome.results]
+        for report in reports:
+            report["output"]["layer"] = output.name
+        return reports[0] if len(reports) == 1 else {"format": reports[0]["format"], "reports": reports}
+
+    def save_report(self, path: str, layer: Any = None) -> Path:
+        """Write the report of ``layer`` (default: the active layer) to ``path``."""
+        from napari_textsr.report import write_report
+
+        layer = layer if layer is not None else self.widget.viewer.layers.selection.active
+        return write_report(path, self.report_for(layer))
+
+    def _ask_report_path(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        active = self.widget.viewer.layers.selection.active
+        try:
+            report = self.report_for(active)
+        except ValueError as error:
+            self.widget.set_status(f"Report: {error}", error=True)
+            return
+        path, _ = QFileDialog.getSaveFileName(self.widget, "Save evidence report", f"{active.name}.json", "JSON (*.json)")
+        if path:
+            from napari_textsr.report import write_report
+
+            write_report(path, report)
+            self.widget.set_status(f"Wrote the evidence report {path}")
+
+
+def _spatial_shape(layer: Any) -> tuple[int, int]:
+    """(Y, X) of an Image layer's full-resolution data."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    shape = tuple(int(n) for n in data.shape)
+    return shape[-3:-1] if getattr(layer, "rgb", False) else shape[-2:]
+
+
+def _suppress():
+    from contextlib import suppress
+
+    return suppress(TypeError, RuntimeError, ValueError)
