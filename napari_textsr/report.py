@@ -45,7 +45,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-    from napari_textsr.inference import UpscaleResult, Upscaler
+    from napari_textsr.inference import Upscaler, UpscaleResult
 
 __all__ = [
     "REPORT_FORMAT",

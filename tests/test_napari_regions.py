@@ -7,7 +7,6 @@ import pytest
 from napari.layers import Image, Labels, Shapes
 
 from napari_support import dock, viewer, wait_idle  # noqa: F401 (fixtures)
-
 from napari_textsr.napari.regions import RegionCaptionTable, region_captions, region_rows
 
 
