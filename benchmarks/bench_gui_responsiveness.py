@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs a display with OpenGL: run it under xvfb-run")
 
     os.environ["NAPARI_CONFIG"] = os.path.join(tempfile.mkdtemp(prefix="textsr-bench-"), "settings.yaml")
-    import numpy as np
     import napari
+    import numpy as np
     from napari.settings import get_settings
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication

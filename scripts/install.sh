@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create a virtual environment with napari-textsr and everything it needs.
 #
-#   bash scripts/install.sh            # .venv with the package (editable) and test tools
+#   bash scripts/install.sh            # .venv with the package (editable), napari + Qt and test tools
 #   VENV=/some/where bash scripts/install.sh
+#   EXTRAS= EDITABLE=0 VENV=.core-venv bash scripts/install.sh   # the core only: CLI and library, no napari or Qt
 #
 # Works on any Linux machine with Python >= 3.10. Where a CPU-only torch wheel is
 # provided locally (/opt/wheels, as on our development machines) it is used, and
@@ -29,13 +30,29 @@ fi
 torch_minor=$("$VENV/bin/python" -c "import torch; print(torch.__version__.split('.')[1])")
 pip_install "torchvision==0.$((torch_minor + 15)).*"
 
-# The distributed extra (zarr 3, dask.distributed: OME-Zarr and cluster inference)
-# needs Python >= 3.11; its tests are skipped where it is missing.
-extras="testing"
-if "$VENV/bin/python" -c "import sys; sys.exit(sys.version_info < (3, 11))"; then
-    extras="testing,distributed"
+# Extras: napari (napari + a Qt binding, for the widgets), testing (test tools; it
+# includes napari), distributed (zarr 3, dask.distributed: OME-Zarr and cluster
+# inference; Python >= 3.11, its tests are skipped where it is missing).
+# EXTRAS overrides the choice ("" = the core only); EDITABLE=0 installs a copy.
+if [ -n "${EXTRAS+set}" ]; then
+    extras=$EXTRAS
+else
+    extras="napari,testing"
+    if "$VENV/bin/python" -c "import sys; sys.exit(sys.version_info < (3, 11))"; then
+        extras="napari,testing,distributed"
+    fi
 fi
-pip_install -e ".[$extras]"
+target="."
+[ -n "$extras" ] && target=".[$extras]"
+if [ "${EDITABLE:-1}" = 1 ]; then
+    pip_install -e "$target"
+else
+    pip_install "$target"
+fi
+if [ -z "$extras" ]; then
+    echo "napari-textsr (core) installed in $VENV"
+    exit 0
+fi
 
 # Qt needs a few system libraries even offscreen, and the real-viewer tests and
 # screenshots need an X server with OpenGL (Xvfb + Mesa): install them where we

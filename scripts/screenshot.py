@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
 
     settings_dir = tempfile.mkdtemp(prefix="napari-textsr-screenshot-")
     os.environ["NAPARI_CONFIG"] = os.path.join(settings_dir, "settings.yaml")
+    import warnings
+
     import napari
     from napari.settings import get_settings
     from qtpy.QtWidgets import QApplication
-
-    import warnings
 
     get_settings().application.gui_notification_level = "none"
     warnings.filterwarnings("ignore", message="napari support for the PyQt5 backend")

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from napari_support import dock, grey_image, viewer, wait_idle  # noqa: F401 (fixtures)
-
 from napari.layers import Image
 
+from napari_support import dock, grey_image, viewer, wait_idle  # noqa: F401 (fixtures)
 from napari_textsr.napari import upscale_layer
 from napari_textsr.napari.layers import output_geometry, result_layer_data, source_from_layer, unique_name
 

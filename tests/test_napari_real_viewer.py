@@ -12,7 +12,6 @@ import time
 import pytest
 
 from napari_support import display_has_opengl, grey_image, notifications  # noqa: F401 (fixtures)
-
 from napari_textsr.napari.model_store import ModelStore
 from napari_textsr.napari.sr_widget import SuperResolutionWidget
 from napari_textsr.napari.train_widget import TrainingWidget
@@ -110,9 +109,9 @@ def test_closing_the_dock_during_a_run_cancels_it_and_adds_nothing(real_viewer, 
 
 
 def test_closing_napari_while_a_model_loads_raises_nothing(make_napari_viewer, qtbot, monkeypatch):
-    from napari_textsr.napari.model_store import ModelStore as Store
-
     import sys
+
+    from napari_textsr.napari.model_store import ModelStore as Store
 
     errors = []  # a deleted worker's signal raised in napari's thread pool before (sys.excepthook)
     monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from napari_support import dock, notifications, viewer  # noqa: F401 (fixtures)
-
 from napari_textsr.napari.model_store import ModelStore
 from napari_textsr.napari.sr_widget import SuperResolutionWidget
 from napari_textsr.napari.train_widget import TrainingWidget

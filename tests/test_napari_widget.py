@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from napari_support import dock, grey_image, notifications, viewer, wait_idle  # noqa: F401 (fixtures)
-
 from napari_textsr.napari.model_store import MODEL_STORE, ModelStore
 from napari_textsr.napari.sr_widget import SuperResolutionWidget
 

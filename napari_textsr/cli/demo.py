@@ -13,11 +13,13 @@ import json
 import sys
 from pathlib import Path
 
+from napari_textsr.cli import command_help
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="open napari with a sample, the widget docked and the default model ready",
+        help=command_help("demo"),
         description="Open napari with a sample image, the super-resolution widget and the default model. "
         "With --headless DIR, upscale the sample and write the result and its attention maps to DIR instead.",
     )
@@ -106,6 +108,7 @@ def _run_headless(args, sample, caption: str, scale: int | None) -> int:
 def _run_gui(args, sample, caption: str, scale: int | None) -> int:
     import torch  # noqa: F401  (before Qt)
 
+    # isort: split
     import napari
 
     from napari_textsr.inference import list_models

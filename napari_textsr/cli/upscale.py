@@ -8,11 +8,13 @@ import re
 import sys
 from pathlib import Path
 
+from napari_textsr.cli import add_threads_option, command_help
+
 
 def register(subparsers) -> None:
     upscale = subparsers.add_parser(
         "upscale",
-        help="super-resolve an image file guided by a caption",
+        help=command_help("upscale"),
         description=(
             "Upscale IN (png, jpg, tif: 8/16-bit, float, multi-page stacks, RGB/RGBA) and write OUT "
             "(.tif keeps any dtype and stack; .png uint8 or 16-bit grey; .jpg uint8). Same dtype and "
@@ -43,15 +45,17 @@ def register(subparsers) -> None:
     upscale.add_argument("--attention-format", choices=("tif", "png"), default="tif",
                          help="float32 TIFF (default) or 8-bit PNG scaled to each map's maximum")
     upscale.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_option(upscale)
     upscale.set_defaults(func=run_upscale)
 
     info = subparsers.add_parser(
-        "info", help="describe a model as JSON",
+        "info", help=command_help("info"),
         description="Print the model's description (method, scale, config, encoder, tiling, training record) as JSON.",
     )
     info.add_argument("spec", metavar="SPEC", help="checkpoint path, bundled name, 'default' or 'random:...'")
     info.add_argument("--scale", type=int, default=None)
     info.add_argument("--device", default="cpu", help="device to load on (default: cpu)")
+    add_threads_option(info)
     info.set_defaults(func=run_info)
 
 

@@ -19,7 +19,7 @@ from napari_textsr.napari.layers import LayerDataTuple, SourceLayer, result_laye
 from napari_textsr.napari.model_store import MODEL_STORE, ModelStore
 
 if TYPE_CHECKING:
-    from napari_textsr.inference import UpscaleResult, Upscaler
+    from napari_textsr.inference import Upscaler, UpscaleResult
 
 
 @dataclass(frozen=True)

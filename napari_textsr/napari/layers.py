@@ -269,7 +269,7 @@ def result_layer_data(
     layers: list[LayerDataTuple] = [(image, output_kwargs, "image")]
 
     names = _shared_attention_names(results) if stacked else list(results[0].attention)
-    for i, key in enumerate(names):
+    for key in names:
         amap = np.stack([r.attention[key] for r in results]) if stacked else results[0].attention[key]
         name = unique_name(f"{out_name} attention: {key}", taken)
         taken.add(name)

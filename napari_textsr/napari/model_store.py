@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Iterator
 from psygnal import Signal
 
 from napari_textsr.loading import ModelSpec, ModelSpecError, list_models
+from napari_textsr.methods import method_title  # re-exported: the widgets import it from here
 from napari_textsr.models import SUPPORTED_SCALES, available_methods
 
 if TYPE_CHECKING:
@@ -44,14 +45,6 @@ GROUP_TITLES = {
     UNTRAINED: "Untrained (random weights, for trying the plumbing)",
 }
 UNTRAINED_PRESET = "tiny"
-_METHOD_NAMES = {"tgsr": "TGSR", "clipsr": "CLIP-SR", "pdn": "PDN"}
-
-
-def method_title(method: str) -> str:
-    """Display name of a method ("pdn" -> "PDN")."""
-    return _METHOD_NAMES.get(method, method)
-
-
 @dataclass(frozen=True)
 class ModelChoice:
     """One entry of the model picker: ``spec`` is what :func:`napari_textsr.load_model` takes."""

@@ -16,9 +16,8 @@ import datetime as _dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari.layers import Image
-
 import numpy as np
+from napari.layers import Image
 from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QDoubleValidator, QImage, QPixmap
@@ -44,7 +43,6 @@ from qtpy.QtWidgets import (
 from napari_textsr.models import SUPPORTED_SCALES, available_methods, get_model_class
 from napari_textsr.napari.model_store import BUNDLED, FILE, MODEL_STORE, TRAINED, ModelStore, method_title
 from napari_textsr.napari.plot import CurvePlot
-from napari_textsr.napari.widget_parts import BackgroundRun, DevicePicker, DockWidget, ModelPicker, compact_combo
 from napari_textsr.napari.training_job import (
     TrainingControl,
     TrainingLayer,
@@ -52,6 +50,7 @@ from napari_textsr.napari.training_job import (
     TrainingRequest,
     run_training_in_worker,
 )
+from napari_textsr.napari.widget_parts import BackgroundRun, DevicePicker, DockWidget, ModelPicker, compact_combo
 
 if TYPE_CHECKING:
     import napari
