@@ -52,6 +52,7 @@ from napari_textsr.napari.model_store import (
     method_title,
     untrained_spec,
 )
+from napari_textsr.napari.regions import RegionControls
 from napari_textsr.napari.widget_parts import (
     BackgroundRun,
     DevicePicker,
@@ -186,6 +187,7 @@ class SuperResolutionWidget(DockWidget):
         # (engine options such as region captions), merged into every job.
         self.job_option_providers: list[Any] = []
         self._build()
+        self.region_controls = RegionControls(self)  # region captions, text effect, evidence report
         self._timer = QTimer(self)
         self._timer.setInterval(500)
         self._timer.timeout.connect(self._show_running_status)
