@@ -9,18 +9,32 @@ import sys
 from pathlib import Path
 
 
+# Outputs of more than this many bytes written to .tif are streamed tile by
+# tile into a tiled BigTIFF (memory independent of the output's size) instead
+# of being held whole; --stream forces it.
+STREAM_BYTES = 1 << 30
+
+
 def register(subparsers) -> None:
     upscale = subparsers.add_parser(
         "upscale",
-        help="super-resolve an image file guided by a caption",
+        help="super-resolve image files guided by a caption",
         description=(
-            "Upscale IN (png, jpg, tif: 8/16-bit, float, multi-page stacks, RGB/RGBA) and write OUT "
-            "(.tif keeps any dtype and stack; .png uint8 or 16-bit grey; .jpg uint8). Same dtype and "
-            "intensity range as the input; the caption, model and settings are stored in OUT's metadata."
+            "Upscale IN (png, jpg, tif: 8/16-bit, float, multi-page stacks, RGB/RGBA, ImageJ/OME) and write OUT "
+            "(.tif keeps any dtype, stack and series; .png 8/16-bit grey, RGB, RGBA; .jpg 8-bit grey or RGB). "
+            "Same dtype as the input; the physical pixel size is divided by the scale (units, z spacing and "
+            "channel names kept); the caption, model and settings are stored in OUT's metadata. "
+            "With a folder or a glob pattern as IN and --out-dir, every image in it is upscaled "
+            "(other files skipped with a note; a file that fails is reported and the rest go on). "
+            "OUT is checked (format, dtype, not the input) before any work."
         ),
     )
-    upscale.add_argument("input", type=Path, metavar="IN", help="image to upscale")
-    upscale.add_argument("output", type=Path, metavar="OUT", help="where to write the result")
+    upscale.add_argument("input", metavar="IN", help="image file, folder of images or glob pattern ('scans/*.tif')")
+    upscale.add_argument("output", type=Path, nargs="?", default=None, metavar="OUT", help="output file (one input)")
+    upscale.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
+                         help="write each output here, named like its input (batch mode)")
+    upscale.add_argument("--format", default=None, choices=("tif", "png", "jpg"),
+                         help="output format in batch mode (default: each input's own)")
     upscale.add_argument("--caption", default="", metavar="TEXT", help="what the image shows (default: none)")
     upscale.add_argument(
         "--model", default="default", metavar="SPEC",
@@ -42,6 +56,10 @@ def register(subparsers) -> None:
                          help="write the attention maps (and the consistency map) here")
     upscale.add_argument("--attention-format", choices=("tif", "png"), default="tif",
                          help="float32 TIFF (default) or 8-bit PNG scaled to each map's maximum")
+    upscale.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                         help="refuse inputs that decode to more pixels than this (default: 2**28 = 16384^2)")
+    upscale.add_argument("--stream", action="store_true",
+                         help="write a .tif output tile by tile (tiled BigTIFF; automatic above 1 GiB)")
     upscale.add_argument("--quiet", action="store_true", help="no progress bar")
     upscale.set_defaults(func=run_upscale)
 
@@ -59,65 +77,234 @@ def _half(precision: str) -> bool | None:
     return {"auto": None, "full": False, "half": True}[precision]
 
 
-def run_upscale(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _max_pixels(args: argparse.Namespace) -> int | None:
+    from napari_textsr.imageio import DEFAULT_MAX_PIXELS
 
-    from napari_textsr.imageio import read_image_file, write_image_file, write_map
+    if args.max_pixels is None:
+        return DEFAULT_MAX_PIXELS
+    return None if args.max_pixels <= 0 else args.max_pixels
+
+
+def _batch_inputs(text: str) -> list[Path] | None:
+    """The files of a folder or glob pattern, sorted; None for a single file."""
+    import glob
+
+    path = Path(text)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file())
+    if any(ch in text for ch in "*?["):
+        return sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+    return None
+
+
+def run_upscale(args: argparse.Namespace) -> int:
+    from napari_textsr.imageio import check_output
+
+    batch = _batch_inputs(args.input)
+    if batch is not None or args.out_dir is not None:
+        if args.output is not None:
+            raise ValueError("give OUT for one input, or --out-dir DIR for a folder or pattern, not both")
+        if args.out_dir is None:
+            raise ValueError(f"{args.input} is a folder or pattern: give --out-dir DIR")
+        return _run_batch(args, batch if batch is not None else [Path(args.input)])
+    if args.output is None:
+        raise ValueError("OUT is missing (or use --out-dir DIR)")
+    source_path = Path(args.input)
+    check_output(args.output, "uint8", False)  # the suffix, before anything is read
+    job = _Job.plan(source_path, args.output, _max_pixels(args))  # every check before any work
+    upscaler = _load(args)
+    with _bar(args, "tile") as bar:
+        message = job.run(upscaler, args, _tile_progress(bar, set_total=True))
+    print(message)
+    if not upscaler.description.trained:
+        print(f"note: {upscaler.description.name} is untrained; its output shows the plumbing, "
+              "not super-resolution", file=sys.stderr)
+    return 0
+
+
+def _load(args: argparse.Namespace):
     from napari_textsr.inference import load_model
 
-    if args.output.resolve() == args.input.resolve():
-        raise ValueError("OUT must differ from IN")
-    source = read_image_file(args.input)
-    upscaler = load_model(args.model, scale=args.scale, device=args.device, half=_half(args.precision))
-    reference = _reference(args.reference, source)
-    with tqdm(total=None, unit="tile", desc="upscale", file=sys.stderr, disable=args.quiet, leave=False) as bar:
+    return load_model(args.model, scale=args.scale, device=args.device, half=_half(args.precision))
 
-        def progress(event) -> None:
+
+def _bar(args: argparse.Namespace, unit: str, total: int | None = None):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc="upscale", file=sys.stderr, disable=args.quiet, leave=False)
+
+
+def _tile_progress(bar, set_total: bool):
+    def progress(event) -> None:
+        if set_total:
             if bar.total != event.total:
                 bar.reset(total=event.total)
             bar.n = event.done
-            bar.set_postfix_str(event.message, refresh=False)
-            bar.refresh()
+        bar.set_postfix_str(event.message, refresh=False)
+        bar.refresh()
 
-        result = upscaler.upscale(
-            source.data,
-            args.caption,
-            rgb=source.rgb,
-            tile=args.tile,
-            consistency=args.consistency,
-            reference=reference,
-            attention=args.attention_dir is not None,
-            progress=progress,
+    return progress
+
+
+def _run_batch(args: argparse.Namespace, inputs: list[Path]) -> int:
+    from napari_textsr.imageio import is_image_path
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    images = [p for p in inputs if is_image_path(p)]
+    for skipped in (p for p in inputs if not is_image_path(p)):
+        print(f"skipped {skipped}: not an image file", file=sys.stderr)
+    if not images:
+        raise ValueError(f"no image files in {args.input}")
+    upscaler = _load(args)
+    written, failed = 0, []
+    with _bar(args, "file", total=len(images)) as bar:
+        for path in images:
+            suffix = f".{args.format}" if args.format else path.suffix
+            target = args.out_dir / (path.stem + suffix)
+            bar.set_description_str(path.name, refresh=False)
+            try:
+                job = _Job.plan(path, target, _max_pixels(args))
+                message = job.run(upscaler, args, _tile_progress(bar, set_total=False))
+            except Exception as error:  # one bad file must not stop the rest
+                failed.append(path)
+                bar.write(f"failed {path}: {error}", file=sys.stderr)
+            else:
+                written += 1
+                bar.write(message)
+            bar.update(1)
+    print(f"{written} written to {args.out_dir}, {len(inputs) - len(images)} skipped, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+class _Job:
+    """One input file, read and checked against its output before any model runs."""
+
+    def __init__(self, source: Path, target: Path, images: list) -> None:
+        self.source, self.target, self.images = source, target, images
+
+    @classmethod
+    def plan(cls, source: Path, target: Path, max_pixels: int | None) -> "_Job":
+        from napari_textsr.imageio import check_not_same_file, check_output, read_image_series
+
+        check_output(target, "uint8", False)
+        check_not_same_file(source, target)
+        images = read_image_series(source, max_pixels=max_pixels)
+        first = images[0]
+        check_output(
+            target,
+            first.data.dtype,
+            first.rgb,
+            channels=first.data.shape[-1] if first.rgb else 1,
+            stack=bool(first.leading_axes),
+            series=len(images),
         )
-    provenance = result.provenance()
-    provenance["input"] = str(args.input)
-    if reference is not None:
-        provenance["reference"] = args.reference
-    write_image_file(args.output, result.image, source.rgb, metadata=provenance)
-    written = [args.output]
-    if args.attention_dir is not None:
-        stem = args.output.name.split(".")[0]
-        suffix = args.attention_format
-        # Numbered in the model's order, which also keeps repeated words apart.
-        for i, (name, values) in enumerate(result.attention.items(), start=1):
-            written += write_map(args.attention_dir / f"{stem}_attention{i:02d}_{_safe(name)}.{suffix}", values)
-        if result.consistency_map is not None:
-            written += write_map(args.attention_dir / f"{stem}_consistency.{suffix}", result.consistency_map)
-    d = result.model
-    line = (
-        f"wrote {args.output} {result.image.shape} {result.image.dtype} "
-        f"(x{result.scale}, {d.name}, {result.seconds:.1f} s"
-        + (f", tile {result.tile}" if result.tile else "")
-        + ")"
-    )
-    print(line)
-    if result.consistency_error is not None:
-        print(f"consistency error (RMS, fraction of the intensity range): {result.consistency_error:.4g}")
-    if args.attention_dir is not None:
-        print(f"wrote {len(written) - 1} map file(s) to {args.attention_dir}")
-    if not d.trained:
-        print(f"note: {d.name} is untrained; its output shows the plumbing, not super-resolution", file=sys.stderr)
-    return 0
+        return cls(source, target, images)
+
+    def run(self, upscaler, args: argparse.Namespace, progress) -> str:
+        """Upscale every series and write the output; returns the line to print."""
+        from napari_textsr.imageio import TIFF_SUFFIXES, write_image_file, write_map, write_tiff_series
+
+        outputs, results = [], []
+        for image in self.images:
+            reference = _reference(args.reference, image)
+            out_bytes = image.data.nbytes * upscaler.scale**2
+            stream = self.target.suffix.lower() in TIFF_SUFFIXES and len(self.images) == 1 and (
+                args.stream or out_bytes > STREAM_BYTES
+            )
+            kwargs = dict(
+                rgb=image.rgb,
+                tile=args.tile,
+                consistency=args.consistency,
+                reference=reference,
+                attention=args.attention_dir is not None,
+                progress=progress,
+            )
+            if stream:
+                result = self._stream(upscaler, image, args.caption, kwargs, args, reference)
+            else:
+                result = upscaler.upscale(image.data, args.caption, **kwargs)
+                outputs.append(image.upscaled(result.image, result.scale, self._provenance(result, args, reference)))
+            results.append(result)
+        if len(outputs) > 1:
+            write_tiff_series(self.target, outputs)
+        elif outputs:
+            write_image_file(self.target, outputs[0])
+        result = results[0]
+        maps = 0
+        if args.attention_dir is not None:
+            stem = self.target.name.split(".")[0]
+            suffix = args.attention_format
+            for number, r in enumerate(results):
+                series = f"_s{number}" if len(results) > 1 else ""
+                # Numbered in the model's order, which also keeps repeated words apart.
+                for i, (name, values) in enumerate(r.attention.items(), start=1):
+                    maps += len(write_map(args.attention_dir / f"{stem}{series}_attention{i:02d}_{_safe(name)}.{suffix}", values))
+                if r.consistency_map is not None:
+                    maps += len(write_map(args.attention_dir / f"{stem}{series}_consistency.{suffix}", r.consistency_map))
+        d = result.model
+        shapes = ", ".join(f"{r.image.shape}" for r in results)
+        line = (
+            f"wrote {self.target} {shapes} {result.image.dtype} "
+            f"(x{result.scale}, {d.name}, {sum(r.seconds for r in results):.1f} s"
+            + (f", tile {result.tile}" if result.tile else "")
+            + (f", {len(results)} series" if len(results) > 1 else "")
+            + ")"
+        )
+        if result.consistency_error is not None:
+            line += f"\nconsistency error (RMS, fraction of the intensity range): {result.consistency_error:.4g}"
+        if args.attention_dir is not None:
+            line += f"\nwrote {maps} map file(s) to {args.attention_dir}"
+        return line
+
+    def _provenance(self, result, args: argparse.Namespace, reference) -> dict:
+        provenance = result.provenance()
+        provenance["input"] = str(self.source)
+        if reference is not None:
+            provenance["reference"] = args.reference
+        return provenance
+
+    def _stream(self, upscaler, image, caption: str, kwargs: dict, args: argparse.Namespace, reference):
+        """Upscale into a tiled BigTIFF, band by band; the output is never whole in memory."""
+        from napari_textsr.imageio import TiffTileBands, metadata_only, write_tiled_tiff
+        from napari_textsr.inference import UpscaleCancelled
+
+        shape = image.data.shape
+        lead = len(shape) - (3 if image.rgb else 2)
+        out_shape = shape[:lead] + (shape[lead] * upscaler.scale, shape[lead + 1] * upscaler.scale) + shape[lead + 2 :]
+        sink = TiffTileBands(out_shape, image.data.dtype, image.rgb)
+        progress = kwargs.pop("progress")
+        generator = upscaler.iter_upscale(image.data, caption, out=sink, **kwargs)
+        box: list = []
+
+        def tiles():
+            try:
+                while True:
+                    try:
+                        event = next(generator)
+                    except StopIteration as stop:
+                        box.append(stop.value)
+                        break
+                    progress(event)
+                    if not sink.all_written:  # tifffile closes this iterator at its last tile,
+                        yield from sink.pop_ready()  # so the engine must have returned by then
+                yield from sink.pop_ready()
+            finally:
+                generator.close()
+
+        # The provenance is known only at the end; record what is known now.
+        placeholder = metadata_only(image, out_shape, image.data.dtype).data
+        meta = image.upscaled(placeholder, upscaler.scale)
+        meta.provenance = {
+            "caption": upscaler.encoder.fit_caption(caption).encoded,
+            "model": upscaler.description.name,
+            "scale": upscaler.scale,
+            "input": str(self.source),
+            "streamed": True,
+        }
+        write_tiled_tiff(self.target, meta, tiles(), out_shape)
+        if not box or not sink.all_written:
+            raise UpscaleCancelled(f"{self.target} is incomplete")
+        return box[0]
 
 
 def _reference(option: str | None, source):
