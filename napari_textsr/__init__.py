@@ -6,7 +6,7 @@ engines) has no Qt dependency; the napari widgets live in ``napari_textsr.napari
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from napari_textsr._version import __version__
 
 from napari_textsr.models import available_methods, create_model
 
@@ -19,6 +19,8 @@ _LAZY_INFERENCE = (
     "UpscaleProgress",
     "UpscaleCancelled",
     "ModelDescription",
+    "ModelSpec",
+    "ModelSpecError",
     "list_models",
 )
 

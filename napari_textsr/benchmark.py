@@ -1,12 +1,18 @@
 """How much a model gains over bicubic, and how much of that the caption adds.
 
-For every captioned image: the HR image is degraded (antialiased bicubic, the
-training convention) and quantised to 8 bits, then upscaled four ways: bicubic,
-the model with the image's own caption, with an empty caption, and with the
-caption of a different image. Each output is scored against the HR image
-(PSNR/SSIM on Y and RGB, border of ``scale`` pixels cropped) and against the
-image's true caption with the model's own prompt encoder (cosine similarity of
-image and text embeddings: the role TGSR's TIM score plays).
+For every captioned image: the HR image is degraded by one of the named
+pipelines of :data:`~napari_textsr.training.degradations.NAMED_DEGRADATIONS`
+(default antialiased bicubic, the benchmark convention; noise seeded by the
+image's name) and quantised to 8 bits, then upscaled six ways (:data:`VARIANTS`):
+bicubic; the model with the image's own caption, an empty caption, and the
+caption of a different image; and the image's caption with degradation words in
+a phrasing training never used (:data:`~napari_textsr.training.captions.HELD_OUT_TEMPLATE`),
+once with the right words for the degradation and once with wrong ones ("sharp
+and clean" for a blurred, noisy or compressed image; "soft and out of focus"
+for a clean one). Each output is scored against the HR image (PSNR/SSIM on Y
+and RGB, border of ``scale`` pixels cropped) and against the image's true
+caption with the model's own prompt encoder (cosine similarity of image and
+text embeddings: the role TGSR's TIM score plays).
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from napari_textsr.metrics import QualityScores, quality_scores
 if TYPE_CHECKING:
     from napari_textsr.inference import Upscaler
     from napari_textsr.training.data import CaptionedImage
+    from napari_textsr.training.degradations import Degradation
 
-VARIANTS = ("bicubic", "true_caption", "empty_caption", "other_caption")
+VARIANTS = ("bicubic", "true_caption", "empty_caption", "other_caption", "right_words", "wrong_words")
+CAPTION_VARIANTS = ("true_caption", "empty_caption", "other_caption")
 
 
 @dataclass
@@ -42,6 +50,8 @@ class ImageResult:
     name: str
     caption: str
     other_caption: str
+    right_words: str
+    wrong_words: str
     lr_shape: tuple[int, int]
     variants: dict[str, VariantResult]
     seconds: float  # one model pass (true caption), wall clock
@@ -54,6 +64,7 @@ class BenchReport:
     dataset: str
     scale: int
     images: list[ImageResult]
+    degradation: str = "bicubic-aa"
     machine: str = field(default_factory=lambda: machine_description())
     date: str = field(default_factory=lambda: _dt.date.today().isoformat())
     command: str = ""
@@ -65,6 +76,17 @@ class BenchReport:
             result = image.variants[variant]
             values.append(getattr(result.scores, metric) if metric != "text_image_similarity" else result.text_image_similarity)
         return float(np.mean(values))
+
+    def worst_gain(self, variants: Sequence[str] = CAPTION_VARIANTS) -> tuple[float, str]:
+        """The lowest PSNR-Y gain over bicubic of any image with any of ``variants``: (dB, "image / variant")."""
+        worst = (float("inf"), "")
+        for image in self.images:
+            base = image.variants["bicubic"].scores.psnr_y
+            for v in variants:
+                gain = image.variants[v].scores.psnr_y - base
+                if gain < worst[0]:
+                    worst = (gain, f"{image.name} / {v}")
+        return worst
 
     def summary(self) -> dict[str, dict[str, float]]:
         metrics = [f.name for f in dataclasses.fields(QualityScores)] + ["text_image_similarity"]
@@ -80,6 +102,7 @@ class BenchReport:
             "model": self.model,
             "dataset": self.dataset,
             "scale": self.scale,
+            "degradation": self.degradation,
             "machine": self.machine,
             "date": self.date,
             "command": self.command,
@@ -91,7 +114,7 @@ class BenchReport:
         """The summary as a Markdown table (what README shows)."""
         summary = self.summary()
         lines = [
-            f"{self.dataset}, x{self.scale}, {len(self.images)} images",
+            f"{self.dataset}, x{self.scale}, degradation {self.degradation}, {len(self.images)} images",
             "",
             "| output | PSNR Y (dB) | SSIM Y | PSNR RGB (dB) | SSIM RGB | text-image similarity |",
             "|---|---|---|---|---|---|",
@@ -103,7 +126,9 @@ class BenchReport:
                 f"{s['psnr_rgb']:.2f} | {s['ssim_rgb']:.4f} | {s['text_image_similarity']:.4f} |"
             )
         t = summary["timing"]
-        lines += ["", f"{t['seconds_per_image']:.2f} s per image, {t['megapixels_per_second']:.3f} output MP/s"]
+        worst, where = self.worst_gain()
+        lines += ["", f"{t['seconds_per_image']:.2f} s per image, {t['megapixels_per_second']:.3f} output MP/s; "
+                  f"worst image against bicubic (true, empty or other caption): {worst:+.2f} dB ({where})"]
         groups = self.psnr_y_by_group()
         if len(groups) > 1:
             lines += ["", "| PSNR Y (dB) by kind | images | " + " | ".join(v.replace("_", " ") for v in VARIANTS)
@@ -166,31 +191,64 @@ def text_image_similarity(upscaler: "Upscaler", image: np.ndarray, caption: str)
     return float((image_embedding * text_embedding).sum())
 
 
+def degradation_words(degradation: "Degradation") -> tuple[str, str]:
+    """(right, wrong) degradation words for a pipeline, in the held-out phrasing's vocabulary.
+
+    Right: the held-out phrase of its first property (blur, noise, JPEG, or
+    clean). Wrong: "sharp and clean" for a degraded pipeline, the blur phrase
+    for a clean one.
+    """
+    from napari_textsr.training.captions import HELD_OUT_PHRASES, degradation_properties
+
+    prop = next((p for p in degradation_properties(degradation) if p in HELD_OUT_PHRASES), "clean")
+    right = HELD_OUT_PHRASES[prop]
+    wrong = HELD_OUT_PHRASES["clean"] if prop != "clean" else HELD_OUT_PHRASES["blur"]
+    return right, wrong
+
+
+def degrade_to_uint8(hr: np.ndarray, degradation: "Degradation", seed_name: str) -> np.ndarray:
+    """HR float32 (H, W, 3) in [0, 1] (H, W multiples of the scale) -> the 8-bit LR (h, w, 3) uint8.
+
+    Noise is seeded by ``seed_name`` (an image's name), so a benchmark is repeatable.
+    """
+    import hashlib
+
+    seed = int.from_bytes(hashlib.sha256(seed_name.encode()).digest()[:7], "big")
+    with torch.no_grad():
+        lr = degradation(_to_tensor(hr), generator=torch.Generator().manual_seed(seed))
+    return np.round(lr[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
+
+
 def run_benchmark(
     upscaler: "Upscaler",
     items: Sequence["CaptionedImage"],
     *,
     dataset: str,
-    blur_sigma: float = 0.0,
+    degradation: str = "bicubic-aa",
     caption_index: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> BenchReport:
-    """Score ``upscaler`` on ``items`` (HR images with captions); see the module docstring."""
-    from napari_textsr.training.degradations import Degradation
+    """Score ``upscaler`` on ``items`` (HR images with captions); see the module docstring.
+
+    ``degradation``: a name of :data:`~napari_textsr.training.degradations.NAMED_DEGRADATIONS`.
+    Raises ValueError for fewer than two images or an unknown degradation.
+    """
+    from napari_textsr.training.captions import held_out_caption
+    from napari_textsr.training.degradations import named_degradation
 
     if len(items) < 2:
         raise ValueError("a benchmark needs at least two captioned images (one lends the other its caption)")
     scale = upscaler.scale
-    degrade = Degradation(scale=scale, blur_sigma=blur_sigma)
+    degrade = named_degradation(degradation, scale)
+    right_words, wrong_words = degradation_words(degrade)
     results = []
     for index, item in enumerate(items):
         h, w = (item.image.shape[0] // scale) * scale, (item.image.shape[1] // scale) * scale
         hr = np.ascontiguousarray(item.image[:h, :w, :3], dtype=np.float32)
-        with torch.no_grad():
-            lr_float = degrade(_to_tensor(hr))[0].permute(1, 2, 0).clamp(0, 1).numpy()
-        lr = np.round(lr_float * 255).astype(np.uint8)
+        lr = degrade_to_uint8(hr, degrade, item.name)
         caption = item.captions[min(caption_index, len(item.captions) - 1)]
         other = _other_caption(items, index, caption, caption_index)
+        right, wrong = held_out_caption(caption, right_words), held_out_caption(caption, wrong_words)
 
         outputs: dict[str, np.ndarray] = {"bicubic": bicubic_upscale(lr, scale)}
         start = time.perf_counter()
@@ -198,6 +256,8 @@ def run_benchmark(
         seconds = time.perf_counter() - start
         outputs["empty_caption"] = upscaler.upscale(lr, "").image.astype(np.float32) / 255.0
         outputs["other_caption"] = upscaler.upscale(lr, other).image.astype(np.float32) / 255.0
+        outputs["right_words"] = upscaler.upscale(lr, right).image.astype(np.float32) / 255.0
+        outputs["wrong_words"] = upscaler.upscale(lr, wrong).image.astype(np.float32) / 255.0
 
         variants = {
             name: VariantResult(
@@ -211,6 +271,8 @@ def run_benchmark(
                 name=item.name,
                 caption=caption,
                 other_caption=other,
+                right_words=right,
+                wrong_words=wrong,
                 lr_shape=(lr.shape[0], lr.shape[1]),
                 variants=variants,
                 seconds=seconds,
@@ -219,7 +281,34 @@ def run_benchmark(
         )
         if progress is not None:
             progress(index + 1, len(items))
-    return BenchReport(model=upscaler.description.to_dict(), dataset=dataset, scale=scale, images=results)
+    return BenchReport(
+        model=upscaler.description.to_dict(), dataset=dataset, scale=scale, images=results, degradation=degradation
+    )
+
+
+def degradation_table(reports: Sequence[BenchReport]) -> str:
+    """One Markdown row per degradation, pooling the reports' images (e.g. both held-out folders).
+
+    Columns: mean PSNR-Y of bicubic and each caption variant, the gains of the
+    true and the empty caption over bicubic, right minus wrong degradation
+    words, and the worst image against bicubic with the true, empty or other caption.
+    """
+    by_degradation: dict[str, list[ImageResult]] = {}
+    for report in reports:
+        by_degradation.setdefault(report.degradation, []).extend(report.images)
+    scale = reports[0].scale if reports else 0
+    head = ["degradation", "images"] + [v.replace("_", " ") for v in VARIANTS]
+    head += ["true - bicubic", "empty - bicubic", "right - wrong words", "worst image vs bicubic"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for name, images in by_degradation.items():
+        pooled = BenchReport(reports[0].model, "pooled", scale, images, degradation=name)
+        m = {v: pooled.mean(v, "psnr_y") for v in VARIANTS}
+        worst, _ = pooled.worst_gain()
+        cells = [name, str(len(images))] + [f"{m[v]:.2f}" for v in VARIANTS]
+        cells += [f"{m['true_caption'] - m['bicubic']:+.2f}", f"{m['empty_caption'] - m['bicubic']:+.2f}",
+                  f"{m['right_words'] - m['wrong_words']:+.2f}", f"{worst:+.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _other_caption(items: Sequence["CaptionedImage"], index: int, caption: str, caption_index: int) -> str:

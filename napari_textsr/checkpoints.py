@@ -153,7 +153,7 @@ def save_checkpoint(
     """
     from safetensors.torch import save_file
 
-    from napari_textsr import __version__
+    from napari_textsr._version import __version__
 
     if model.config.prompt_dim != encoder.embed_dim:
         raise CheckpointError(

@@ -30,27 +30,39 @@ import math
 import os
 import threading
 import time
-import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_textsr.checkpoints import SUFFIX, CheckpointError, TrainingRecord, load_checkpoint, read_metadata
+from napari_textsr._version import __version__
 from napari_textsr.consistency import BackProjection, back_project, upsample
 from napari_textsr.devices import autocast_dtype, available_memory_bytes, select_device
 from napari_textsr.intensity import DEFAULT_PERCENTILES, IntensityMapping, check_dtype, compute_mappings
-from napari_textsr.models import TextSRModel, TilingInfo, available_methods, create_model, get_model_class
-from napari_textsr.prompts import WEIGHTS_DIR, PromptEmbedding, PromptEncoder
+from napari_textsr.loading import (
+    WEIGHTS_DIR,
+    BundledModel,
+    ModelDescription,
+    ModelSpec,
+    ModelSpecError,
+    describe_model,
+    list_models,
+    load,
+)
+from napari_textsr.models import TextSRModel, TilingInfo
+from napari_textsr.prompts import PromptEmbedding, PromptEncoder
 from napari_textsr.tiling import Tile, auto_tile_size, plan_tiles
 
+# Model lookup lives in napari_textsr.loading; its public names stay importable from here.
 __all__ = [
+    "WEIGHTS_DIR",
     "BundledModel",
     "ModelDescription",
+    "ModelSpec",
+    "ModelSpecError",
     "UpscaleCancelled",
     "UpscaleProgress",
     "UpscaleResult",
@@ -59,15 +71,6 @@ __all__ = [
     "load_model",
 ]
 
-RANDOM_ENCODER_SPEC = "textsr-tiny:none"
-DEFAULT_SCALE = 4
-# "default" prefers, at the asked scale, a bundled model named default*, then
-# this method order: PDN tiles exactly and is the fastest; TGSR is local too.
-DEFAULT_METHOD_PREFERENCE = ("pdn", "tgsr", "clipsr")
-# Except where a bundled model of another method measured clearly better: at x8
-# TGSR gains 2.6 dB over bicubic on held-out synthetic scenes and its caption
-# 3.1 dB over a mismatched one, PDN 1.3 and 1.6 dB (README, textsr bench).
-DEFAULT_METHOD_PREFERENCE_BY_SCALE = {8: ("tgsr", "pdn", "clipsr")}
 # Working memory per tile on the CPU is capped so that a whole run (Python,
 # torch, the output buffer and one tile) stays well under 4 GB.
 DEFAULT_CPU_TILE_MEMORY = 1 << 30
@@ -89,136 +92,6 @@ OUTPUT_MEMORY_FRACTION = 0.7
 
 class UpscaleCancelled(Exception):
     """Raised by :meth:`Upscaler.upscale` when ``cancel`` asked to stop; no output is kept."""
-
-
-# --------------------------------------------------------------------------- descriptions
-@dataclass(frozen=True)
-class BundledModel:
-    """A checkpoint shipped in ``napari_textsr/weights/`` (read from its header only)."""
-
-    name: str
-    path: Path
-    method: str
-    scale: int
-    encoder: str
-    description: str = ""
-    created: str = ""
-    training: TrainingRecord | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        values["path"] = str(self.path)
-        return values
-
-
-def list_models(directory: str | os.PathLike | None = None) -> list[BundledModel]:
-    """Bundled models (``*.textsr.safetensors`` in ``napari_textsr/weights/``), by scale then name.
-
-    Only headers are read, so this is fast. A file that is not a readable
-    checkpoint is skipped with a warning.
-    """
-    folder = Path(directory) if directory is not None else WEIGHTS_DIR
-    models = []
-    for path in sorted(folder.glob(f"*{SUFFIX}")):
-        try:
-            meta = read_metadata(path)
-        except (CheckpointError, ValueError, KeyError, TypeError) as error:
-            warnings.warn(f"skipping unreadable bundled model {path.name}: {error}", stacklevel=2)
-            continue
-        models.append(
-            BundledModel(
-                name=path.name[: -len(SUFFIX)],
-                path=path,
-                method=meta.method,
-                scale=meta.scale,
-                encoder=meta.encoder_spec,
-                description=meta.description or meta.name,
-                created=meta.created,
-                training=meta.training,
-            )
-        )
-    return sorted(models, key=lambda m: (m.scale, m.name))
-
-
-@dataclass
-class ModelDescription:
-    """Everything worth knowing about a loaded model (spandrel-style); ``textsr info`` prints it.
-
-    ``source`` says where it came from (a checkpoint path, or ``random`` for an
-    untrained model); ``preset`` is the size preset its config matches, if any.
-    ``parameters`` counts the SR model's parameters (not the prompt encoder's).
-    """
-
-    name: str
-    method: str
-    scale: int
-    preset: str | None
-    config: dict[str, Any]
-    encoder: str
-    trained: bool
-    tiling: TilingInfo
-    device: str
-    parameters: int
-    training: TrainingRecord | None = None
-    source: str = ""
-    description: str = ""
-    half: bool = False
-    encoder_parameters: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        values = dataclasses.asdict(self)
-        values["tiling"] = dataclasses.asdict(self.tiling)
-        values["training"] = dataclasses.asdict(self.training) if self.training is not None else None
-        return values
-
-
-def _infer_preset(model: TextSRModel) -> str | None:
-    """The preset whose config (apart from scale, prompt width, channels, fusion) equals the model's."""
-    config = model.config.to_dict()
-    ignore = {"scale", "prompt_dim", "in_channels", "text_fusion"}
-    for preset in model.config_class.PRESETS:
-        try:
-            candidate = model.config_class.from_preset(
-                preset, **{k: config[k] for k in ignore if k in config}
-            ).to_dict()
-        except (TypeError, ValueError):
-            continue
-        if candidate == config:
-            return preset
-    return None
-
-
-def describe_model(
-    model: TextSRModel,
-    encoder: PromptEncoder,
-    device: torch.device,
-    *,
-    name: str,
-    trained: bool,
-    half: bool = False,
-    training: TrainingRecord | None = None,
-    source: str = "",
-    description: str = "",
-    preset: str | None = None,
-) -> ModelDescription:
-    return ModelDescription(
-        name=name,
-        method=model.method,
-        scale=model.scale,
-        preset=preset if preset is not None else _infer_preset(model),
-        config=model.config.to_dict(),
-        encoder=str(encoder.spec),
-        trained=trained,
-        tiling=model.tiling_info(),
-        device=str(device),
-        parameters=sum(p.numel() for p in model.parameters()),
-        training=training,
-        source=source,
-        description=description,
-        half=half,
-        encoder_parameters=sum(p.numel() for p in encoder.parameters()),
-    )
 
 
 # --------------------------------------------------------------------------- progress and result
@@ -276,8 +149,6 @@ class UpscaleResult:
 
     def provenance(self) -> dict[str, Any]:
         """JSON-ready record of how this result was made (for layer metadata and file headers)."""
-        from napari_textsr import __version__
-
         record = {
             "caption": self.caption if self.caption_encoded is None else self.caption_encoded,
             "model": self.model.name,
@@ -858,7 +729,7 @@ def _reference_tensor(reference: Any) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- loading
 def load_model(
-    spec: str | os.PathLike = "default",
+    spec: str | os.PathLike | ModelSpec = "default",
     *,
     scale: int | None = None,
     device: str = "auto",
@@ -867,7 +738,7 @@ def load_model(
 ) -> Upscaler:
     """Load a model once; the returned :class:`Upscaler` is reused for many images.
 
-    spec:
+    spec (see :class:`napari_textsr.loading.ModelSpec`):
       * a path to a ``.textsr.safetensors`` checkpoint;
       * the name of a bundled model (see :func:`list_models`);
       * ``"default"``: the bundled model for ``scale`` (default x4): one named
@@ -875,113 +746,12 @@ def load_model(
         (TGSR first at x8, where it measured best);
       * ``"random:<method>:<scale>[:<preset>]"``: an untrained model with the
         ``textsr-tiny:none`` encoder (tests, demos of the plumbing, benchmarks).
-    scale: required scale; a model of another scale is refused.
+    scale: required scale; a model of another scale is refused (ValueError).
+    half: float16 autocast (None: on CUDA only).
     encoder: a prompt encoder to use instead of the checkpoint's own (it must
       be the one the model was trained with; refused otherwise).
+    Raises :class:`~napari_textsr.loading.ModelSpecError` (a ValueError) for a
+    spec that names no model, FileNotFoundError for a missing checkpoint.
     """
-    torch_device = select_device(device)
-    text = os.fspath(spec)
-    if text.startswith("random:"):
-        return _random_upscaler(text, scale, torch_device, half, encoder)
-    path, source = _resolve_checkpoint(text, scale)
-    loaded = load_checkpoint(path, encoder=encoder, device=torch_device)
-    meta = loaded.metadata
-    if scale is not None and meta.scale != scale:
-        raise ValueError(f"{path.name} is a x{meta.scale} model, but scale={scale} was asked for")
-    file_name = path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.stem
-    description = describe_model(
-        loaded.model,
-        loaded.encoder,
-        torch_device,
-        name=meta.name or file_name,
-        trained=meta.training is not None,
-        training=meta.training,
-        source=source,
-        description=meta.description,
-    )
-    return Upscaler(loaded.model, loaded.encoder, device=torch_device, half=half, description=description)
-
-
-def _random_upscaler(
-    text: str, scale: int | None, device: torch.device, half: bool | None, encoder: PromptEncoder | None
-) -> Upscaler:
-    parts = text.split(":")
-    usage = "expected 'random:<method>:<scale>[:<preset>]', e.g. 'random:pdn:4:tiny'"
-    if len(parts) < 2 or len(parts) > 4 or not parts[1]:
-        raise ValueError(f"bad model spec {text!r}: {usage}")
-    method = parts[1].lower()
-    if method not in available_methods():
-        raise ValueError(f"unknown method {method!r} in {text!r}; choose from {available_methods()}")
-    spec_scale = None
-    if len(parts) >= 3 and parts[2]:
-        try:
-            spec_scale = int(parts[2].lstrip("x"))
-        except ValueError:
-            raise ValueError(f"bad scale {parts[2]!r} in {text!r}: {usage}") from None
-    if spec_scale is not None and scale is not None and spec_scale != scale:
-        raise ValueError(f"{text!r} is a x{spec_scale} model, but scale={scale} was asked for")
-    model_scale = spec_scale or scale or DEFAULT_SCALE
-    preset = parts[3] if len(parts) == 4 and parts[3] else "default"
-    if encoder is None:
-        encoder = PromptEncoder.from_spec(RANDOM_ENCODER_SPEC, device=device)
-    get_model_class(method)  # a clear error for a method whose module is missing
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # same spec, same untrained weights
-        model = create_model(method, model_scale, preset, prompt_dim=encoder.embed_dim)
-    description = describe_model(
-        model,
-        encoder,
-        device,
-        name=f"random:{method}:{model_scale}:{preset}",
-        trained=False,
-        source="random",
-        description="untrained (random weights): for tests, demos of the plumbing and benchmarks",
-        preset=preset,
-    )
-    return Upscaler(model, encoder, device=device, half=half, description=description)
-
-
-def _resolve_checkpoint(text: str, scale: int | None) -> tuple[Path, str]:
-    """(checkpoint path, source description) for a path, a bundled name or 'default'."""
-    if text == "default":
-        bundled = _pick_default(scale)
-        return bundled.path, f"bundled:{bundled.name}"
-    path = Path(text).expanduser()
-    if path.is_file():
-        return path, str(path)
-    looks_like_path = text.endswith(SUFFIX) or text.endswith(".safetensors") or os.sep in text or "/" in text
-    if looks_like_path:
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    for bundled in list_models():
-        if bundled.name == text:
-            return bundled.path, f"bundled:{bundled.name}"
-    raise ValueError(f"no model {text!r}: it is not a file and not a bundled model. {_bundled_summary()}")
-
-
-def _pick_default(scale: int | None) -> BundledModel:
-    models = list_models()
-    wanted = scale if scale is not None else DEFAULT_SCALE
-    candidates = [m for m in models if m.scale == wanted]
-    if not candidates:
-        raise ValueError(f"no bundled model for x{wanted}. {_bundled_summary(models)}")
-
-    order = DEFAULT_METHOD_PREFERENCE_BY_SCALE.get(wanted, DEFAULT_METHOD_PREFERENCE)
-
-    def preference(model: BundledModel) -> tuple[int, int, str]:
-        method_rank = order.index(model.method) if model.method in order else 99
-        return (0 if model.name.startswith("default") else 1, method_rank, model.name)
-
-    return min(candidates, key=preference)
-
-
-def _bundled_summary(models: list[BundledModel] | None = None) -> str:
-    models = list_models() if models is None else models
-    if models:
-        listing = ", ".join(f"{m.name} ({m.method}, x{m.scale})" for m in models)
-        have = f"Bundled models: {listing}."
-    else:
-        have = f"No models are bundled (none in {WEIGHTS_DIR})."
-    return (
-        f"{have} Load a checkpoint by path (e.g. one written by `textsr train`), "
-        "or use 'random:<method>:<scale>[:<preset>]' for an untrained model."
-    )
+    loaded = load(spec, scale=scale, device=device, encoder=encoder)
+    return Upscaler(loaded.model, loaded.encoder, device=loaded.device, half=half, description=loaded.description)

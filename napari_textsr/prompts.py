@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_textsr._assets import WEIGHTS_DIR  # bundled encoder weights; public name: loading.WEIGHTS_DIR
 from napari_textsr._torchvision_compat import ensure_torchvision_importable
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
 
 SENTENCE_TOKEN = "<sentence>"
 _CONFIG_DIR = Path(__file__).parent / "encoder_configs"
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 _register_lock = threading.Lock()
 _registered = False
 

@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from napari_textsr.training.data import CaptionedImage
+from napari_textsr.captioned import CaptionedImage
 
 __all__ = [
     "SYNTHETIC_KINDS",

@@ -79,8 +79,37 @@ def test_cli_pools_several_datasets(tmp_path, capsys):
     code = main(["bench", "--model", "random:pdn:2:tiny", "--data", str(tmp_path / "set0"),
                  "--data", str(tmp_path / "set1")])
     assert code == 0
-    assert "all 4 images, PSNR Y (dB): bicubic" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "all 4 images, bicubic-aa, PSNR Y (dB): bicubic" in out
+    assert "| bicubic-aa | 4 |" in out  # the pooled per-degradation table
 
 
 def test_cli_needs_data():
     assert main(["bench", "--model", "random:pdn:2:tiny"]) == 1
+
+
+def test_bench_degradations_right_and_wrong_words_and_worst_image(scenes):
+    from napari_textsr.benchmark import degradation_table, degradation_words, degrade_to_uint8
+    from napari_textsr.training.degradations import named_degradation
+
+    assert degradation_words(named_degradation("blur", 4)) == ("soft and out of focus", "sharp and clean")
+    assert degradation_words(named_degradation("noise", 4)) == ("grainy and noisy", "sharp and clean")
+    assert degradation_words(named_degradation("bicubic-aa", 4)) == ("sharp and clean", "soft and out of focus")
+    hr = scenes[0].image[:48, :48]
+    noisy_a = degrade_to_uint8(hr, named_degradation("noise", 2), "x")
+    assert np.array_equal(noisy_a, degrade_to_uint8(hr, named_degradation("noise", 2), "x"))  # seeded by name
+    assert not np.array_equal(noisy_a, degrade_to_uint8(hr, named_degradation("noise", 2), "y"))
+
+    upscaler = load_model("random:pdn:2:tiny")
+    reports = [run_benchmark(upscaler, scenes, dataset="synthetic", degradation=d) for d in ("jpeg", "box")]
+    first = reports[0].images[0]
+    assert first.right_words.endswith("; the picture is blocky and JPEG-compressed")
+    assert first.wrong_words.endswith("; the picture is sharp and clean")
+    worst, where = reports[0].worst_gain()
+    gains = [i.variants[v].scores.psnr_y - i.variants["bicubic"].scores.psnr_y
+             for i in reports[0].images for v in ("true_caption", "empty_caption", "other_caption")]
+    assert worst == pytest.approx(min(gains)) and " / " in where
+    table = degradation_table(reports)
+    assert table.count("\n") == 3 and "| jpeg | 3 |" in table and "| box | 3 |" in table
+    with pytest.raises(ValueError, match="choose from"):
+        run_benchmark(upscaler, scenes, dataset="synthetic", degradation="smudge")

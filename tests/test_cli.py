@@ -10,7 +10,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from napari_textsr import inference
+from napari_textsr import loading
 from napari_textsr.checkpoints import TrainingRecord, save_checkpoint
 from napari_textsr.cli import main
 from napari_textsr.inference import load_model
@@ -87,7 +87,7 @@ def test_info_prints_the_description_as_json(capsys):
 
 
 def test_models_lists_bundled_checkpoints(tmp_path, monkeypatch, capsys, tiny_encoder):
-    monkeypatch.setattr(inference, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", tmp_path)
     assert main(["models"]) == 0
     assert "No bundled models" in capsys.readouterr().out
     encoder = tiny_encoder
@@ -99,8 +99,10 @@ def test_models_lists_bundled_checkpoints(tmp_path, monkeypatch, capsys, tiny_en
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:5] == ["cells-x4", "pdn", "x4", "2000", "steps"]
-    assert lines[1].strip() == "trained on: synthetic:512:0; shared/data/train"
-    assert lines[2].strip() == "validation: psnr_y=31.23, psnr_bicubic_y=29.5"
+    assert lines[0].endswith("[default at x4]")  # the only x4 model is the x4 default
+    assert lines[1].strip() == "validation: psnr_y=31.23, psnr_bicubic_y=29.5"
+    assert lines[2].strip() == "trained 2000 steps on: synthetic:512:0; shared/data/train"
+    assert lines[3].strip() == "degradation: not recorded"
     assert main(["models", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed[0]["name"] == "cells-x4" and listed[0]["training"]["validation"]["psnr_bicubic_y"] == 29.5
@@ -111,5 +113,10 @@ def test_models_lists_bundled_checkpoints(tmp_path, monkeypatch, capsys, tiny_en
     save_checkpoint(tmp_path / "cells-x4.textsr.safetensors", model, encoder, training=tuned)
     assert main(["models"]) == 0
     lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
-    assert lines[2:4] == ["fine-tuned from a model trained 200 steps on: synthetic:8:1",
-                          "fine-tuned from a model trained 300 steps on: photos"]
+    assert lines[1] == "trained 100 steps on: shared/data/train"
+    assert lines[3:7:2] == ["fine-tuned from a model trained 200 steps on: synthetic:8:1",
+                            "fine-tuned from a model trained 300 steps on: photos"]
+    family = TrainingRecord(data=["photos"], steps=5, degradation={"kind": "family", "scale": 4, "preset": "realistic"})
+    save_checkpoint(tmp_path / "cells-x4.textsr.safetensors", model, encoder, training=family)
+    assert main(["models"]) == 0
+    assert "degradation: realistic family (drawn per sample)" in capsys.readouterr().out

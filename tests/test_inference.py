@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_textsr import inference
+from napari_textsr import inference, loading
 from napari_textsr.checkpoints import TrainingRecord, save_checkpoint
 from napari_textsr.consistency import BackProjection, downsample
 from napari_textsr.inference import (
@@ -23,7 +23,15 @@ from napari_textsr.inference import (
     load_model,
 )
 from napari_textsr.intensity import compute_mappings, output_limits
-from napari_textsr.models import ModelConfig, SROutput, TextSRModel, TilingInfo, available_methods, create_model
+from napari_textsr.models import (
+    ModelConfig,
+    SROutput,
+    TextSRModel,
+    TilingInfo,
+    available_methods,
+    create_model,
+    get_model_class,
+)
 from napari_textsr.prompts import PromptEncoder
 from napari_textsr.tiling import plan_tiles
 
@@ -83,7 +91,7 @@ def _methods() -> list[str]:
     methods = []
     for method in available_methods():
         try:
-            inference.get_model_class(method)
+            get_model_class(method)
         except ModuleNotFoundError:  # another person's model not written yet
             continue
         methods.append(method)
@@ -342,7 +350,7 @@ def test_bad_inputs_raise_clear_value_errors(pdn, encoder, monkeypatch):
 
 # --------------------------------------------------------------------------- loading
 def test_default_without_bundled_models_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(inference, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", tmp_path)
     assert list_models() == []
     with pytest.raises(ValueError, match="no bundled model for x4. No models are bundled .*random:"):
         load_model("default")
@@ -379,7 +387,7 @@ def test_checkpoint_round_trip_is_bit_identical(encoder, tmp_path, monkeypatch):
     assert provenance["caption"] == "nuclei" and provenance["model"] == "nuclei-x4"
 
     # The same file as a bundled model: found by name and as the x4 default.
-    monkeypatch.setattr(inference, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", tmp_path)
     assert [(m.name, m.method, m.scale) for m in list_models()] == [("nuclei-x4", "pdn", 4)]
     np.testing.assert_array_equal(load_model("nuclei-x4").upscale(image, "nuclei", tile=0).image, before.image)
     assert load_model("default", scale=4).description.name == "nuclei-x4"

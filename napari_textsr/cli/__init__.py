@@ -26,7 +26,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from napari_textsr import __version__
+    from napari_textsr._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="textsr", description="Text-guided super-resolution (TGSR, CLIP-SR, PDN)."

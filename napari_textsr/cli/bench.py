@@ -10,13 +10,17 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from napari_textsr.training.degradations import NAMED_DEGRADATION_TITLES
+
     parser = subparsers.add_parser(
         "bench",
         help="score a model against bicubic, with true / empty / other captions",
         description=(
-            "For each captioned image: degrade it (antialiased bicubic), upscale with bicubic and with the "
-            "model given the image's caption, an empty caption and another image's caption; report PSNR/SSIM "
-            "(Y and RGB, border of SCALE px cropped), text-image similarity and speed, per image and on average."
+            "For each captioned image: degrade it (--degradation: antialiased bicubic by default; seeded), upscale "
+            "with bicubic and with the model given the image's caption, an empty caption, another image's caption, "
+            "and the caption with right and with wrong degradation words in a phrasing training never used; report "
+            "PSNR/SSIM (Y and RGB, border of SCALE px cropped), text-image similarity and speed, per image and on "
+            "average, and the worst image against bicubic."
         ),
     )
     parser.add_argument("--data", action="append", default=[], metavar="DIR",
@@ -32,7 +36,9 @@ def register(subparsers) -> None:
     parser.add_argument("--model", required=True, metavar="SPEC", help="checkpoint path, bundled name or 'default'")
     parser.add_argument("--scale", type=int, default=None, help="with --model default: which scale")
     parser.add_argument("--caption-index", type=int, default=0, help="which caption of each image (0: short)")
-    parser.add_argument("--blur-sigma", type=float, default=0.0, help="Gaussian blur before downsampling")
+    parser.add_argument("--degradation", action="append", default=None, metavar="NAME",
+                        help="how the LR is made: " + "; ".join(f"{k}: {v}" for k, v in NAMED_DEGRADATION_TITLES.items())
+                        + "; or 'all'. Repeatable (default bicubic-aa)")
     parser.add_argument("--limit", type=int, default=None, help="at most N images per dataset")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
@@ -42,33 +48,47 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from napari_textsr.benchmark import VARIANTS, BenchReport, run_benchmark
+    from napari_textsr.benchmark import VARIANTS, BenchReport, degradation_table, run_benchmark
     from napari_textsr.inference import load_model
+    from napari_textsr.training.degradations import NAMED_DEGRADATIONS
 
     if not args.data and not args.synthetic:
         raise ValueError("nothing to score: give --data DIR and/or --synthetic N")
+    names = args.degradation or ["bicubic-aa"]
+    if "all" in names:
+        names = list(NAMED_DEGRADATIONS)
+    unknown = [n for n in names if n not in NAMED_DEGRADATIONS]
+    if unknown:
+        raise ValueError(f"unknown --degradation {', '.join(unknown)}; choose from {', '.join(NAMED_DEGRADATIONS)} or all")
     upscaler = load_model(args.model, scale=args.scale, device=args.device)
+    datasets = list(_datasets(args))
     reports = []
-    for name, items in _datasets(args):
-        with tqdm(total=len(items), desc=f"bench {name}", unit="img", file=sys.stderr) as bar:
-            report = run_benchmark(
-                upscaler,
-                items,
-                dataset=name,
-                blur_sigma=args.blur_sigma,
-                caption_index=args.caption_index,
-                progress=lambda done, total: bar.update(1),
-            )
-        report.command = shlex.join(["textsr", *sys.argv[1:]])
-        reports.append(report)
-        print(report.markdown())
-        print()
-    if len(reports) > 1:
-        pooled = BenchReport(reports[0].model, "all", upscaler.scale, [i for r in reports for i in r.images])
-        means = {v: pooled.mean(v, "psnr_y") for v in VARIANTS}
-        print(f"all {len(pooled.images)} images, PSNR Y (dB): "
-              + ", ".join(f"{v.replace('_', ' ')} {means[v]:.2f}" for v in VARIANTS)
-              + f"; true caption - bicubic {means['true_caption'] - means['bicubic']:+.2f}")
+    for degradation in names:
+        for name, items in datasets:
+            with tqdm(total=len(items), desc=f"bench {name} {degradation}", unit="img", file=sys.stderr) as bar:
+                report = run_benchmark(
+                    upscaler,
+                    items,
+                    dataset=name,
+                    degradation=degradation,
+                    caption_index=args.caption_index,
+                    progress=lambda done, total: bar.update(1),
+                )
+            report.command = shlex.join(["textsr", *sys.argv[1:]])
+            reports.append(report)
+            print(report.markdown())
+            print()
+        these = reports[-len(datasets):]
+        if len(these) > 1:
+            pooled = BenchReport(these[0].model, "all", upscaler.scale, [i for r in these for i in r.images])
+            means = {v: pooled.mean(v, "psnr_y") for v in VARIANTS}
+            print(f"all {len(pooled.images)} images, {degradation}, PSNR Y (dB): "
+                  + ", ".join(f"{v.replace('_', ' ')} {means[v]:.2f}" for v in VARIANTS)
+                  + f"; true caption - bicubic {means['true_caption'] - means['bicubic']:+.2f}")
+            print()
+    if len(names) > 1 or len(datasets) > 1:
+        print(f"x{upscaler.scale}, all datasets pooled, PSNR-Y (dB):")
+        print(degradation_table(reports))
     print(f"model: {upscaler.description.name} ({upscaler.description.method}, x{upscaler.scale}); "
           f"machine: {reports[0].machine}; date: {reports[0].date}")
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 
@@ -20,36 +21,60 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_textsr import inference
+    from napari_textsr import loading
 
-    models = inference.list_models()
+    models = loading.list_models()
     if args.json:
         print(json.dumps([m.to_dict() for m in models], indent=2))
         return 0
     if not models:
         print(
-            f"No bundled models (none in {inference.WEIGHTS_DIR}). Train one with `textsr train`, "
+            f"No bundled models (none in {loading.WEIGHTS_DIR}). Train one with `textsr train`, "
             "pass a checkpoint path to --model, or try the plumbing with --model random:pdn:4:tiny."
         )
         return 0
     name_width = max(len(m.name) for m in models)
+    defaults = {}
+    for scale in sorted({m.scale for m in models}):
+        defaults[loading.pick_default(scale, models).name] = scale
     for m in models:
         record = m.training
         steps = f"{record.steps} steps" if record else "no training record"
-        print(f"{m.name.ljust(name_width)}  {m.method:<6}  x{m.scale:<2}  {steps}  (encoder {m.encoder})")
+        mark = f"  [default at x{defaults[m.name]}]" if m.name in defaults else ""
+        print(f"{m.name.ljust(name_width)}  {m.method:<6}  x{m.scale:<2}  {steps}  (encoder {m.encoder}){mark}")
         if m.description:
             print(f"    {m.description}")
-        if record and record.data:
-            print(f"    trained on: {'; '.join(record.data)}")
-        # A fine-tune names its starting point and how that was trained, back to the first run.
-        parent = record.extra.get("init_training") if record else None
-        while parent:
-            print(f"    fine-tuned from a model trained {parent.get('steps')} steps on: {'; '.join(parent.get('data', []))}")
-            parent = (parent.get("extra") or {}).get("init_training")
-        if record and record.validation:
+        if record is None:
+            continue
+        # Every stage, newest first: this run, then the model it was fine-tuned from, back to the first run.
+        if record.validation:
             figures = ", ".join(f"{k}={_number(v)}" for k, v in record.validation.items())
             print(f"    validation: {figures}")
+        stage, depth = dataclasses.asdict(record), 0
+        while stage:
+            extra = stage.get("extra") or {}
+            label = "trained" if depth == 0 else "fine-tuned from a model trained"
+            print(f"    {label} {stage.get('steps')} steps on: {'; '.join(stage.get('data', []))}")
+            print(f"        degradation: {describe_degradation_record(stage.get('degradation') or {})}")
+            stage, depth = extra.get("init_training"), depth + 1
     return 0
+
+
+def describe_degradation_record(values: dict) -> str:
+    """A recorded degradation in words: the family preset, or the fixed pipeline."""
+    from napari_textsr.training.degradations import DegradationFamily, degradation_from_dict
+
+    if not values:
+        return "not recorded"
+    try:
+        degradation = degradation_from_dict(values)
+    except (ValueError, TypeError):
+        return f"unreadable record {values!r}"
+    if isinstance(degradation, DegradationFamily):
+        return f"{degradation.preset} family (drawn per sample)"
+    if degradation.to_dict() == type(degradation)(scale=degradation.scale).to_dict():
+        return "antialiased bicubic only (the benchmark convention)"
+    return str(degradation)
 
 
 def _number(value) -> str:

@@ -21,8 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 16,
     "patch": 32,
     "lr": 2e-4,
-    "blur_sigma": 0.0,
-    "noise": None,
+    "degradations": "realistic",
     "loss_weights": "",
     "val_fraction": 0.1,
     "val_every": 200,
@@ -64,10 +63,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a("--batch-size", type=int, default=None, help=f"global batch size (default {DEFAULTS['batch_size']})")
     a("--patch", type=int, default=None, help=f"LR patch side in pixels (default {DEFAULTS['patch']})")
     a("--lr", type=float, default=None, help=f"peak learning rate, cosine schedule (default {DEFAULTS['lr']})")
-    a("--blur-sigma", type=float, default=None, help="Gaussian blur sigma (HR px) before down-sampling (PDN: 1.3)")
+    a("--degradations", default=None, metavar="PRESET",
+      help="how LR training inputs are made: a family drawn per sample, 'realistic' (default: blur, five resize "
+           "kernels, camera noise, JPEG), 'microscopy' (optics blur, binning, shot noise, no JPEG), 'bicubic' "
+           "(antialiased bicubic only, the benchmark convention), or 'fixed' (one pipeline: --blur-sigma, --noise, "
+           "--degradation-option)")
+    a("--degradation-option", default=None, metavar="NAME=VALUE,...",
+      help="change family settings, e.g. p_jpeg=0,blur_sigma_range=0.2:2 (ranges as LOW:HIGH, kernel lists as "
+           "bicubic-aa:area), or a fixed pipeline's, e.g. resize=area,jpeg_quality=60")
+    a("--blur-sigma", type=float, default=None,
+      help="a fixed pipeline with this Gaussian blur sigma (HR px) before down-sampling (PDN's BD setting: 1.3)")
     a("--noise", default=None, metavar="PEAK[:SIGMA]",
-      help="Poisson-Gaussian noise on the LR: photons at intensity 1 ('none' for no Poisson) and Gaussian sigma, "
-           "e.g. 100:0.01 or none:0.02")
+      help="a fixed pipeline with Poisson-Gaussian noise on the LR: photons at intensity 1 ('none' for no Poisson) "
+           "and Gaussian sigma, e.g. 100:0.01 or none:0.02")
+    a("--caption-rates", default=None, metavar="FULL,CONTENT,WORDS,EMPTY",
+      help="rates of a sample's caption being content + degradation words, content alone, degradation words alone, "
+           "and empty (caption dropout); default 0.45,0.2,0.15,0.2; 0,1,0,0 trains on content captions only")
+    a("--init-transfer", action="store_true",
+      help="with --init: start from a checkpoint of another scale, taking every tensor that fits (the backbone)")
     a("--loss-weights", default=None, metavar="NAME=VALUE,...",
       help="change loss settings, e.g. tic=0,cgan=0.2 (tgsr), perceptual=0,vgg_weights=PATH (clipsr), "
            "kernel_temperature_every=5 (pdn); a weight of 0 turns a term off")
@@ -100,6 +113,88 @@ def _parse_noise(text: str | None) -> tuple[float | None, float]:
     except ValueError:
         raise ValueError(f"--noise must be PEAK[:SIGMA] (e.g. 100:0.01 or none:0.02), got {text!r}") from None
     return peak, sigma
+
+
+def _parse_caption_rates(text: str):
+    from napari_textsr.training.captions import CaptionPolicy
+
+    try:
+        rates = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--caption-rates must be four numbers FULL,CONTENT,WORDS,EMPTY, got {text!r}") from None
+    if len(rates) != 4:
+        raise ValueError(f"--caption-rates must be four numbers FULL,CONTENT,WORDS,EMPTY, got {text!r}")
+    return CaptionPolicy(*rates)
+
+
+def _parse_setting(value: str) -> Any:
+    """One NAME=VALUE value: true/false, none, numbers, LOW:HIGH tuples, else the string."""
+    value = value.strip()
+    if ":" in value:
+        return tuple(_parse_setting(part) for part in value.split(":"))
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _build_degradation(given: dict[str, Any], previous: Any, scale: int, kind: str | None):
+    """The run's degradation: a preset family (default), or a fixed pipeline, with --degradation-option changes.
+
+    On --resume without degradation options the run's own is kept.
+    """
+    import dataclasses
+
+    from napari_textsr.training.degradations import Degradation, DegradationFamily
+
+    legacy = "blur_sigma" in given or "noise" in given
+    options = {}
+    for part in (p.strip() for p in (given.get("degradation_option") or "").split(",")):
+        if part:
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"--degradation-option {part!r} is not NAME=VALUE")
+            options[name.strip()] = _parse_setting(value)
+    if kind is None:
+        if legacy:
+            kind = "fixed"
+        elif previous is not None and not options:
+            return previous
+        elif previous is not None:
+            kind = "fixed" if isinstance(previous, Degradation) else previous.preset
+        else:
+            kind = DEFAULTS["degradations"]
+    if kind == "fixed":
+        base = previous if isinstance(previous, Degradation) else None
+        values = (base or Degradation(scale=scale)).to_dict()
+        values.pop("kind")
+        if "blur_sigma" in given:
+            values["blur_sigma"] = float(given["blur_sigma"])
+        if "noise" in given:
+            values["noise_poisson_peak"], values["noise_gaussian_sigma"] = _parse_noise(given["noise"])
+        unknown = set(options) - set(values)
+        if unknown:
+            raise ValueError(f"--degradation-option: a fixed pipeline has no {sorted(unknown)}; it has {sorted(values)}")
+        values.update(options)
+        return Degradation(**values)
+    if legacy:
+        raise ValueError("--blur-sigma and --noise make a fixed pipeline: use them with --degradations fixed (or alone)")
+    if kind == "custom" and isinstance(previous, DegradationFamily):
+        family = previous
+    else:
+        family = DegradationFamily.preset_family(kind, scale)
+    known = {f.name for f in dataclasses.fields(family)} - {"scale", "preset"}
+    unknown = set(options) - known
+    if unknown:
+        raise ValueError(f"--degradation-option: a degradation family has no {sorted(unknown)}; it has {sorted(known)}")
+    return dataclasses.replace(family, **options)
 
 
 def _parse_options(text: str | None) -> dict[str, Any]:
@@ -148,7 +243,6 @@ def build_config(args: argparse.Namespace):
     """TrainConfig from parsed arguments (for --resume: the run's config plus overrides)."""
     from pathlib import Path
 
-    from napari_textsr.training.degradations import Degradation
     from napari_textsr.training.losses import default_loss_weights, parse_loss_overrides
     from napari_textsr.training.trainer import TrainConfig
 
@@ -184,18 +278,18 @@ def build_config(args: argparse.Namespace):
     if args.data:
         values["data"] = list(args.data)
     values["preview_every"] = values.get("val_every", 200)
+    if args.init_transfer:
+        values["init_transfer"] = True
+    if args.caption_rates:
+        values["captions"] = _parse_caption_rates(args.caption_rates)
+    elif isinstance(values.get("captions"), dict):
+        from napari_textsr.training.captions import CaptionPolicy
+
+        values["captions"] = CaptionPolicy.from_dict(values["captions"])
     values["resume"] = bool(args.resume)
     values["out_dir"] = out
 
-    if "blur_sigma" in given or "noise" in given or not isinstance(values.get("degradation"), Degradation):
-        previous = values.get("degradation")
-        blur = given.get("blur_sigma", getattr(previous, "blur_sigma", 0.0))
-        peak, sigma = (
-            _parse_noise(given["noise"])
-            if "noise" in given
-            else (getattr(previous, "noise_poisson_peak", None), getattr(previous, "noise_gaussian_sigma", 0.0))
-        )
-        values["degradation"] = Degradation(scale=scale, blur_sigma=blur, noise_poisson_peak=peak, noise_gaussian_sigma=sigma)
+    values["degradation"] = _build_degradation(given, values.get("degradation"), scale, args.degradations)
 
     losses = values.get("losses") or default_loss_weights(method)
     overrides = parse_loss_overrides(given.get("loss_weights", "") or "")

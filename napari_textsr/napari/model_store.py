@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from psygnal import Signal
 
+from napari_textsr.loading import ModelSpec, ModelSpecError, list_models
 from napari_textsr.models import SUPPORTED_SCALES, available_methods
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ class ModelChoice:
 
 
 def untrained_spec(method: str, scale: int, preset: str = UNTRAINED_PRESET) -> str:
-    return f"random:{method}:{scale}:{preset}"
+    """The spec text of an untrained model, ``random:<method>:<scale>:<preset>``."""
+    return str(ModelSpec.random(method, scale, preset))
 
 
 def untrained_choices() -> list[ModelChoice]:
@@ -82,8 +84,6 @@ def untrained_choices() -> list[ModelChoice]:
 
 def bundled_choices() -> list[ModelChoice]:
     """Models shipped in ``napari_textsr/weights/`` (headers only, so this is fast)."""
-    from napari_textsr.inference import list_models
-
     return [
         ModelChoice(
             spec=model.name,
@@ -154,8 +154,11 @@ class ModelStore:
         from napari_textsr.devices import select_device
 
         resolved_device = str(select_device(device))
-        path = Path(spec).expanduser()
-        version = path.stat().st_mtime_ns if path.is_file() else None
+        try:
+            path = ModelSpec.parse(spec).path
+        except ModelSpecError:  # get() raises the same error from load_model
+            path = None
+        version = path.stat().st_mtime_ns if path is not None and path.is_file() else None
         return (spec, resolved_device, scale, version)
 
     def cached(self, spec: str, device: str = "auto", scale: int | None = None) -> Upscaler | None:

@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from napari_textsr.captioned import CaptionedImage, DataError  # re-exported: their home is a leaf module
 from napari_textsr.intensity import DEFAULT_PERCENTILES, compute_mappings
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from napari_textsr.training.degradations import Degradation
+    from napari_textsr.training.captions import CaptionPolicy
+    from napari_textsr.training.degradations import DegradationLike
 
 __all__ = [
     "CaptionedImage",
@@ -52,40 +54,6 @@ __all__ = [
 PERCENTILES = DEFAULT_PERCENTILES  # the inference engine's, so training sees what inference feeds
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CAPTIONS_FILE = "captions.csv"
-
-
-class DataError(ValueError):
-    """Training data that cannot be used, with a message saying what to fix."""
-
-
-@dataclass
-class CaptionedImage:
-    """One training image and its captions.
-
-    image: float32 (H, W, 3) in [0, 1] (grey replicated to 3 channels).
-    captions: one or more captions; one is drawn per sample ("" is allowed: the
-        unconditional prompt).
-    name: file or layer name; the validation split is decided by it.
-    augment: False when flips and 90-degree rotations would make a caption
-        false (stripe direction, written text); the sampler then only crops.
-    """
-
-    image: np.ndarray
-    captions: list[str]
-    name: str
-    augment: bool = True
-
-    def __post_init__(self) -> None:
-        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.float32:
-            raise DataError(
-                f"{self.name}: image must be float32 (H, W, 3), got {self.image.dtype} {self.image.shape}; "
-                "use captioned_images_from_arrays() to convert napari layer data"
-            )
-        if isinstance(self.captions, str):
-            self.captions = [self.captions]
-        self.captions = [str(c) for c in self.captions]
-        if not self.captions:
-            raise DataError(f"{self.name}: at least one caption is needed (use '' for none)")
 
 
 # ------------------------------------------------------------------ arrays
@@ -321,12 +289,18 @@ class PatchSampler:
     """Random (LR, HR) patch pairs with captions, for training.
 
     Each sample: an image drawn uniformly, a crop of ``lr_patch * scale``
-    pixels on the scale grid, the degradation applied to the crop plus a
-    margin (so a patch's LR equals the whole image's LR there, borders
-    included), one of the 8 flips/rotations when ``augment`` and the item
-    allows it, and one caption drawn from the item's captions. All randomness
-    comes from the ``rng`` passed to :meth:`batch` (noise via a torch
-    generator seeded from it), so a seeded rng gives the same batch.
+    pixels on the scale grid, a degradation pipeline drawn from
+    ``degradation`` (a fixed :class:`~napari_textsr.training.degradations.Degradation`
+    or a :class:`~napari_textsr.training.degradations.DegradationFamily`)
+    applied to the crop plus a margin (so a patch's LR equals the whole
+    image's LR there, borders included; JPEG's 8x8 blocks are the exception:
+    they align to the crop), one of the 8 flips/rotations when ``augment``
+    and the item allows it, and one content caption drawn from the item's
+    captions, turned into the sample's caption by ``captions`` (a
+    :class:`~napari_textsr.training.captions.CaptionPolicy`: degradation
+    words, caption dropout; default: the content caption alone). All
+    randomness comes from the ``rng`` passed to :meth:`batch` (noise via a
+    torch generator seeded from it), so a seeded rng gives the same batch.
 
     Images smaller than the HR patch are left out with a warning (listed in
     ``skipped``); if none is large enough, DataError says what size is needed.
@@ -335,13 +309,17 @@ class PatchSampler:
     def __init__(
         self,
         items: Sequence[CaptionedImage],
-        degradation: "Degradation",
+        degradation: "DegradationLike",
         lr_patch: int = 32,
         augment: bool = True,
+        captions: "CaptionPolicy | None" = None,
     ) -> None:
+        from napari_textsr.training.captions import CaptionPolicy
+
         if lr_patch < 1:
             raise DataError(f"lr_patch must be positive, got {lr_patch}")
         self.degradation = degradation
+        self.captions = captions if captions is not None else CaptionPolicy.content_only()
         self.scale = int(degradation.scale)
         self.lr_patch = int(lr_patch)
         self.augment = augment
@@ -363,7 +341,7 @@ class PatchSampler:
             )
         # LR pixels around the patch whose HR affects it: bicubic reaches 2 LR
         # pixels, the blur ceil(3 sigma) HR pixels more.
-        self.margin = 2 + math.ceil(3 * float(degradation.blur_sigma) / self.scale) + 1
+        self.margin = 2 + math.ceil(3 * float(degradation.max_blur_sigma) / self.scale) + 1
 
     @property
     def hr_patch(self) -> int:
@@ -381,10 +359,14 @@ class PatchSampler:
             ly, lx = int(rng.integers(0, lh - p + 1)), int(rng.integers(0, lw - p + 1))
             caption = item.captions[int(rng.integers(len(item.captions)))]
             k = int(rng.integers(8))
+            # A fixed pipeline and the content-only policy draw nothing, so runs
+            # made before the family existed resume with the same batches.
+            degradation = self.degradation.draw(rng)
+            caption = self.captions.draw(caption, degradation, rng)
             y0, y1 = max(ly - m, 0), min(ly + p + m, lh)
             x0, x1 = max(lx - m, 0), min(lx + p + m, lw)
             region = _to_tensor(item.image[y0 * s : y1 * s, x0 * s : x1 * s])
-            lr = self.degradation(region, generator=generator)[..., ly - y0 : ly - y0 + p, lx - x0 : lx - x0 + p]
+            lr = degradation(region, generator=generator)[..., ly - y0 : ly - y0 + p, lx - x0 : lx - x0 + p]
             hr = region[..., (ly - y0) * s : (ly - y0 + p) * s, (lx - x0) * s : (lx - x0 + p) * s]
             if self.augment and item.augment and k:
                 lr, hr = _dihedral(lr, k), _dihedral(hr, k)
@@ -401,13 +383,14 @@ class PatchSampler:
 
 
 def validation_pair(
-    item: CaptionedImage, degradation: "Degradation", max_side: int | None = None
+    item: CaptionedImage, degradation: "DegradationLike", max_side: int | None = None
 ) -> tuple["torch.Tensor", "torch.Tensor"]:
     """A whole (or centre-cropped) image and its degraded version, for validation.
 
     Returns lr float32 (1, 3, h, w) and hr (1, 3, h*s, w*s): the image cropped
     to a multiple of the scale (and centrally to at most ``max_side`` pixels).
-    Noise, if any, is seeded by the item's name, so validation is repeatable.
+    The pipeline drawn from a family, and noise, are seeded by the item's
+    name, so validation is repeatable.
     """
     import torch
 
@@ -420,5 +403,6 @@ def validation_pair(
     y0, x0 = (h - side_h) // 2, (w - side_w) // 2
     hr = _to_tensor(item.image[y0 : y0 + side_h, x0 : x0 + side_w]).float()
     seed = int.from_bytes(hashlib.sha256(item.name.encode()).digest()[:7], "big")
-    lr = degradation(hr, generator=torch.Generator().manual_seed(seed))
+    pipeline = degradation.draw(np.random.default_rng(seed))
+    lr = pipeline(hr, generator=torch.Generator().manual_seed(seed))
     return lr, hr

@@ -60,8 +60,9 @@ from napari_textsr.training.losses import LossWeights, SRCriterion, build_criter
 from napari_textsr.metrics import quality_scores
 
 if TYPE_CHECKING:
+    from napari_textsr.training.captions import CaptionPolicy
     from napari_textsr.training.data import CaptionedImage
-    from napari_textsr.training.degradations import Degradation
+    from napari_textsr.training.degradations import DegradationLike
 
 __all__ = [
     "TrainConfig",
@@ -82,10 +83,10 @@ _STATE_FORMAT = "napari-textsr-train-state"
 _STATE_VERSION = 1
 
 
-def _degradation_class():
-    from napari_textsr.training.degradations import Degradation
+def _default_degradation(scale: int) -> "DegradationLike":
+    from napari_textsr.training.degradations import DEFAULT_PRESET, DegradationFamily
 
-    return Degradation
+    return DegradationFamily.preset_family(DEFAULT_PRESET, scale)
 
 
 # ----------------------------------------------------------------------- config
@@ -97,8 +98,15 @@ class TrainConfig:
     ``lr_patch`` the LR patch side (HR patches are ``lr_patch * scale``).
     ``encoder``: an EncoderSpec string; ``None`` takes the ``init``
     checkpoint's encoder (or ``textsr-tiny:none`` without one).
-    ``degradation`` / ``losses``: ``None`` means bicubic only / the method's
+    ``degradation``: a fixed pipeline or a family drawn per sample
+    (:mod:`napari_textsr.training.degradations`); ``None`` means the
+    ``realistic`` family. ``captions``: how degradation words and caption
+    dropout enter the captions (:class:`~napari_textsr.training.captions.CaptionPolicy`;
+    ``None`` means its defaults). ``losses``: ``None`` means the method's
     paper defaults (:func:`~napari_textsr.training.losses.default_loss_weights`).
+    ``init_transfer``: with ``init``, start from a checkpoint of another scale
+    (or preset), taking every tensor whose name and shape fit and
+    initialising the rest (e.g. x16 from x8: all but the last upsampling stage).
     ``data``: folders with ``captions.csv`` and ``synthetic:N:SEED[:SIZE]``
     entries (ignored when the Trainer is given ``items``).
     Learning rate: cosine from ``learning_rate`` to ``learning_rate *
@@ -124,7 +132,8 @@ class TrainConfig:
     batch_size: int = 16
     lr_patch: int = 32
     learning_rate: float = 2e-4
-    degradation: "Degradation | None" = None
+    degradation: "DegradationLike | None" = None
+    captions: "CaptionPolicy | None" = None
     losses: LossWeights | None = None
     val_fraction: float = 0.1
     val_every: int = 200
@@ -148,6 +157,7 @@ class TrainConfig:
     val_max_images: int = 8
     val_crop: int = 256
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    init_transfer: bool = False
     name: str = ""
     command: str | None = None
 
@@ -156,7 +166,7 @@ class TrainConfig:
     RESUME_FIXED = (
         "method", "scale", "preset", "encoder", "data", "batch_size", "lr_patch", "learning_rate",
         "degradation", "losses", "val_fraction", "split_seed", "seed", "warmup_steps", "min_lr_ratio", "grad_clip",
-        "augment", "model_overrides", "init",
+        "augment", "model_overrides", "init", "captions", "init_transfer",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -176,9 +186,13 @@ class TrainConfig:
         self.init = Path(self.init) if self.init else None
         self.data = [str(d) for d in self.data]
         if self.degradation is None:
-            self.degradation = _degradation_class()(scale=self.scale)
+            self.degradation = _default_degradation(self.scale)
         elif self.degradation.scale != self.scale:
             raise ValueError(f"degradation scale {self.degradation.scale} differs from scale {self.scale}")
+        if self.captions is None:
+            from napari_textsr.training.captions import CaptionPolicy
+
+            self.captions = CaptionPolicy()
         if self.losses is None:
             self.losses = default_loss_weights(self.method)
         elif self.losses.method != self.method:
@@ -190,6 +204,7 @@ class TrainConfig:
         values["out_dir"] = str(self.out_dir)
         values["init"] = str(self.init) if self.init else None
         values["degradation"] = self.degradation.to_dict()  # type: ignore[union-attr]
+        values["captions"] = self.captions.to_dict()  # type: ignore[union-attr]
         values["losses"] = self.losses.to_dict()  # type: ignore[union-attr]
         values["data"] = list(self.data)
         values["model_overrides"] = dict(self.model_overrides)
@@ -202,10 +217,17 @@ class TrainConfig:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"TrainConfig does not take {sorted(unknown)}")
-        # Runs stored before split_seed existed split with their seed.
+        from napari_textsr.training.captions import CaptionPolicy
+        from napari_textsr.training.degradations import degradation_from_dict
+
+        # Runs stored before split_seed existed split with their seed; runs stored
+        # before degradation words existed trained on content captions alone.
         values.setdefault("split_seed", values.get("seed", 0))
+        values.setdefault("captions", CaptionPolicy.content_only().to_dict())
         if isinstance(values.get("degradation"), dict):
-            values["degradation"] = _degradation_class().from_dict(values["degradation"])
+            values["degradation"] = degradation_from_dict(values["degradation"])
+        if isinstance(values.get("captions"), dict):
+            values["captions"] = CaptionPolicy.from_dict(values["captions"])
         if isinstance(values.get("losses"), dict):
             values["losses"] = loss_weights_from_dict(values["method"], values["losses"])
         return cls(**values)
@@ -352,12 +374,14 @@ def equivalent_command(config: TrainConfig, data_note: str | None = None) -> str
         args += ["--encoder", c.encoder]
     args += ["--steps", str(c.steps), "--batch-size", str(c.batch_size), "--patch", str(c.lr_patch)]
     args += ["--lr", repr(c.learning_rate), "--out", str(c.out_dir), "--seed", str(c.seed)]
-    d = c.degradation
-    assert d is not None and c.losses is not None
-    if d.blur_sigma:
-        args += ["--blur-sigma", repr(d.blur_sigma)]
-    if d.noise_poisson_peak is not None or d.noise_gaussian_sigma:
-        args += ["--noise", f"{d.noise_poisson_peak if d.noise_poisson_peak is not None else 'none'}:{d.noise_gaussian_sigma}"]
+    assert c.degradation is not None and c.losses is not None and c.captions is not None
+    args += degradation_arguments(c.degradation)
+    from napari_textsr.training.captions import CaptionPolicy
+
+    if c.captions != CaptionPolicy():
+        args += ["--caption-rates", ",".join(repr(v) for v in c.captions.to_dict().values())]
+    if c.init_transfer:
+        args += ["--init-transfer"]
     defaults = default_loss_weights(c.method).to_dict()
     changed = {k: v for k, v in c.losses.to_dict().items() if v != defaults[k]}
     if changed:
@@ -379,6 +403,27 @@ def equivalent_command(config: TrainConfig, data_note: str | None = None) -> str
     if c.model_overrides:
         args += ["--model-option", ",".join(f"{k}={v}" for k, v in c.model_overrides.items())]
     return shlex.join(args)
+
+
+def degradation_arguments(degradation: "DegradationLike") -> list[str]:
+    """``--degradations`` / ``--degradation-option`` arguments that rebuild ``degradation``."""
+    from napari_textsr.training.degradations import Degradation, DegradationFamily
+
+    if isinstance(degradation, DegradationFamily):
+        name = degradation.preset if degradation.preset != "custom" else "realistic"
+        reference = DegradationFamily.preset_family(name, degradation.scale).to_dict()
+        kind = name
+    else:
+        reference = Degradation(scale=degradation.scale).to_dict()
+        kind = "fixed"
+    changed = {
+        k: v for k, v in degradation.to_dict().items() if k not in ("kind", "scale", "preset") and v != reference[k]
+    }
+    args = ["--degradations", kind]
+    if changed:
+        text = {k: ":".join(map(str, v)) if isinstance(v, (list, tuple)) else _format_setting(v) for k, v in changed.items()}
+        args += ["--degradation-option", ",".join(f"{k}={v}" for k, v in text.items())]
+    return args
 
 
 def _format_setting(value: Any) -> str:
@@ -420,6 +465,53 @@ def _cosine_factor(step: int, total: int, warmup: int, min_ratio: float) -> floa
 def _to_numpy_image(x: torch.Tensor) -> np.ndarray:
     """(3, H, W) tensor -> float32 (H, W, 3) in [0, 1]."""
     return x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+
+def _encode_captions(encoder: PromptEncoder, captions: list[str]) -> dict[str, PromptEmbedding]:
+    cache: dict[str, PromptEmbedding] = {}
+    chunk = 256
+    for start in range(0, len(captions), chunk):
+        part = captions[start : start + chunk]
+        encoded = encoder.encode(part)
+        for i, caption in enumerate(part):
+            n = int(encoded.mask[i].sum())  # real tokens come first; drop the batch padding
+            cache[caption] = PromptEmbedding(
+                tokens=encoded.tokens[i : i + 1, :n].clone(),
+                mask=encoded.mask[i : i + 1, :n].clone(),
+                pooled=encoded.pooled[i : i + 1].clone(),
+                words=[encoded.words[i][:n]],
+                word_ids=[encoded.word_ids[i][:n]] if encoded.word_ids is not None else None,
+            )
+    return cache
+
+
+class _CaptionCache:
+    """Prompt embeddings of the training captions; the encoder is frozen, so each is encoded once.
+
+    The content captions are encoded up front. Captions composed per sample
+    (content plus degradation words, :mod:`napari_textsr.training.captions`)
+    are encoded one at a time on first use and kept in a bounded LRU, so an
+    embedding never depends on what else was in the cache (a resumed run
+    gets the same numbers).
+    """
+
+    def __init__(self, encoder: PromptEncoder, captions: list[str], max_composed: int = 4096) -> None:
+        self.encoder = encoder
+        self.fixed = _encode_captions(encoder, captions)
+        self.composed: dict[str, PromptEmbedding] = {}
+        self.max_composed = max_composed
+
+    def __getitem__(self, caption: str) -> PromptEmbedding:
+        found = self.fixed.get(caption)
+        if found is not None:
+            return found
+        found = self.composed.pop(caption, None)
+        if found is None:
+            found = _encode_captions(self.encoder, [caption])[caption]
+            while len(self.composed) >= self.max_composed:
+                self.composed.pop(next(iter(self.composed)))
+        self.composed[caption] = found  # most recently used last
+        return found
 
 
 @dataclass
@@ -487,7 +579,7 @@ class _Session:
     d_optimizer: torch.optim.Optimizer | None
     scaler: "torch.amp.GradScaler | None"
     amp_dtype: torch.dtype | None
-    caption_cache: dict[str, PromptEmbedding]
+    caption_cache: "_CaptionCache"
     val_images: list[_ValImage]
     commands: list[str]
     # The --init checkpoint's own training record (a fine-tune is only reproducible with it).
@@ -672,7 +764,9 @@ class Trainer:
         from napari_textsr.training.data import PatchSampler, split_train_val
 
         train_items, val_items = split_train_val(items, config.val_fraction, config.split_seed)
-        sampler = PatchSampler(train_items, config.degradation, lr_patch=config.lr_patch, augment=config.augment)
+        sampler = PatchSampler(
+            train_items, config.degradation, lr_patch=config.lr_patch, augment=config.augment, captions=config.captions
+        )
         # PDN's temperature schedule counts epochs: an epoch draws as many LR pixels as the training images hold.
         lr_pixels = sum((i.image.shape[0] // config.scale) * (i.image.shape[1] // config.scale) for i in sampler.items)
         steps_per_epoch = max(1, math.ceil(lr_pixels / (config.batch_size * config.lr_patch**2)))
@@ -734,8 +828,7 @@ class Trainer:
             d_optimizer=d_optimizer,
             scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
             amp_dtype=amp_dtype,
-            # Captions are encoded once: the encoder is frozen.
-            caption_cache=self._encode_captions(encoder, list(dict.fromkeys(c for i in items for c in i.captions))),
+            caption_cache=_CaptionCache(encoder, list(dict.fromkeys(c for i in items for c in i.captions))),
             val_images=self._prepare_validation(val_items, config) if dist_info.is_main else [],
             commands=[command],
             init_training=dataclasses.asdict(init_meta.training) if init_meta and init_meta.training else None,
@@ -765,6 +858,8 @@ class Trainer:
                 model = load_checkpoint(config.init, encoder=encoder).model
             except EncoderMismatchError as error:  # pragma: no cover - matched above
                 raise ValueError(str(error)) from error
+            if config.init_transfer:
+                return self._transfer(model, encoder, messages)
             if config.model_overrides:
                 messages.append("model options are ignored when fine-tuning: the architecture comes from --init")
             messages.append(f"fine-tuning {config.init.name} ({init_meta.method} x{init_meta.scale})")
@@ -775,6 +870,26 @@ class Trainer:
             return create_model(
                 config.method, config.scale, config.preset, prompt_dim=encoder.embed_dim, **config.model_overrides
             )
+
+    def _transfer(self, source: TextSRModel, encoder: PromptEncoder, messages: list[str]) -> TextSRModel:
+        """A new model (this run's scale and preset, seeded) with every tensor of ``source`` that fits."""
+        config = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = create_model(
+                config.method, config.scale, config.preset, prompt_dim=encoder.embed_dim, **config.model_overrides
+            )
+        target = model.state_dict()
+        taken = {k: v for k, v in source.state_dict().items() if k in target and target[k].shape == v.shape}
+        if not taken:
+            raise ValueError(f"--init-transfer: no tensor of {config.init} fits a {config.method} {config.preset} model")
+        model.load_state_dict(taken, strict=False)
+        fresh = sorted(set(target) - set(taken))
+        messages.append(
+            f"transferred {len(taken)} of {len(target)} tensors from {config.init.name} "  # type: ignore[union-attr]
+            f"(x{source.config.scale}); initialised {len(fresh)}: {', '.join(fresh[:6])}{' ...' if len(fresh) > 6 else ''}"
+        )
+        return model
 
     def _restore(self, s: "_Session", state: dict[str, Any]) -> None:
         """Continue from a train_state: optimisers, schedule, discriminator, step, history."""
@@ -825,6 +940,8 @@ class Trainer:
                 "init": str(config.init) if config.init else None,
                 "init_training": s.init_training,
                 "losses": config.losses.to_dict(),
+                "captions": config.captions.to_dict(),  # type: ignore[union-attr]
+                "init_transfer": config.init_transfer,
                 "loss_notes": list(s.criterion.notes),
                 "batch_size": config.batch_size,
                 "lr_patch": config.lr_patch,
@@ -1009,10 +1126,11 @@ class Trainer:
                 f"cannot fine-tune {path.name}: it is a {meta.method} checkpoint and this run trains "
                 f"{config.method}; use --method {meta.method} or a {config.method} checkpoint"
             )
-        if meta.scale != config.scale:
+        if meta.scale != config.scale and not config.init_transfer:
             raise ValueError(
                 f"cannot fine-tune {path.name}: it upscales x{meta.scale} and this run trains x{config.scale}; "
-                f"use --scale {meta.scale} or a x{config.scale} checkpoint"
+                f"use --scale {meta.scale}, a x{config.scale} checkpoint, or --init-transfer to take the "
+                "tensors that fit (the backbone) and initialise the rest"
             )
         return meta
 
@@ -1021,24 +1139,6 @@ class Trainer:
         if self.config.resume:
             command += " --resume"
         return command
-
-    @staticmethod
-    def _encode_captions(encoder: PromptEncoder, captions: list[str]) -> dict[str, PromptEmbedding]:
-        cache: dict[str, PromptEmbedding] = {}
-        chunk = 256
-        for start in range(0, len(captions), chunk):
-            part = captions[start : start + chunk]
-            encoded = encoder.encode(part)
-            for i, caption in enumerate(part):
-                n = int(encoded.mask[i].sum())  # real tokens come first; drop the batch padding
-                cache[caption] = PromptEmbedding(
-                    tokens=encoded.tokens[i : i + 1, :n].clone(),
-                    mask=encoded.mask[i : i + 1, :n].clone(),
-                    pooled=encoded.pooled[i : i + 1].clone(),
-                    words=[encoded.words[i][:n]],
-                    word_ids=[encoded.word_ids[i][:n]] if encoded.word_ids is not None else None,
-                )
-        return cache
 
     def _prepare_validation(self, val_items: list["CaptionedImage"], config: TrainConfig) -> list[_ValImage]:
         from napari_textsr.training.data import validation_pair

@@ -1,0 +1,194 @@
+"""Training captions that say how the image was taken, and caption dropout.
+
+A training sample's caption is made from its content caption (what the image
+shows, from ``captions.csv`` or a layer) and the degradation drawn for it
+(:class:`~napari_textsr.training.degradations.Degradation`): a plain-English
+description of the degradation ("out of focus", "grainy", "JPEG-compressed",
+"sharp") is joined to the content caption in varied phrasings. With the rates
+of :class:`CaptionPolicy` the sample gets the content caption plus the
+degradation words, the content caption alone, the degradation words alone, or
+the empty caption (caption dropout, as in classifier-free guidance: Ho &
+Salimans 2022), so the empty caption is a true unconditional prompt and no
+caption damages an image.
+
+:data:`TRAIN_VOCABULARY` lists the words training uses for each property of a
+degradation (:func:`degradation_properties`); :data:`HELD_OUT_TEMPLATE` and
+:data:`HELD_OUT_PHRASES` are phrasings training never uses, for evaluating
+whether the words, not memorised strings, carry the meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from napari_textsr.training.degradations import Degradation
+
+__all__ = [
+    "CaptionPolicy",
+    "TRAIN_VOCABULARY",
+    "TRAIN_TEMPLATES",
+    "DEGRADATION_ONLY_TEMPLATES",
+    "HELD_OUT_TEMPLATE",
+    "HELD_OUT_PHRASES",
+    "BLUR_SIGMA_WORTH_SAYING",
+    "degradation_properties",
+    "describe_degradation",
+    "compose_caption",
+    "held_out_caption",
+]
+
+# Thresholds above which a property of the drawn degradation is put into words.
+BLUR_SIGMA_WORTH_SAYING = 1.0  # HR px (largest axis)
+NOISE_SIGMA_WORTH_SAYING = 2.0 / 255  # Gaussian sigma, intensity units
+POISSON_PEAK_WORTH_SAYING = 300.0  # photons at intensity 1 (fewer = noisier)
+JPEG_QUALITY_WORTH_SAYING = 85
+
+# Property -> words used in training (one is drawn per sample).
+TRAIN_VOCABULARY: dict[str, tuple[str, ...]] = {
+    "blur": ("blurry", "out of focus", "soft", "blurred", "defocused", "soft focus"),
+    "noise": ("noisy", "grainy", "low light", "with sensor noise", "speckled with noise", "noisy low-light"),
+    "jpeg": ("JPEG-compressed", "blocky", "a compressed video frame", "with compression artifacts", "low-quality JPEG"),
+    "binned": ("binned", "pixelated", "coarse pixels"),
+    "aliased": ("aliased", "jagged", "with jagged edges"),
+    "clean": ("sharp", "clean", "crisp", "in focus", "sharp and clean"),
+}
+# Content + degradation words ({content} and {degradation} filled in).
+TRAIN_TEMPLATES: tuple[str, ...] = (
+    "{content}, {degradation}",
+    "{degradation}: {content}",
+    "{content}. {degradation}.",
+    "{content} ({degradation})",
+)
+DEGRADATION_ONLY_TEMPLATES: tuple[str, ...] = ("{degradation}", "a {degradation} image", "{degradation} photo")
+
+# Never drawn in training: a template and word combinations of its own.
+HELD_OUT_TEMPLATE = "{content}; the picture is {degradation}"
+HELD_OUT_PHRASES: dict[str, str] = {
+    "blur": "soft and out of focus",
+    "noise": "grainy and noisy",
+    "jpeg": "blocky and JPEG-compressed",
+    "clean": "sharp and clean",
+}
+
+
+@dataclass
+class CaptionPolicy:
+    """Rates at which a training sample's caption takes each form (they must sum to 1).
+
+    p_content_and_degradation: content caption joined with degradation words.
+    p_content: content caption alone.
+    p_degradation: degradation words alone.
+    p_empty: the empty caption (caption dropout).
+    Raises ValueError for rates outside [0, 1] or not summing to 1.
+    """
+
+    p_content_and_degradation: float = 0.45
+    p_content: float = 0.2
+    p_degradation: float = 0.15
+    p_empty: float = 0.2
+
+    def __post_init__(self) -> None:
+        rates = [float(getattr(self, f.name)) for f in fields(self)]
+        if any(not 0.0 <= r <= 1.0 for r in rates):
+            raise ValueError(f"caption rates must be in [0, 1], got {rates}")
+        if abs(sum(rates) - 1.0) > 1e-6:
+            raise ValueError(f"caption rates must sum to 1, got {sum(rates):.4f} ({rates})")
+        for f, r in zip(fields(self), rates):
+            setattr(self, f.name, r)
+
+    @classmethod
+    def content_only(cls) -> "CaptionPolicy":
+        """Every sample keeps its content caption (how runs before the family were trained)."""
+        return cls(p_content_and_degradation=0.0, p_content=1.0, p_degradation=0.0, p_empty=0.0)
+
+    @property
+    def uses_randomness(self) -> bool:
+        return self.p_content < 1.0
+
+    def draw(self, content: str, degradation: "Degradation", rng: np.random.Generator) -> str:
+        """The caption of one sample; consumes draws from ``rng`` only when ``uses_randomness``."""
+        if not self.uses_randomness:
+            return content
+        u, template_u, words_seed = rng.random(), rng.random(), int(rng.integers(2**31))
+        words_rng = np.random.default_rng(words_seed)
+        edges = np.cumsum([self.p_content_and_degradation, self.p_content, self.p_degradation])
+        if u < edges[0] and content:
+            phrase = describe_degradation(degradation, words_rng)
+            return compose_caption(content, phrase, TRAIN_TEMPLATES[int(template_u * len(TRAIN_TEMPLATES))])
+        if u < edges[1] or (u < edges[0] and not content):
+            return content
+        if u < edges[2]:
+            phrase = describe_degradation(degradation, words_rng)
+            return DEGRADATION_ONLY_TEMPLATES[int(template_u * len(DEGRADATION_ONLY_TEMPLATES))].format(
+                degradation=phrase
+            )
+        return ""
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "CaptionPolicy":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown caption policy setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def degradation_properties(degradation: "Degradation") -> list[str]:
+    """Which words-worthy properties a pipeline has: keys of :data:`TRAIN_VOCABULARY`.
+
+    ``clean`` when it has none of blur, noise and JPEG above the thresholds
+    (it may still be ``binned`` or ``aliased``).
+    """
+    props = []
+    if degradation.max_blur_sigma >= BLUR_SIGMA_WORTH_SAYING:
+        props.append("blur")
+    peak = degradation.noise_poisson_peak
+    if degradation.noise_gaussian_sigma >= NOISE_SIGMA_WORTH_SAYING or (
+        peak is not None and peak <= POISSON_PEAK_WORTH_SAYING
+    ):
+        props.append("noise")
+    if degradation.jpeg_quality is not None and degradation.jpeg_quality <= JPEG_QUALITY_WORTH_SAYING:
+        props.append("jpeg")
+    if not props:
+        props.append("clean")
+    if degradation.scale > 1 and degradation.resize == "area":
+        props.append("binned")
+    elif degradation.scale > 1 and degradation.resize in ("bicubic", "bilinear"):
+        props.append("aliased")
+    return props
+
+
+def _join(words: list[str]) -> str:
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def describe_degradation(degradation: "Degradation", rng: np.random.Generator) -> str:
+    """Plain-English words for ``degradation``, one drawn per property, in random order."""
+    props = degradation_properties(degradation)
+    words = [TRAIN_VOCABULARY[p][int(rng.integers(len(TRAIN_VOCABULARY[p])))] for p in props]
+    order = rng.permutation(len(words))
+    return _join([words[i] for i in order])
+
+
+def compose_caption(content: str, degradation_words: str, template: str = TRAIN_TEMPLATES[0]) -> str:
+    """Content caption and degradation words in one caption (either may be empty)."""
+    content = content.strip().rstrip(".")
+    if not degradation_words:
+        return content
+    if not content:
+        return degradation_words
+    return template.format(content=content, degradation=degradation_words)
+
+
+def held_out_caption(content: str, words: str) -> str:
+    """``content`` with degradation ``words`` in the held-out phrasing (never used in training)."""
+    return compose_caption(content, words, HELD_OUT_TEMPLATE)

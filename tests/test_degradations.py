@@ -1,0 +1,226 @@
+"""The degradation family, named benchmark degradations and captions that describe them (issue 9)."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_textsr.training.captions import (
+    DEGRADATION_ONLY_TEMPLATES,
+    HELD_OUT_TEMPLATE,
+    TRAIN_VOCABULARY,
+    CaptionPolicy,
+    degradation_properties,
+    describe_degradation,
+    held_out_caption,
+)
+from napari_textsr.training.data import PatchSampler, captioned_images_from_arrays
+from napari_textsr.training.degradations import (
+    DEGRADATION_PRESETS,
+    NAMED_DEGRADATIONS,
+    RESIZE_KERNELS,
+    Degradation,
+    DegradationFamily,
+    degradation_from_dict,
+    gaussian_blur,
+    named_degradation,
+)
+
+
+def _image(seed=0, size=64):
+    rng = np.random.default_rng(seed)
+    base = rng.random((size // 8, size // 8, 3)).astype(np.float32)
+    return torch.from_numpy(np.kron(base, np.ones((8, 8, 1), np.float32))).permute(2, 0, 1)[None].contiguous()
+
+
+def test_family_draws_are_deterministic_and_cover_every_part():
+    family = DegradationFamily.preset_family("realistic", 4)
+    a = [family.draw(np.random.default_rng([3, i])) for i in range(300)]
+    b = [family.draw(np.random.default_rng([3, i])) for i in range(300)]
+    assert a == b
+    assert {d.resize for d in a} == set(RESIZE_KERNELS)
+    blurred = [d for d in a if d.blur_sigma > 0]
+    assert 0.4 < len(blurred) / len(a) < 0.6  # p_blur 0.5
+    assert any(d.blur_sigma_minor is not None for d in blurred) and all(0.2 <= d.blur_sigma <= 3.0 for d in blurred)
+    assert 0.25 < sum(d.jpeg_quality is not None for d in a) / len(a) < 0.45  # p_jpeg 0.35
+    assert all(30 <= d.jpeg_quality <= 95 for d in a if d.jpeg_quality is not None)
+    assert 0.3 < sum(d.noisy for d in a) / len(a) < 0.5  # p_noise 0.4
+    assert any(d.noise_poisson_peak is not None for d in a) and any(d.noise_grey for d in a)
+
+
+def test_presets():
+    bicubic = DegradationFamily.preset_family("bicubic", 8)
+    assert all(bicubic.draw(np.random.default_rng(i)) == Degradation(8) for i in range(20))
+    micro = DegradationFamily.preset_family("microscopy", 4)
+    draws = [micro.draw(np.random.default_rng(i)) for i in range(200)]
+    assert all(d.jpeg_quality is None for d in draws)
+    assert {d.resize for d in draws} <= {"bicubic-aa", "area", "bilinear-aa"}
+    assert set(DEGRADATION_PRESETS) == {"bicubic", "realistic", "microscopy"}
+    with pytest.raises(ValueError, match="unknown degradation preset"):
+        DegradationFamily.preset_family("vintage", 4)
+    with pytest.raises(ValueError, match="p_jpeg"):
+        DegradationFamily(4, p_jpeg=1.5)
+    with pytest.raises(ValueError, match="unknown resize kernel"):
+        DegradationFamily(4, resize_kernels=("lanczos",))
+
+
+def test_round_trip_through_dicts():
+    family = DegradationFamily.preset_family("microscopy", 16).replace(p_blur=0.3, blur_sigma_range=(0.5, 2.0))
+    again = degradation_from_dict(family.to_dict())
+    assert again == family and isinstance(again, DegradationFamily)
+    fixed = Degradation(2, blur_sigma=1.5, blur_sigma_minor=0.5, blur_angle=0.3, resize="area", jpeg_quality=40)
+    assert degradation_from_dict(fixed.to_dict()) == fixed
+    # records written before the family existed
+    assert degradation_from_dict({"kind": "bicubic-antialias", "scale": 4, "blur_sigma": 1.3}) == Degradation(4, 1.3)
+
+
+def test_resize_kernels_and_area_is_binning():
+    hr = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    for name in RESIZE_KERNELS:
+        assert Degradation(4, resize=name)(hr).shape == (1, 3, 8, 12)
+    binned = Degradation(4, resize="area")(hr)
+    expected = hr.reshape(1, 3, 8, 4, 12, 4).mean(dim=(3, 5))
+    assert torch.allclose(binned, expected, atol=1e-6)
+    # without antialiasing the bicubic kernel samples the HR grid: stripes finer than the LR grid alias
+    x = torch.arange(64).float()
+    stripes = (0.5 + 0.5 * torch.cos(2 * torch.pi * x / 2.2)).expand(1, 3, 64, 64).contiguous()
+    assert Degradation(4, resize="bicubic-aa")(stripes).std() < 0.02
+    assert Degradation(4, resize="bicubic")(stripes).std() > 0.07
+
+
+def test_anisotropic_blur():
+    x = torch.zeros(1, 1, 41, 41)
+    x[..., 20, 20] = 1
+    iso2d = gaussian_blur(x, 2.0, 2.0 - 1e-9, 0.0)  # the 2D path, same radius
+    assert torch.allclose(iso2d, gaussian_blur(x, 2.0), atol=1e-6)
+    streak = gaussian_blur(x, 3.0, 0.5, 0.0)  # long along x
+    assert abs(float(streak.sum()) - 1) < 1e-5
+    row, column = streak[0, 0, 20], streak[0, 0, :, 20]
+    assert float((row > 1e-3).sum()) > 2 * float((column > 1e-3).sum())
+
+
+def test_noise_and_jpeg_are_seeded_and_act():
+    hr = 0.3 + 0.4 * _image(1)  # away from 0 and 1, where clipping would hide the noise
+    noisy = Degradation(4, noise_gaussian_sigma=0.05, noise_grey=True)
+    a = noisy(hr, generator=torch.Generator().manual_seed(1))
+    b = noisy(hr, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    residual = a - Degradation(4)(hr)
+    assert torch.allclose(residual[:, 0], residual[:, 1], atol=1e-6)  # grey noise: same in every channel
+    jpeg = Degradation(2, jpeg_quality=30)(hr)
+    clean = Degradation(2)(hr)
+    assert torch.equal(jpeg, Degradation(2, jpeg_quality=30)(hr))
+    assert 0.005 < float((jpeg - clean).abs().mean()) < 0.1
+    assert float((Degradation(2, jpeg_quality=95)(hr) - clean).abs().mean()) < float((jpeg - clean).abs().mean())
+
+
+def test_named_benchmark_degradations():
+    assert list(NAMED_DEGRADATIONS) == ["bicubic-aa", "box", "blur", "noise", "jpeg", "bicubic"]
+    assert named_degradation("blur", 4) == Degradation(4, blur_sigma=1.3)
+    assert named_degradation("noise", 8).noise_gaussian_sigma == pytest.approx(5 / 255)
+    with pytest.raises(ValueError, match="choose from"):
+        named_degradation("motion", 4)
+
+
+def test_words_describe_the_drawn_degradation():
+    rng = np.random.default_rng(0)
+    assert degradation_properties(Degradation(4)) == ["clean"]
+    assert degradation_properties(Degradation(4, blur_sigma=1.3)) == ["blur"]
+    assert degradation_properties(Degradation(4, noise_gaussian_sigma=5 / 255, resize="area")) == ["noise", "binned"]
+    assert degradation_properties(Degradation(4, jpeg_quality=60, resize="bicubic")) == ["jpeg", "aliased"]
+    words = describe_degradation(Degradation(4, blur_sigma=2.0, noise_gaussian_sigma=0.03), rng)
+    assert any(w in words for w in TRAIN_VOCABULARY["blur"]) and any(w in words for w in TRAIN_VOCABULARY["noise"])
+    assert " and " in words
+
+
+def test_caption_policy_rates_and_held_out_phrasing():
+    policy = CaptionPolicy()
+    family = DegradationFamily.preset_family("realistic", 4)
+    content = "a red boat on a grey lake"
+    counts = {"full": 0, "content": 0, "words": 0, "empty": 0}
+    n = 4000
+    for i in range(n):
+        rng = np.random.default_rng([7, i])
+        caption = policy.draw(content, family.draw(rng), rng)
+        if caption == "":
+            counts["empty"] += 1
+        elif caption == content:
+            counts["content"] += 1
+        elif content in caption:
+            counts["full"] += 1
+            assert HELD_OUT_TEMPLATE.split("{degradation}")[0].format(content=content) not in caption
+        else:
+            counts["words"] += 1
+    for key, rate in (("full", 0.45), ("content", 0.2), ("words", 0.15), ("empty", 0.2)):
+        assert abs(counts[key] / n - rate) < 0.025, (key, counts)
+    assert held_out_caption(content, "soft and out of focus") == f"{content}; the picture is soft and out of focus"
+    assert "{degradation}" in DEGRADATION_ONLY_TEMPLATES[0]
+    off = CaptionPolicy.content_only()
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    assert off.draw(content, Degradation(4, blur_sigma=2), rng) == content
+    assert rng.bit_generator.state == state  # draws nothing: old runs resume with the same batches
+    with pytest.raises(ValueError, match="sum to 1"):
+        CaptionPolicy(0.5, 0.5, 0.5, 0.0)
+
+
+def test_patch_sampler_with_a_family_is_deterministic_and_captions_vary():
+    arrays = [np.random.default_rng(i).random((96, 96, 3)).astype(np.float32) for i in range(3)]
+    items = captioned_images_from_arrays(arrays, ["a cat", "a dog", "a bird"])
+    family = DegradationFamily.preset_family("realistic", 4)
+    sampler = PatchSampler(items, family, lr_patch=8, captions=CaptionPolicy())
+    assert sampler.margin == 2 + 3 + 1  # ceil(3 * 3.0 / 4) for the largest blur
+    a = sampler.batch(32, np.random.default_rng(11))
+    b = sampler.batch(32, np.random.default_rng(11))
+    assert torch.equal(a.lr, b.lr) and torch.equal(a.hr, b.hr) and a.captions == b.captions
+    assert a.lr.shape == (32, 3, 8, 8) and a.hr.shape == (32, 3, 32, 32)
+    assert "" in a.captions and any(c not in ("", "a cat", "a dog", "a bird") for c in a.captions)
+
+
+def test_cli_trains_with_a_family_records_it_and_resumes(tmp_path):
+    from napari_textsr.checkpoints import read_metadata
+    from napari_textsr.cli import main
+    from napari_textsr.training.trainer import TrainConfig
+
+    out = tmp_path / "run"
+    args = ["train", "--data", "synthetic:6:0:64", "--method", "pdn", "--preset", "tiny", "--steps", "2",
+            "--batch-size", "4", "--patch", "8", "--val-every", "2", "--out", str(out), "--threads", "1",
+            "--no-progress", "--degradations", "microscopy", "--degradation-option", "p_blur=0.2,blur_sigma_range=0.5:2",
+            "--caption-rates", "0.5,0.2,0.1,0.2"]  # fmt: skip
+    assert main(args) == 0
+    record = read_metadata(out / "model.textsr.safetensors").training
+    assert record.degradation["kind"] == "family" and record.degradation["preset"] == "microscopy"
+    assert record.degradation["p_blur"] == 0.2 and record.degradation["blur_sigma_range"] == [0.5, 2.0]
+    assert record.extra["captions"] == {"p_content_and_degradation": 0.5, "p_content": 0.2, "p_degradation": 0.1,
+                                        "p_empty": 0.2}  # fmt: skip
+    config = TrainConfig.from_run(out)
+    assert config.degradation == DegradationFamily.preset_family("microscopy", 4).replace(
+        p_blur=0.2, blur_sigma_range=(0.5, 2.0), preset="microscopy"
+    )
+    assert main(["train", "--out", str(out), "--resume", "--steps", "3", "--threads", "1", "--no-progress"]) == 0
+    assert read_metadata(out / "model.textsr.safetensors").training.steps == 3
+    # the equivalent command rebuilds the same settings
+    from napari_textsr.training.trainer import equivalent_command
+
+    command = equivalent_command(config)
+    assert "--degradations microscopy" in command and "p_blur=0.2" in command and "blur_sigma_range=0.5:2.0" in command
+
+
+def test_default_training_degradation_is_the_realistic_family_and_old_runs_keep_theirs(tmp_path):
+    from pathlib import Path
+
+    from napari_textsr.training.trainer import TrainConfig
+
+    config = TrainConfig(method="pdn", scale=8, data=["synthetic:2"])
+    assert config.degradation == DegradationFamily.preset_family("realistic", 8)
+    assert config.captions == CaptionPolicy()
+    # a run stored before the family existed: fixed bicubic pipeline, content captions only
+    old = config.to_dict()
+    old["degradation"] = {"kind": "bicubic-antialias", "scale": 8, "blur_sigma": 0.0,
+                          "noise_poisson_peak": None, "noise_gaussian_sigma": 0.0}  # fmt: skip
+    del old["captions"]
+    restored = TrainConfig.from_dict(old)
+    assert restored.degradation == Degradation(8) and restored.captions == CaptionPolicy.content_only()
+    shipped = Path(__file__).parents[1] / "training_runs" / "pdn-x4-photo"
+    if shipped.is_dir():
+        run = TrainConfig.from_run(shipped)
+        assert run.degradation == Degradation(4) and run.captions == CaptionPolicy.content_only()
