@@ -69,7 +69,8 @@ JPEG_SUFFIXES = (".jpg", ".jpeg")
 # Read through Pillow besides PNG and JPEG; written: TIFF, PNG, JPEG only.
 OTHER_PILLOW_SUFFIXES = (".bmp", ".gif", ".webp", ".ppm", ".pgm", ".pbm", ".tga", ".jp2")
 IMAGE_SUFFIXES = TIFF_SUFFIXES + PNG_SUFFIXES + JPEG_SUFFIXES + OTHER_PILLOW_SUFFIXES
-WRITABLE_SUFFIXES = TIFF_SUFFIXES + PNG_SUFFIXES + JPEG_SUFFIXES
+ZARR_SUFFIXES = (".zarr",)  # OME-Zarr through napari_textsr.ngff (needs the 'distributed' extra)
+WRITABLE_SUFFIXES = TIFF_SUFFIXES + PNG_SUFFIXES + JPEG_SUFFIXES + ZARR_SUFFIXES
 
 # Largest image (Y * X * planes, colour samples not counted) that is decoded
 # without being asked: 2**28 = 16384 x 16384. A small compressed file can
@@ -102,8 +103,12 @@ class ImageFile:
     orientation: the EXIF orientation (1-8) that was applied on reading (1: none).
     provenance: the textsr record of how the file was made (for an output of
         ``textsr upscale``), else None.
-    format: "tiff", "imagej", "ome", "shaped" (tifffile JSON), "png", "jpeg", ...
+    format: "tiff", "imagej", "ome", "shaped" (tifffile JSON), "png", "jpeg", "ome-zarr", ...
     series: index of this series in a multi-series TIFF (0 otherwise).
+    origin: physical position of pixel 0's centre per axis letter (OME-Zarr
+        translation; empty when the file gives none).
+
+    ``data`` of an OME-Zarr image is its lazy zarr array (read tile by tile).
     """
 
     data: np.ndarray
@@ -118,6 +123,7 @@ class ImageFile:
     provenance: dict[str, Any] | None = None
     format: str = ""
     series: int = 0
+    origin: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.axes:
@@ -148,11 +154,16 @@ class ImageFile:
         The Y and X pixel sizes are divided by ``factor`` (0.2 µm -> 0.05 µm at x4);
         units, z spacing, channel names, alpha, colour profile are kept.
         """
-        spacing = dict(self.spacing)
+        spacing, origin = dict(self.spacing), dict(self.origin)
         for axis in "YX":
+            size = spacing.get(axis, 1.0)
             if axis in spacing:
-                spacing[axis] = spacing[axis] / factor
-        return dataclasses.replace(self, data=data, spacing=spacing, provenance=provenance, orientation=1)
+                spacing[axis] = size / factor
+            if axis in origin:  # pixel 0's outer edge stays in place (ngff.resample_transform)
+                origin[axis] = origin[axis] + (size / factor - size) / 2
+        return dataclasses.replace(
+            self, data=data, spacing=spacing, origin=origin, provenance=provenance, orientation=1
+        )
 
     def file_record(self) -> dict[str, Any]:
         """JSON-ready axes, spacing, units and channel names (kept where a format has no field for them)."""
@@ -161,6 +172,7 @@ class ImageFile:
             "spacing": self.spacing,
             "units": self.units,
             "channel_names": list(self.channel_names),
+            "rgb": self.rgb,
         }
 
 
@@ -190,8 +202,16 @@ def _unit(text: Any) -> str:
 
 # =========================================================================== paths
 def is_image_path(path: str | os.PathLike) -> bool:
-    """True for a file whose suffix names an image format the reader knows."""
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+    """True for a file whose suffix names an image format the reader knows, or an OME-Zarr folder."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES or is_zarr(path)
+
+
+def is_zarr(path: str | os.PathLike) -> bool:
+    """True for a zarr folder (``.zarr``, or holding ``zarr.json`` / ``.zattrs``)."""
+    path = Path(path)
+    return path.is_dir() and (
+        path.suffix.lower() in ZARR_SUFFIXES or (path / "zarr.json").is_file() or (path / ".zattrs").is_file()
+    )
 
 
 def check_not_same_file(input_path: str | os.PathLike, output_path: str | os.PathLike) -> None:
@@ -226,9 +246,15 @@ def check_output(
     if suffix not in WRITABLE_SUFFIXES:
         raise ValueError(
             f"cannot write {suffix or 'a file without suffix'!r} ({Path(path).name}): use .tif (any dtype, stacks), "
-            ".png (8/16-bit grey, RGB, RGBA) or .jpg (8-bit grey or RGB)"
+            ".png (8/16-bit grey, RGB, RGBA), .jpg (8-bit grey or RGB) or .zarr (OME-Zarr)"
         )
     if suffix in TIFF_SUFFIXES:
+        return
+    if suffix in ZARR_SUFFIXES:
+        if series > 1:
+            raise ValueError(f"the input has {series} series of different shapes; only .tif holds them all")
+        if rgb and stack:
+            raise ValueError("OME-Zarr output of an RGB stack is not supported; write a .tif")
         return
     if series > 1:
         raise ValueError(f"the input has {series} series of different shapes; only .tif holds them all")
@@ -262,6 +288,8 @@ def read_image_file(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT
 def read_image_series(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[ImageFile]:
     """Every series of a file (a TIFF whose pages differ in size has one per shape; other files one)."""
     path = Path(path)
+    if is_zarr(path):
+        return [_read_zarr(path, max_pixels)]
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
     try:
@@ -600,6 +628,126 @@ def _orient(data: np.ndarray, orientation: int) -> np.ndarray:
     return data
 
 
+# --------------------------------------------------------------------------- OME-Zarr
+_NGFF_UNITS = {"µm": "micrometer", "nm": "nanometer", "mm": "millimeter", "cm": "centimeter", "m": "meter", "inch": "inch"}
+_NGFF_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
+
+
+def _read_zarr(path: Path, max_pixels: int | None) -> ImageFile:
+    from napari_textsr import ngff
+
+    image = ngff.read_ome_zarr(path)
+    letters = "".join(a.name[:1].upper() if a.name[:1].upper() in _NGFF_TYPES else "Q" for a in image.axes)
+    y, x = image.spatial_axes()
+    if (y, x) != (len(letters) - 2, len(letters) - 1):
+        raise ValueError(f"{path}: y and x must be the last two axes to upscale, axes are {image.axis_names}")
+    letters = letters[:-2] + "YX"
+    _check_pixels(path, image.shape, False, max_pixels)
+    spacing, units, origin = {}, {}, {}
+    reverse = {v: k for k, v in _NGFF_UNITS.items()}
+    for letter, axis, size, shift in zip(letters, image.axes, image.scale, image.translation):
+        if letter in "ZYX":
+            spacing[letter], origin[letter] = float(size), float(shift)
+            units[letter] = reverse.get(axis.unit or "", axis.unit or "")
+    attrs = image.attrs
+    record = attrs.get(_FILE_KEY) if isinstance(attrs.get(_FILE_KEY), dict) else {}
+    data: Any = image.data
+    rgb = bool(record.get("rgb")) and letters == "CYX" and image.shape[0] in (3, 4)
+    if rgb:  # written channel-first by write_image_file; napari wants samples last
+        data, letters = np.moveaxis(np.asarray(data), 0, -1), "YXS"
+    return ImageFile(
+        data=data,
+        rgb=rgb,
+        axes=letters,
+        spacing=spacing,
+        units=units,
+        channel_names=tuple(record.get("channel_names") or ()),
+        alpha=rgb and data.shape[-1] == 4,
+        provenance=attrs.get(_JSON_KEY) if isinstance(attrs.get(_JSON_KEY), dict) else None,
+        format="ome-zarr",
+        origin=origin,
+    )
+
+
+def ngff_geometry(image: ImageFile) -> tuple[list[Any], list[float], list[float], tuple[int, ...]]:
+    """(NGFF axes, scale, translation, channel-first shape) for writing ``image`` as OME-Zarr.
+
+    RGB(A) is stored channel-first (c, y, x). Raises ValueError for axes NGFF
+    cannot hold in its order (time, channel, space): write a .tif instead.
+    """
+    from napari_textsr import ngff
+
+    letters = image.axes[:-1] if image.rgb else image.axes
+    shape = tuple(image.data.shape[:-1] if image.rgb else image.data.shape)
+    if image.rgb:
+        if letters != "YX":
+            raise ValueError("OME-Zarr output of an RGB stack is not supported; write a .tif")
+        letters, shape = "CYX", (image.data.shape[-1],) + shape
+    rank = {"T": 0, "C": 1, "Z": 2, "Y": 3, "X": 4}
+    if any(a not in rank for a in letters) or [rank[a] for a in letters] != sorted(rank[a] for a in letters):
+        raise ValueError(f"axes {letters!r} are not in OME-Zarr's order (t, c, z, y, x); write a .tif")
+    axes = [
+        ngff.Axis(a.lower(), _NGFF_TYPES[a], _NGFF_UNITS.get(image.units.get(a, ""), image.units.get(a) or None)
+                  if _NGFF_TYPES[a] == "space" else None)
+        for a in letters
+    ]
+    scale = [float(image.spacing.get(a, 1.0)) for a in letters]
+    translation = [float(image.origin.get(a, 0.0)) for a in letters]
+    return axes, scale, translation, shape
+
+
+class ChannelFirstSink:
+    """``out=`` adapter: takes napari-layout writes (Y, X[, C]) and stores them in a (C, Y, X) array."""
+
+    def __init__(self, target: Any, rgb: bool) -> None:
+        self.target, self.rgb = target, rgb
+        shape = tuple(target.shape)
+        self.shape = shape[1:] + shape[:1] if rgb else shape
+        self.dtype = np.dtype(target.dtype)
+        self.ndim = len(self.shape)
+
+    def __setitem__(self, key: Any, values: Any) -> None:
+        if not self.rgb:
+            self.target[key] = values
+            return
+        key = key if isinstance(key, tuple) else (key,)
+        values = np.asarray(values)
+        channels = key[2] if len(key) > 2 else slice(None)
+        if isinstance(channels, (int, np.integer)):
+            values = values[..., None]
+            channels = slice(int(channels), int(channels) + 1)
+        self.target[(channels, key[0], key[1])] = np.moveaxis(values, -1, 0)
+
+
+def create_zarr_output(path: str | os.PathLike, image: ImageFile, *, levels: int = 1) -> Any:
+    """An empty NGFF 0.5 OME-Zarr for ``image`` (its data may be a placeholder of the output's
+    shape and dtype) and the ``out=`` sink to fill it: returns (ngff image, sink)."""
+    from napari_textsr import ngff
+
+    axes, scale, translation, shape = ngff_geometry(image)
+    chunks = tuple(1 if a.type != "space" or a.name == "z" else 512 for a in axes)
+    if image.rgb:
+        chunks = (shape[0],) + chunks[1:]
+    attrs = {_FILE_KEY: image.file_record()}
+    if image.provenance is not None:
+        attrs[_JSON_KEY] = image.provenance
+    target = ngff.create_ome_zarr(
+        path, shape, image.data.dtype, axes=axes, scale=scale, translation=translation, chunks=chunks,
+        n_levels=levels, attrs=attrs, overwrite=True,
+    )
+    return target, ChannelFirstSink(target.data, image.rgb)
+
+
+def finish_zarr_output(target: Any, provenance: dict[str, Any] | None) -> None:
+    """Record the provenance and compute the pyramid levels of an output made by :func:`create_zarr_output`."""
+    from napari_textsr import ngff
+
+    if provenance is not None:
+        ngff.update_attrs(target, {_JSON_KEY: provenance})
+    if len(target.arrays) > 1:
+        ngff.fill_pyramid(target)
+
+
 # =========================================================================== writing
 def write_image_file(
     path: str | os.PathLike,
@@ -632,7 +780,11 @@ def write_image_file(
     check_output(path, data.dtype, image.rgb, channels=channels, stack=bool(image.leading_axes))
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
-    if suffix in TIFF_SUFFIXES:
+    if suffix in ZARR_SUFFIXES:
+        target, sink = create_zarr_output(path, image)
+        sink[(slice(None),) * image.data.ndim] = np.asarray(image.data)
+        finish_zarr_output(target, None)
+    elif suffix in TIFF_SUFFIXES:
         _write_tiff(path, [image])
     elif suffix in PNG_SUFFIXES:
         _write_png(path, image)

@@ -60,6 +60,8 @@ def register(subparsers) -> None:
                          help="refuse inputs that decode to more pixels than this (default: 2**28 = 16384^2)")
     upscale.add_argument("--stream", action="store_true",
                          help="write a .tif output tile by tile (tiled BigTIFF; automatic above 1 GiB)")
+    upscale.add_argument("--zarr-levels", type=int, default=3, metavar="N",
+                         help="pyramid levels of a .zarr output (OME-Zarr, NGFF 0.5; default: %(default)s)")
     upscale.add_argument("--quiet", action="store_true", help="no progress bar")
     upscale.set_defaults(func=run_upscale)
 
@@ -89,11 +91,15 @@ def _batch_inputs(text: str) -> list[Path] | None:
     """The files of a folder or glob pattern, sorted; None for a single file."""
     import glob
 
+    from napari_textsr.imageio import is_zarr
+
     path = Path(text)
+    if is_zarr(path):
+        return None
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file())
+        return sorted(p for p in path.iterdir() if p.is_file() or is_zarr(p))
     if any(ch in text for ch in "*?["):
-        return sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        return sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file() or is_zarr(p))
     return None
 
 
@@ -202,7 +208,7 @@ class _Job:
 
     def run(self, upscaler, args: argparse.Namespace, progress) -> str:
         """Upscale every series and write the output; returns the line to print."""
-        from napari_textsr.imageio import TIFF_SUFFIXES, write_image_file, write_map, write_tiff_series
+        from napari_textsr.imageio import TIFF_SUFFIXES, ZARR_SUFFIXES, write_image_file, write_map, write_tiff_series
 
         outputs, results = [], []
         for image in self.images:
@@ -219,7 +225,9 @@ class _Job:
                 attention=args.attention_dir is not None,
                 progress=progress,
             )
-            if stream:
+            if self.target.suffix.lower() in ZARR_SUFFIXES:
+                result = self._zarr(upscaler, image, args.caption, kwargs, args, reference)
+            elif stream:
                 result = self._stream(upscaler, image, args.caption, kwargs, args, reference)
             else:
                 result = upscaler.upscale(image.data, args.caption, **kwargs)
@@ -263,14 +271,29 @@ class _Job:
             provenance["reference"] = args.reference
         return provenance
 
+    @staticmethod
+    def _output_shape(image, scale: int) -> tuple[int, ...]:
+        shape = tuple(image.data.shape)
+        lead = len(shape) - (3 if image.rgb else 2)
+        return shape[:lead] + (shape[lead] * scale, shape[lead + 1] * scale) + shape[lead + 2 :]
+
+    def _zarr(self, upscaler, image, caption: str, kwargs: dict, args: argparse.Namespace, reference):
+        """Upscale straight into an OME-Zarr (NGFF 0.5) through napari_textsr.ngff; then its pyramid."""
+        from napari_textsr.imageio import create_zarr_output, finish_zarr_output, metadata_only
+
+        out_shape = self._output_shape(image, upscaler.scale)
+        placeholder = metadata_only(image, out_shape, image.data.dtype).data
+        target, sink = create_zarr_output(self.target, image.upscaled(placeholder, upscaler.scale), levels=args.zarr_levels)
+        result = upscaler.upscale(image.data, caption, out=sink, **kwargs)
+        finish_zarr_output(target, self._provenance(result, args, reference))
+        return result
+
     def _stream(self, upscaler, image, caption: str, kwargs: dict, args: argparse.Namespace, reference):
         """Upscale into a tiled BigTIFF, band by band; the output is never whole in memory."""
         from napari_textsr.imageio import TiffTileBands, metadata_only, write_tiled_tiff
         from napari_textsr.inference import UpscaleCancelled
 
-        shape = image.data.shape
-        lead = len(shape) - (3 if image.rgb else 2)
-        out_shape = shape[:lead] + (shape[lead] * upscaler.scale, shape[lead + 1] * upscaler.scale) + shape[lead + 2 :]
+        out_shape = self._output_shape(image, upscaler.scale)
         sink = TiffTileBands(out_shape, image.data.dtype, image.rgb)
         progress = kwargs.pop("progress")
         generator = upscaler.iter_upscale(image.data, caption, out=sink, **kwargs)
