@@ -38,7 +38,9 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("tgsr", "clipsr", "pdn")
+from napari_textsr.methods import method_names
+
+METHODS = method_names()
 ENCODER = "textsr-clip-s:none"
 CAPTION = "a white van with a dented rear door parked by a brick wall"
 
@@ -127,7 +129,7 @@ def worker(task: dict) -> dict:
             "bicubic": lambda: _bicubic(image, scale),
         }
         small = _rgb_image(64)
-        for name, upscaler in upscalers.items():  # warm-up (and caption encoding, cached after)
+        for upscaler in upscalers.values():  # warm-up (and caption encoding, cached after)
             upscaler.upscale(small, CAPTION, tile=0)
         for name in runs:
             variants[name] = []

@@ -21,13 +21,14 @@ import time
 
 import torch
 
+from napari_textsr.methods import method_names
 from napari_textsr.models import create_model
 from napari_textsr.prompts import PromptEncoder
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", choices=("tgsr", "clipsr", "pdn"), required=True)
+    parser.add_argument("--method", choices=method_names(), required=True)
     parser.add_argument("--size", type=int, default=512, help="LR side in pixels")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--preset", default="default")

@@ -8,28 +8,32 @@ from __future__ import annotations
 
 from napari_textsr._version import __version__
 
-from napari_textsr.models import available_methods, create_model
+# Everything is imported on first use (module __getattr__), so ``import napari_textsr``
+# (and the ``textsr`` command line's start) imports neither torch nor open_clip.
+_LAZY = {
+    "available_methods": "napari_textsr.models",
+    "create_model": "napari_textsr.models",
+    "load_model": "napari_textsr.inference",
+    "Upscaler": "napari_textsr.inference",
+    "UpscaleResult": "napari_textsr.inference",
+    "UpscaleProgress": "napari_textsr.inference",
+    "UpscaleCancelled": "napari_textsr.inference",
+    "ModelDescription": "napari_textsr.loading",
+    "ModelSpec": "napari_textsr.loading",
+    "ModelSpecError": "napari_textsr.loading",
+    "list_models": "napari_textsr.loading",
+}
 
-# The inference engine is imported on first use (module __getattr__), so
-# ``import napari_textsr`` stays cheap and never pulls in open_clip.
-_LAZY_INFERENCE = (
-    "load_model",
-    "Upscaler",
-    "UpscaleResult",
-    "UpscaleProgress",
-    "UpscaleCancelled",
-    "ModelDescription",
-    "ModelSpec",
-    "ModelSpecError",
-    "list_models",
-)
-
-__all__ = ["__version__", "available_methods", "create_model", *_LAZY_INFERENCE]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):
-    if name in _LAZY_INFERENCE:
-        from napari_textsr import inference
+    if name in _LAZY:
+        import importlib
 
-        return getattr(inference, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'napari_textsr' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

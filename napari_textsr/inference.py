@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_textsr._generators import drive
 from napari_textsr._version import __version__
 from napari_textsr.consistency import BackProjection, back_project, upsample
 from napari_textsr.devices import autocast_dtype, available_memory_bytes, select_device
@@ -257,18 +258,13 @@ def _drive(
     progress: Callable[[UpscaleProgress], None] | None,
     is_cancelled: Callable[[], bool],
 ) -> UpscaleResult:
-    try:
-        while True:
-            try:
-                event = next(generator)
-            except StopIteration as stop:
-                return stop.value
-            if progress is not None:
-                progress(event)
-            if is_cancelled():
-                raise UpscaleCancelled(f"cancelled after {event.done} of {event.total} tiles")
-    finally:
-        generator.close()
+    def on_event(event: UpscaleProgress) -> None:
+        if progress is not None:
+            progress(event)
+        if is_cancelled():
+            raise UpscaleCancelled(f"cancelled after {event.done} of {event.total} tiles")
+
+    return drive(generator, on_event)
 
 
 # --------------------------------------------------------------------------- the upscaler

@@ -32,6 +32,7 @@ import torch
 from napari_textsr._assets import WEIGHTS_DIR
 from napari_textsr.checkpoints import SUFFIX, CheckpointError, TrainingRecord, load_checkpoint, read_metadata
 from napari_textsr.devices import select_device
+from napari_textsr.methods import default_preference
 from napari_textsr.models import TextSRModel, TilingInfo, available_methods, create_model, get_model_class
 from napari_textsr.prompts import PromptEncoder
 
@@ -51,13 +52,6 @@ __all__ = [
 
 RANDOM_ENCODER_SPEC = "textsr-tiny:none"
 DEFAULT_SCALE = 4
-# "default" prefers, at the asked scale, a bundled model named default*, then
-# this method order: PDN tiles exactly and is the fastest; TGSR is local too.
-DEFAULT_METHOD_PREFERENCE = ("pdn", "tgsr", "clipsr")
-# Except where a bundled model of another method measured clearly better: at x8
-# TGSR gains 2.6 dB over bicubic on held-out synthetic scenes and its caption
-# 3.1 dB over a mismatched one, PDN 1.3 and 1.6 dB (README, textsr bench).
-DEFAULT_METHOD_PREFERENCE_BY_SCALE = {8: ("tgsr", "pdn", "clipsr")}
 _RANDOM_USAGE = "expected 'random:<method>[:<scale>[:<preset>]]', e.g. 'random:pdn:4:tiny'"
 
 
@@ -221,9 +215,9 @@ def list_models(directory: str | os.PathLike | None = None) -> list[BundledModel
 def pick_default(scale: int | None = None, models: list[BundledModel] | None = None) -> BundledModel:
     """The bundled model ``default`` means at ``scale`` (None: :data:`DEFAULT_SCALE`).
 
-    Order: a model named ``default*`` first, then the method preference
-    (:data:`DEFAULT_METHOD_PREFERENCE`, or the scale's own in
-    :data:`DEFAULT_METHOD_PREFERENCE_BY_SCALE`), then the name.
+    Order: a model named ``default*`` first, then the method preference at
+    that scale (the method table's ranks, :func:`napari_textsr.methods.default_preference`),
+    then the name.
     ModelSpecError when no bundled model has that scale.
     """
     models = list_models() if models is None else models
@@ -231,7 +225,7 @@ def pick_default(scale: int | None = None, models: list[BundledModel] | None = N
     candidates = [m for m in models if m.scale == wanted]
     if not candidates:
         raise ModelSpecError(f"no bundled model for x{wanted}. {bundled_summary(models)}")
-    order = DEFAULT_METHOD_PREFERENCE_BY_SCALE.get(wanted, DEFAULT_METHOD_PREFERENCE)
+    order = default_preference(wanted)
 
     def preference(model: BundledModel) -> tuple[int, int, str]:
         method_rank = order.index(model.method) if model.method in order else len(order)

@@ -23,7 +23,7 @@ them into something their caption no longer describes.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -283,7 +283,7 @@ def texture_scene(rng: np.random.Generator, size: int = 256, pattern: str | None
 
 
 # ------------------------------------------------------------------- glyphs
-@lru_cache(maxsize=None)
+@cache
 def _glyph_bitmap(char: str) -> np.ndarray:
     """Pillow's built-in bitmap font glyph as a bool (24, advance) cell. Needs no font files.
 

@@ -107,7 +107,7 @@ def captions_figure(out: Path, n_scenes: int = 3) -> None:
         def quoted(caption: str) -> str:
             return "\n".join(textwrap.wrap(f'"{caption}"', 31)[:2])
 
-        def score(x: np.ndarray) -> str:
+        def score(x: np.ndarray, hr: np.ndarray = hr) -> str:
             x = x.astype(np.float32) / 255 if x.dtype == np.uint8 else x
             return f"{quality_scores(x, hr, 8).psnr_y:.2f} dB"
 

@@ -1,13 +1,17 @@
-"""Screenshot of the plugin at work: napari with a sample, the widget, the output and an attention map.
+"""Screenshots of the plugin at work in a 1280x720 napari window: both docks, after a run each.
 
-    xvfb-run -a -s "-screen 0 1920x1080x24" python scripts/screenshot.py
-    xvfb-run -a -s "-screen 0 1920x1080x24" python scripts/screenshot.py --model path/to/model.textsr.safetensors
+    xvfb-run -a -s "-screen 0 1280x720x24" python scripts/screenshot.py
+    xvfb-run -a -s "-screen 0 1280x720x24" python scripts/screenshot.py --model path/to/model.textsr.safetensors
 
-Opens napari, loads a sample through the plugin's manifest, docks the
-"Text-guided super-resolution" widget, runs it the way a user would (caption
+Opens napari at 1280x720 (a laptop screen), loads a sample through the
+plugin's manifest, docks the "Text-guided super-resolution" and "Train /
+fine-tune" widgets, runs super-resolution the way a user would (caption
 pre-filled from the sample's metadata, Run clicked) and saves the window to
 ``docs/screenshot.png``: the canvas in grid mode shows the input, the output,
-the first attention map and the consistency map, all in the same world coordinates.
+the first attention map and the consistency map, all in the same world
+coordinates. Then it trains a tiny PDN for ``--train-steps`` steps on the
+sample (Start clicked), shows the curves and previews and saves
+``docs/screenshot-train.png``.
 Without ``--model`` it uses the first bundled model, or an untrained
 ``random:pdn:4:tiny`` if none is bundled (the status line then says UNTRAINED).
 """
@@ -46,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", default="fluorescence", choices=["fluorescence", "photograph", "text"])
     parser.add_argument("--model", default=None, help="model spec (default: a bundled x4 model, else untrained PDN x4)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
-    parser.add_argument("--size", default="1600x1000", help="window size WIDTHxHEIGHT")
+    parser.add_argument("--train-out", default=str(ROOT / "docs" / "screenshot-train.png"))
+    parser.add_argument("--train-steps", type=int, default=60)
+    parser.add_argument("--size", default="1280x720", help="window size WIDTHxHEIGHT")
     args = parser.parse_args(argv)
     if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         parser.error("needs a display with OpenGL: run it under xvfb-run")
@@ -57,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
 
     settings_dir = tempfile.mkdtemp(prefix="napari-textsr-screenshot-")
     os.environ["NAPARI_CONFIG"] = os.path.join(settings_dir, "settings.yaml")
+    import warnings
+
     import napari
     from napari.settings import get_settings
     from qtpy.QtWidgets import QApplication
-
-    import warnings
 
     get_settings().application.gui_notification_level = "none"
     warnings.filterwarnings("ignore", message="napari support for the PyQt5 backend")
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     [input_layer] = viewer.open_sample("napari-textsr", args.sample)
     dock, widget = viewer.window.add_plugin_dock_widget("napari-textsr", "Text-guided super-resolution")
-    dock.setMaximumWidth(470)  # leave the canvas most of the window
+    train_dock, train = viewer.window.add_plugin_dock_widget("napari-textsr", "Train / fine-tune")
     widget.select_layer(input_layer)
     widget.select_model(args.model or default_model())
     wait(app, lambda: widget.model_info.text() not in ("", "loading…"), 300)
@@ -104,15 +110,38 @@ def main(argv: list[str] | None = None) -> int:
         app.processEvents()
         time.sleep(0.05)
 
-    for toast in app.allWidgets():  # napari's start-up notices would cover the canvas
-        if type(toast).__name__ == "NapariQtNotification":
-            toast.close()
-    app.processEvents()
+    def save(path: str) -> None:
+        for toast in app.allWidgets():  # notifications would cover the canvas
+            if type(toast).__name__ == "NapariQtNotification":
+                toast.close()
+        for _ in range(10):
+            app.processEvents()
+            time.sleep(0.05)
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(str(out), canvas_only=False, flash=False)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(out), canvas_only=False, flash=False)
-    print(f"{out}: {widget.status_label.text()}")
+    save(args.out)
+    print(f"{args.out}: {widget.status_label.text()}")
+
+    if args.train_steps > 0:
+        train.use_layer(input_layer)  # its caption from the metadata
+        train.method_combo.setCurrentIndex(train.method_combo.findData("pdn"))
+        train.preset_combo.setCurrentText("tiny")
+        train.scale_combo.setCurrentIndex(train.scale_combo.findData(4))
+        train.steps_spin.setValue(args.train_steps)
+        train.batch_spin.setValue(4)
+        train.patch_spin.setValue(16)
+        train.preview_spin.setValue(max(1, args.train_steps // 3))
+        train.out_edit.setText(tempfile.mkdtemp(prefix="napari-textsr-screenshot-run-"))
+        train.start_button.click()
+        wait(app, lambda: not train.is_running, 1800)
+        train.sections["Preview"].set_collapsed(False)
+        widget.sections["Options"].set_collapsed(True)
+        app.processEvents()
+        train.scroll.ensureWidgetVisible(train.sections["Curves"])
+        save(args.train_out)
+        print(f"{args.train_out}: {train.status_label.text()}")
     viewer.close()
     return 0
 

@@ -40,30 +40,31 @@ def import_graph(root: Path, package: str) -> dict[str, set[str]]:
     modules = _module_names(root, package)
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
-        targets: set[str] = set()
-
-        def visit(node: ast.AST) -> None:
-            for child in ast.iter_child_nodes(node):
-                if isinstance(child, ast.If) and _is_type_checking(child.test):
-                    for other in child.orelse:
-                        visit(other)
-                    continue
-                if isinstance(child, ast.Import):
-                    targets.update(alias.name for alias in child.names)
-                elif isinstance(child, ast.ImportFrom):
-                    base = child.module or ""
-                    if child.level:
-                        anchor = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-                        anchor = anchor[: len(anchor) - child.level + 1]
-                        base = ".".join(anchor + ([base] if base else []))
-                    for alias in child.names:
-                        full = f"{base}.{alias.name}"
-                        targets.add(full if full in modules else base)
-                visit(child)
-
-        visit(ast.parse(path.read_text(encoding="utf-8")))
+        targets = _imports(ast.parse(path.read_text(encoding="utf-8")), name, path.name == "__init__.py", modules)
         graph[name] = {t for t in targets if t in modules and t != name}
     return graph
+
+
+def _imports(node: ast.AST, name: str, is_package: bool, modules: dict[str, Path]) -> set[str]:
+    """Modules imported anywhere under ``node`` (functions included), except under ``if TYPE_CHECKING:``."""
+    targets: set[str] = set()
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and _is_type_checking(child.test):
+            targets |= _imports(ast.Module(body=child.orelse, type_ignores=[]), name, is_package, modules)
+            continue
+        if isinstance(child, ast.Import):
+            targets.update(alias.name for alias in child.names)
+        elif isinstance(child, ast.ImportFrom):
+            base = child.module or ""
+            if child.level:
+                anchor = name.split(".") if is_package else name.split(".")[:-1]
+                anchor = anchor[: len(anchor) - child.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in child.names:
+                full = f"{base}.{alias.name}"
+                targets.add(full if full in modules else base)
+        targets |= _imports(child, name, is_package, modules)
+    return targets
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -105,8 +106,9 @@ def test_cycle_finder_finds_a_lazy_circle(tmp_path):
     (package / "a.py").write_text("from pkg.b import thing\n")
     (package / "b.py").write_text("thing = 1\n\ndef later():\n    from pkg import a\n")
     (package / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n")
+    (package / "d.py").write_text("import typing\nif typing.TYPE_CHECKING:\n    import pkg.a\nelse:\n    import pkg.c\n")
     graph = import_graph(tmp_path, "pkg")
-    assert graph == {"pkg": set(), "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}, "pkg.c": set()}
+    assert graph == {"pkg": set(), "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}, "pkg.c": set(), "pkg.d": {"pkg.c"}}
     assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.a"]
 
 

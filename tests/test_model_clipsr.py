@@ -1,11 +1,13 @@
-"""CLIP-SR (tiny preset): shapes, text conditioning, the CLIP-ViT branch, CLIP loading, tiling."""
+"""CLIP-SR (tiny preset) specifics: per-iteration maps, the CLIP-ViT branch, CLIP loading, window reach.
+
+The contract every method keeps (shapes, captions, tiling, round trip) is in test_model_contract.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from napari_textsr.models import create_model, model_from_config
+from napari_textsr.models import create_model
 from napari_textsr.models.clipsr import CLIPSR, CLIPSRConfig, ResidualAttentionBlock
 from napari_textsr.prompts import PromptEncoder
 
@@ -36,17 +38,6 @@ def lr_batch(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor
     return torch.rand(batch, 3, height, width, generator=generator)
 
 
-@pytest.mark.parametrize("scale", [2, 4, 8, 16])
-def test_every_scale_gives_right_shape_and_finite_values(encoder, scale):
-    model = make_model(encoder, scale)
-    prompt = encoder.encode(["a red bird on a branch", "stripes, horizontal"])
-    with torch.inference_mode():
-        out = model(lr_batch(2, 13, 19), prompt)
-    assert out.image.shape == (2, 3, 13 * scale, 19 * scale)
-    assert out.image.dtype == torch.float32
-    assert torch.isfinite(out.image).all()
-
-
 def test_one_attention_map_per_iteration(encoder):
     model = make_model(encoder)
     config: CLIPSRConfig = model.config  # type: ignore[assignment]
@@ -62,18 +53,6 @@ def test_one_attention_map_per_iteration(encoder):
     with torch.inference_mode():
         other = model(lr_batch(2, 11, 17), encoder.encode(["a house", "a tree"]))
     assert not torch.allclose(out.attention["iteration 1"], other.attention["iteration 1"])
-
-
-def test_different_captions_give_different_outputs(encoder):
-    model = make_model(encoder)
-    perturb_fusion(model)
-    lr = lr_batch(1, 16, 20)
-    with torch.inference_mode():
-        a = model(lr, encoder.encode(["a red bird on a branch"])).image
-        b = model(lr, encoder.encode(["vertical stripes on a grey wall"])).image
-        a_again = model(lr, encoder.encode(["a red bird on a branch"])).image
-    assert torch.equal(a, a_again)
-    assert (a - b).abs().mean() > 1e-3
 
 
 def test_without_text_fusion_the_caption_is_ignored(encoder):
@@ -180,8 +159,10 @@ def test_load_clip_vit_refuses_a_mismatch(encoder):
     assert all(p.requires_grad for p in wide.parameters())
 
 
-@pytest.mark.parametrize("scale", [2, 16])
+@pytest.mark.parametrize("scale", [16])
 def test_output_on_an_aligned_crop_equals_the_full_image_interior(encoder, scale):
+    """The contract test checks locality at x2 and x8; this adds x16, the 8-pixel
+    alignment and that the window attention needs the whole margin."""
     model = make_model(encoder, scale)
     perturb_fusion(model)
     info = model.tiling_info()
@@ -229,22 +210,7 @@ def test_a_pixel_influences_its_whole_attention_window(encoder):
     assert rows.min() >= 16 - info.receptive_field and rows.max() <= 16 + info.receptive_field
 
 
-def test_empty_caption_works(encoder):
-    model = make_model(encoder)
-    prompt = encoder.encode([""])
-    assert prompt.words == [["<sentence>"]]
-    with torch.inference_mode():
-        out = model(lr_batch(1, 9, 14), prompt)
-    assert out.image.shape == (1, 3, 36, 56)
-    assert torch.isfinite(out.image).all()
-    assert all(torch.isfinite(m).all() for m in out.attention.values())
-
-
-def test_config_round_trip_and_validation(encoder):
-    model = make_model(encoder, scale=8)
-    rebuilt = model_from_config("clipsr", model.config.to_dict())
-    assert rebuilt.config == model.config
-    rebuilt.load_state_dict(model.state_dict())
+def test_config_validation():
     with pytest.raises(ValueError, match="divisible"):
         CLIPSRConfig.from_preset("tiny", vit_width=30, vit_heads=4)
     with pytest.raises(ValueError, match="prompt tokens"):

@@ -1,12 +1,13 @@
-"""TGSR (napari_textsr.models.tgsr): shapes at every scale, attention maps,
-text dependence, the text-free baseline, and exact locality (tiling)."""
+"""TGSR (napari_textsr.models.tgsr) specifics: per-word attention and aux outputs at every
+scale, both fusion merges, the text-free baseline's backbone, conditioning augmentation,
+receptive-field bound. The contract every method keeps is in test_model_contract.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from napari_textsr.models import create_model, get_model_class, model_from_config
+from napari_textsr.models import create_model
 from napari_textsr.models.tgsr import TGSR, TGSRConfig, unique_names
 from napari_textsr.prompts import PromptEncoder
 
@@ -41,11 +42,8 @@ def lr_batch(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor
     return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
 
 
-def test_registry_builds_tgsr_and_round_trips_config(encoder):
-    assert get_model_class("tgsr") is TGSR
+def test_presets_validation_and_size(encoder):
     model = make_model(encoder, 4)
-    rebuilt = model_from_config("tgsr", model.config.to_dict())
-    assert isinstance(rebuilt, TGSR) and rebuilt.config == model.config
     assert set(TGSRConfig.PRESETS) >= {"tiny", "small", "default", "paper"}
     with pytest.raises(ValueError):
         TGSRConfig(fusion_merge="sum")
@@ -94,7 +92,7 @@ def test_unique_names():
 
 
 @pytest.mark.parametrize("merge", ["add", "concat"])
-def test_caption_changes_output_after_perturbing_fusion(encoder, merge):
+def test_fusion_parameters_and_caption_dependence_of_each_merge(encoder, merge):
     model = make_model(encoder, 4, fusion_merge=merge)
     names = [n for n, _ in model.named_parameters() if any(p is _ for p in model.fusion_parameters())]
     assert any(n.startswith("tams.") for n in names)
@@ -142,10 +140,10 @@ def test_conditioning_augmentation_samples_only_in_training(encoder):
         assert torch.equal(model(lr, prompt).image, model(lr, prompt).image)
 
 
-@pytest.mark.parametrize("scale,merge", [(2, "add"), (4, "concat"), (8, "add")])
+@pytest.mark.parametrize("scale,merge", [(4, "concat")])
 def test_crop_equals_full_away_from_border(encoder, scale, merge):
-    """What makes tiling exact: beyond receptive_field LR pixels from a crop's
-    border, the crop's output equals the full image's output."""
+    """The contract test checks locality with the default ("add") merge; this
+    checks the "concat" merge and TGSR's per-word attention stack."""
     model = make_model(encoder, scale, fusion_merge=merge)
     perturb_fusion(model)
     rf = model.tiling_info().receptive_field

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from napari_support import dock, grey_image, viewer, wait_idle  # noqa: F401 (fixtures)
-
 from napari.layers import Image
 
+from napari_support import dock, grey_image, viewer, wait_idle  # noqa: F401 (fixtures)
 from napari_textsr.napari import upscale_layer
 from napari_textsr.napari.layers import output_geometry, result_layer_data, source_from_layer, unique_name
 
@@ -73,7 +71,7 @@ def test_layer_data_names_visibility_and_contrast(pdn_results):
     names = [kwargs["name"] for _, kwargs, _ in single]
     maps = list(results[0].attention)
     assert names == ["in x2 [1]"] + [f"in x2 [1] attention: {m}" for m in maps] + ["in x2 [1] consistency"]
-    assert [kwargs.get("visible", True) for _, kwargs, _ in single] == [True, True] + [False] * (len(maps) - 1) + [False]
+    assert [kwargs.get("visible", True) for _, kwargs, _ in single] == [True] + [False] * len(maps) + [False]
     assert all(kind == "image" for _, _, kind in single)
     data, kwargs, _ = single[1]
     low, high = kwargs["contrast_limits"]

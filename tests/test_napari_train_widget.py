@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from napari_support import dock, notifications, viewer  # noqa: F401 (fixtures)
-
 from napari_textsr.napari.model_store import ModelStore
 from napari_textsr.napari.sr_widget import SuperResolutionWidget
 from napari_textsr.napari.train_widget import TrainingWidget
@@ -34,6 +33,7 @@ def trainer_setup(viewer, qtbot, tmp_path):
     widget.batch_spin.setValue(2)
     widget.patch_spin.setValue(8)
     widget.device_combo.setCurrentText("cpu")
+    widget.encoder_combo.setCurrentIndex(widget.encoder_combo.findData("textsr-tiny:none"))  # fast
     return widget, sr, store, tmp_path
 
 
@@ -105,3 +105,61 @@ def test_missing_captions_and_empty_selection_notify(trainer_setup, qtbot, notif
     widget.start_button.click()
     assert any("tick at least one" in m for m in notifications.of("error"))
     assert not widget.is_running and widget.start_button.isEnabled()
+
+
+def test_new_model_defaults_to_the_bundled_encoder_and_rate_resets_after_fine_tuning(viewer, qtbot, tmp_path):
+    viewer.add_image(stripes(), name="vertical", metadata={"caption": "vertical stripes"})
+    widget = dock(viewer, TrainingWidget(viewer, store=ModelStore()), qtbot)
+    widget.use_layer("vertical")
+    widget.out_edit.setText(str(tmp_path / "run"))
+    assert widget.base_combo.currentData() == "__new__"
+    assert widget.encoder_combo.currentData() == "textsr-clip-s:bundled:textsr-clip-s"
+    assert widget.make_request().config.encoder == "textsr-clip-s:bundled:textsr-clip-s"
+    assert widget.learning_rate_edit.text() == "2e-4"
+
+    widget.base_combo.setCurrentIndex(widget.base_combo.findData("pdn-x4"))  # fine-tune: rate capped
+    assert widget.learning_rate_edit.text() == "1e-4"
+    assert not widget.encoder_combo.isEnabled()
+    assert widget.make_request().config.encoder is None  # the checkpoint's own
+    widget.base_combo.setCurrentIndex(widget.base_combo.findData("__new__"))  # back to new: rate restored
+    assert widget.learning_rate_edit.text() == "2e-4" and widget.encoder_combo.isEnabled()
+    assert widget.make_request().config.encoder == "textsr-clip-s:bundled:textsr-clip-s"
+
+    # CLIP-SR embeds the encoder's ViT: its preset follows the encoder
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("clipsr"))
+    assert widget.preset_combo.currentText() == "default"
+    widget.encoder_combo.setCurrentIndex(widget.encoder_combo.findData("textsr-tiny:none"))
+    assert widget.preset_combo.currentText() == "tiny"
+
+
+def test_fields_have_tooltips_and_input_errors_reach_the_status_line(viewer, qtbot, notifications):
+    viewer.add_image(stripes(), name="vertical")
+    widget = dock(viewer, TrainingWidget(viewer, store=ModelStore()), qtbot)
+    for field in (
+        widget.layer_table, widget.folder_edit, widget.base_combo, widget.method_combo, widget.preset_combo,
+        widget.scale_combo, widget.encoder_combo, widget.steps_spin, widget.learning_rate_edit, widget.batch_spin,
+        widget.patch_spin, widget.degradation_combo, widget.preview_spin, widget.device_combo, widget.out_edit,
+        widget.start_button,
+        widget.cancel_button,
+    ):
+        assert field.toolTip(), field
+    widget.start_button.click()
+    assert widget.status_label.text().startswith("Cannot start training: tick at least one")
+    assert any("tick at least one" in m for m in notifications.of("error"))
+
+
+def test_degradation_preset_reaches_the_training_config(viewer, qtbot, tmp_path):
+    from napari_textsr.training.degradations import DegradationFamily
+
+    viewer.add_image(stripes(), name="vertical", metadata={"caption": "vertical stripes"})
+    widget = dock(viewer, TrainingWidget(viewer, store=ModelStore()), qtbot)
+    widget.use_layer("vertical")
+    widget.out_edit.setText(str(tmp_path / "run"))
+    names = [widget.degradation_combo.itemData(i) for i in range(widget.degradation_combo.count())]
+    assert names == ["bicubic", "realistic", "microscopy"]
+    assert widget.degradation_combo.currentData() == "realistic"
+    widget.scale_combo.setCurrentIndex(widget.scale_combo.findData(8))
+    widget.degradation_combo.setCurrentIndex(names.index("microscopy"))
+    config = widget.make_request().config
+    assert config.degradation == DegradationFamily.preset_family("microscopy", 8)
+    assert config.degradation.p_jpeg == 0.0 and config.degradation.scale == 8

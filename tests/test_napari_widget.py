@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from napari_support import dock, grey_image, notifications, viewer, wait_idle  # noqa: F401 (fixtures)
-
 from napari_textsr.napari.model_store import MODEL_STORE, ModelStore
 from napari_textsr.napari.sr_widget import SuperResolutionWidget
 
@@ -60,7 +59,9 @@ def test_grey_2d_output_overlays_input_with_provenance(viewer, qtbot):
     assert len(attention) >= 1
     index = list(viewer.layers).index(out)
     assert list(viewer.layers)[index + 1 : index + 1 + len(attention)] == attention  # right after the output
-    assert [lay.visible for lay in attention] == [True] + [False] * (len(attention) - 1)
+    # hidden: an additive map over the output would tint it; the output stays the active layer
+    assert [lay.visible for lay in attention] == [False] * len(attention)
+    assert viewer.layers.selection.active is out
     for amap in attention:
         assert amap.data.shape == out.data.shape and amap.data.dtype == np.float32
         np.testing.assert_allclose(amap.scale, out.scale)
@@ -201,8 +202,11 @@ def test_wrong_inputs_notify_and_keep_the_widget_usable(viewer, qtbot, monkeypat
     monkeypatch.setattr("napari_textsr.inference.available_memory_bytes", lambda device: 1000)
     widget.tile_combo.setCurrentIndex(1)  # no tiling
     assert widget.tile_combo.currentData() == 0
-    run_and_wait(widget, qtbot)
-    assert any("tiling" in m for m in notifications.of("error"))
+    widget.run_button.click()
+    # refused at once, before any model loads, and the status line says why
+    assert not widget.is_running
+    assert any("use tiling" in m for m in notifications.of("error"))
+    assert "in one piece needs at least" in widget.status_label.text()
     monkeypatch.undo()
 
     widget.select_model("/nonexistent/model.textsr.safetensors")
@@ -265,12 +269,136 @@ def test_widget_works_through_the_proxy_napari_hands_to_plugins(viewer, qtbot, n
     assert np.array_equal(viewer.layers["renamed"].data, layer.data)
 
 
-def test_default_model_is_a_real_choice(viewer, qtbot):
+def test_default_model_is_preselected(viewer, qtbot):
     from napari_textsr.inference import list_models
 
-    bundled = list_models()
+    bundled = [m.name for m in list_models()]
     widget = dock(viewer, SuperResolutionWidget(viewer, store=ModelStore()), qtbot)
-    # the first bundled model; with none bundled (and none trained in this store) the untrained PDN x4
-    assert widget.selected_model() == (bundled[0].name if bundled else "random:pdn:4:tiny")
+    # the bundled model "default" loads at x4 (PDN, not the alphabetically first CLIP-SR);
+    # with none bundled (and none trained in this store) the untrained PDN x4
+    expected = "pdn-x4" if "pdn-x4" in bundled else "random:pdn:4:tiny"
+    assert widget.selected_model() == expected
+    assert widget.scale_combo.currentData() == 4
     wait_model_loaded(widget, qtbot)
-    assert widget.model_info.text().startswith("PDN x4" if not bundled else "")
+    assert widget.model_info.text().startswith("PDN x4")
+
+
+def test_caption_box_follows_the_selected_layer(viewer, qtbot):
+    a = viewer.add_image(grey_image((32, 32)), name="a", metadata={"caption": "round nuclei"})
+    b = viewer.add_image(grey_image((32, 32), seed=1), name="b")  # no caption metadata
+    widget = make_widget(viewer, qtbot)
+    widget.select_layer(a)
+    assert widget.caption_edit.toPlainText() == "round nuclei"
+    widget.select_layer(b)
+    assert widget.caption_edit.toPlainText() == ""  # a's caption does not leak into b
+    widget.caption_edit.setPlainText("thin filaments")  # typed for b
+    widget.select_layer(a)
+    assert widget.caption_edit.toPlainText() == "round nuclei"  # b's text did not overwrite a's
+    widget.caption_edit.setPlainText("round nuclei, one dividing")
+    widget.select_layer(b)
+    assert widget.caption_edit.toPlainText() == "thin filaments"
+    widget.select_layer(a)
+    assert widget.caption_edit.toPlainText() == "round nuclei, one dividing"
+    assert a.metadata["caption"] == "round nuclei"  # the layer itself is not modified
+
+
+def test_comparison_label_follows_the_slider(viewer, qtbot):
+    viewer.add_image(grey_image((24, 24), dtype=np.float32), name="img")
+    widget = make_widget(viewer, qtbot)
+    widget.compare_check.setChecked(True)
+    widget.caption_edit.setPlainText("bright filaments\nround nuclei\nsmall puncta")
+    run_and_wait(widget, qtbot)
+    stack = viewer.layers["img x2 captions"]
+    assert viewer.layers.selection.active is stack
+    for index, caption in [(1, "round nuclei"), (2, "small puncta"), (0, "bright filaments")]:
+        viewer.dims.set_current_step(0, index)
+        assert widget.comparison_label.text() == f"Slice shown: caption {index + 1}/3: “{caption}”"
+        assert widget._text_overlay().text == f"caption {index + 1}/3: “{caption}”"
+        assert widget._text_overlay().visible
+    viewer.layers.selection.active = viewer.layers["img"]  # still the newest stack's caption
+    assert "bright filaments" in widget.comparison_label.text()
+    viewer.layers.remove(stack)
+    for lay in [lay for lay in viewer.layers if lay.name.startswith("img x2")]:
+        viewer.layers.remove(lay)
+    viewer.layers.selection.active = viewer.layers["img"]
+    assert widget.comparison_label.text() == "" and not widget._text_overlay().visible
+
+
+def test_provenance_of_the_selected_output_is_shown(viewer, qtbot):
+    layer = viewer.add_image(grey_image((24, 24)), name="cells", metadata={"caption": "DAPI nuclei"})
+    widget = make_widget(viewer, qtbot)
+    widget.select_layer(layer)
+    run_and_wait(widget, qtbot)
+    text = widget.provenance_label.text()
+    assert text.startswith("'cells x2'") and "“DAPI nuclei”" in text
+    assert f"model: {PDN2} · PDN x2 (UNTRAINED)" in text and "encoder: textsr-tiny:none" in text
+    assert "from 'cells'" in text
+    viewer.layers.selection.active = viewer.layers["cells x2 attention: DCM 1"]  # a map: its output's record
+    assert widget.provenance_label.text() == text
+    viewer.layers.selection.active = layer
+    assert widget.provenance_label.text().startswith("Select an output layer")
+
+
+def test_runs_on_every_selected_layer_with_its_own_caption(viewer, qtbot):
+    a = viewer.add_image(grey_image((24, 24)), name="a", metadata={"caption": "round nuclei"})
+    b = viewer.add_image(grey_image((20, 28), seed=2), name="b")
+    viewer.add_image(grey_image((16, 16), seed=3), name="not selected")
+    widget = make_widget(viewer, qtbot)
+    widget.select_layer(b)
+    widget.caption_edit.setPlainText("thin filaments")
+    viewer.layers.selection = {a, b}
+    widget.all_selected_check.setChecked(True)
+    assert widget.all_selected_check.text() == "every selected Image layer (2)"
+    run_and_wait(widget, qtbot)
+    assert [lay.name for lay in widget.last_layers if " attention" not in lay.name] == ["a x2", "b x2"]
+    assert viewer.layers["a x2"].metadata["caption"] == "round nuclei"
+    assert viewer.layers["b x2"].metadata["caption"] == "thin filaments"
+    assert viewer.layers["b x2"].data.shape == (40, 56)
+    assert "not selected x2" not in viewer.layers
+    assert widget.status_label.text().startswith("Done in") and widget.run_button.isEnabled()
+
+
+def test_scale_picker_lists_the_method_scales_and_switches_model(viewer, qtbot):
+    from napari_textsr.inference import list_models
+
+    bundled = {(m.method, m.scale): m.name for m in list_models()}
+    if ("pdn", 4) not in bundled or ("pdn", 8) not in bundled:
+        pytest.skip("needs the bundled PDN x4 and x8")
+    widget = dock(viewer, SuperResolutionWidget(viewer, store=ModelStore()), qtbot)
+    widget.select_model(bundled[("pdn", 4)])
+    items = {widget.scale_combo.itemData(i): widget.scale_combo.itemText(i) for i in range(widget.scale_combo.count())}
+    assert items == {2: "x2 (untrained)", 4: "x4", 8: "x8", 16: "x16 (untrained)"}
+    widget.scale_combo.activated.emit(widget.scale_combo.findData(8))  # what a user's choice emits
+    assert widget.selected_model() == bundled[("pdn", 8)]
+    widget.scale_combo.activated.emit(widget.scale_combo.findData(2))
+    assert widget.selected_model() == "random:pdn:2:tiny"
+    widget.select_model("random:tgsr:4:tiny")
+    assert widget.scale_combo.currentData() == 4
+    wait_model_loaded(widget, qtbot)
+
+
+def test_dock_is_narrow_and_controls_have_tooltips(viewer, qtbot):
+    widget = make_widget(viewer, qtbot)
+    # the model list holds long entries; the dock must still leave the canvas most of a 1280-px screen
+    assert widget.minimumSizeHint().width() < 420
+    assert widget.body.minimumSizeHint().width() < 420  # no horizontal scrolling needed either
+    for field in (
+        widget.layer_combo, widget.caption_edit, widget.model_combo, widget.scale_combo, widget.device_combo,
+        widget.tile_combo, widget.attention_check, widget.consistency_check, widget.slice_radio,
+        widget.stack_radio, widget.run_button, widget.cancel_button, widget.all_selected_check,
+    ):
+        assert field.toolTip(), field
+
+
+def test_eta_from_the_pace_after_the_first_tile(viewer, qtbot, monkeypatch):
+    from napari_textsr.napari import sr_widget
+    from napari_textsr.napari.jobs import JobProgress
+
+    widget = make_widget(viewer, qtbot)
+    now = [100.0]
+    monkeypatch.setattr(sr_widget.time, "perf_counter", lambda: now[0])
+    widget._on_event(JobProgress(done=1, total=10))  # the first tile (warm-up) at t = 100
+    assert widget.eta_seconds() is None
+    now[0] = 104.0
+    widget._on_event(JobProgress(done=3, total=10))  # 2 tiles in 4 s -> 2 s per tile, 7 left
+    assert widget.eta_seconds() == pytest.approx(14.0)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_textsr._generators import drive
 from napari_textsr.prompts import EncoderSpec, PromptEncoder, register_encoder_configs
 from napari_textsr.synthetic import synthetic_dataset
 from napari_textsr.training.pretrain_encoder import (
@@ -25,13 +26,8 @@ def _items(n=16, seed=0):
 
 
 def _run(config, items):
-    run = iter_pretrain(config, items)
     events = []
-    try:
-        while True:
-            events.append(next(run))
-    except StopIteration as stop:
-        return stop.value, events
+    return drive(iter_pretrain(config, items), events.append), events
 
 
 def test_trimmed_text_encoding_matches_open_clip(tiny_encoder):

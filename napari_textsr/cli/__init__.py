@@ -1,9 +1,11 @@
 """The ``textsr`` command line.
 
 Each subcommand lives in its own module with ``register(subparsers)`` which adds
-its parser and sets ``func`` to the function that runs it. Modules are listed
-here so ``textsr --help`` shows every command; heavy imports (torch models,
-napari) happen inside the command functions, so ``--help`` stays fast.
+its parser and sets ``func`` to the function that runs it. :data:`COMMANDS` lists
+every command with its module and one-line help, so ``textsr --help`` shows them
+all without importing any module; only the module of the command being run is
+imported, and heavy imports (torch, open_clip, napari) happen inside the command
+functions.
 """
 
 from __future__ import annotations
@@ -11,21 +13,60 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from dataclasses import dataclass
 from typing import Sequence
 
-# Subcommand modules, in the order ``--help`` lists them. A module not yet
-# present is skipped so partial installs still run.
-COMMAND_MODULES = (
-    "napari_textsr.cli.upscale",  # upscale, info
-    "napari_textsr.cli.models",  # models
-    "napari_textsr.cli.train",  # train
-    "napari_textsr.cli.pretrain",  # pretrain-encoder
-    "napari_textsr.cli.bench",  # bench
-    "napari_textsr.cli.demo",  # demo (the main job: napari with sample + widget)
-)
+# Every command: the module that registers it and its one line in ``textsr --help``,
+# in the order ``--help`` lists them. Only the module of the command being run is
+# imported, so ``textsr --help`` imports none of them; a module not yet present is
+# skipped so partial installs still run.
 
 
-def build_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class Command:
+    module: str
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "upscale": Command("napari_textsr.cli.upscale", "super-resolve an image file guided by a caption"),
+    "info": Command("napari_textsr.cli.upscale", "describe a model as JSON"),
+    "models": Command("napari_textsr.cli.models", "list the bundled models"),
+    "train": Command("napari_textsr.cli.train", "train or fine-tune a model on captioned images"),
+    "pretrain-encoder": Command(
+        "napari_textsr.cli.pretrain", "contrastively pretrain a small open_clip prompt encoder on captioned images"
+    ),
+    "bench": Command("napari_textsr.cli.bench", "score a model against bicubic, with true / empty / other captions"),
+    "demo": Command("napari_textsr.cli.demo", "open napari with a sample, the widget docked and the default model ready"),
+}
+
+
+def command_help(name: str) -> str:
+    """The one-line help of a command (what its module passes to ``add_parser``)."""
+    return COMMANDS[name].help
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` for a command that computes on the CPU; :func:`main` applies it before the command runs."""
+    parser.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="CPU threads for torch (default: $TEXTSR_NUM_THREADS, else the CPUs this process may use: "
+             "its affinity mask capped by the cgroup CPU quota)",
+    )
+    parser.set_defaults(configure_threads=True)
+
+
+def _command_in(argv: Sequence[str] | None) -> str | None:
+    """The command named in ``argv`` (the first word that is not an option), if it is one."""
+    for word in sys.argv[1:] if argv is None else argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = (), *, full: bool = False) -> argparse.ArgumentParser:
+    """The ``textsr`` parser with the full parser of the command named in ``argv``
+    (every command's with ``full=True``); other commands get a stub with their one-line help."""
     from napari_textsr._version import __version__
 
     parser = argparse.ArgumentParser(
@@ -33,24 +74,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"napari-textsr {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue
-        module.register(subparsers)
+    chosen = _command_in(argv)
+    wanted = {c.module for c in COMMANDS.values()} if full else {COMMANDS[chosen].module} if chosen else set()
+    for module_name in dict.fromkeys(c.module for c in COMMANDS.values()):  # modules in table order
+        names = [name for name, c in COMMANDS.items() if c.module == module_name]
+        module = None
+        if module_name in wanted:
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as error:
+                if error.name != module_name:
+                    raise
+        if module is not None:
+            module.register(subparsers)
+        else:  # listed in --help; not parsed further in this run
+            for name in names:
+                subparsers.add_parser(name, help=COMMANDS[name].help, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
+        if getattr(args, "configure_threads", False):
+            from napari_textsr.devices import configure_threads
+
+            configure_threads(args.threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

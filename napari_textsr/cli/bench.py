@@ -8,13 +8,15 @@ import shlex
 import sys
 from pathlib import Path
 
+from napari_textsr.cli import add_threads_option, command_help
+
 
 def register(subparsers) -> None:
     from napari_textsr.training.degradations import NAMED_DEGRADATION_TITLES
 
     parser = subparsers.add_parser(
         "bench",
-        help="score a model against bicubic, with true / empty / other captions",
+        help=command_help("bench"),
         description=(
             "For each captioned image: degrade it (--degradation: antialiased bicubic by default; seeded), upscale "
             "with bicubic and with the model given the image's caption, an empty caption, another image's caption, "
@@ -42,6 +44,7 @@ def register(subparsers) -> None:
     parser.add_argument("--limit", type=int, default=None, help="at most N images per dataset")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
+    add_threads_option(parser)
     parser.set_defaults(func=run)
 
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+from napari_textsr.cli import command_help
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="open napari with a sample, the widget docked and the default model ready",
+        help=command_help("demo"),
         description="Open napari with a sample image, the super-resolution widget and the default model. "
         "With --headless DIR, upscale the sample and write the result and its attention maps to DIR instead.",
     )
@@ -40,8 +43,33 @@ def _model_scale(args: argparse.Namespace, sample_scale: int) -> int | None:
     return min(scales, key=lambda s: (abs(s - sample_scale), s))
 
 
+def missing_display() -> str | None:
+    """Why a napari window cannot open here (None if it can): Linux without an X or Wayland display.
+
+    Qt aborts the whole process when it finds no display, so this is checked first.
+    """
+    import os
+
+    if not sys.platform.startswith("linux"):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return "no display to open a napari window on (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+
+
 def run(args: argparse.Namespace) -> int:
     from napari_textsr.samples import load_sample
+
+    if args.headless is None:
+        reason = missing_display()
+        if reason is not None:
+            print(
+                f"textsr demo: {reason}.\n"
+                "  Without a screen:   textsr demo --headless out/   (writes the upscaled sample and its attention maps)\n"
+                "  With a virtual one: xvfb-run -a textsr demo",
+                file=sys.stderr,
+            )
+            return 2
 
     sample = load_sample(args.sample)
     caption = sample.caption if args.caption is None else args.caption
@@ -80,6 +108,7 @@ def _run_headless(args, sample, caption: str, scale: int | None) -> int:
 def _run_gui(args, sample, caption: str, scale: int | None) -> int:
     import torch  # noqa: F401  (before Qt)
 
+    # isort: split
     import napari
 
     from napari_textsr.inference import list_models

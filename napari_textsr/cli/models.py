@@ -6,11 +6,13 @@ import argparse
 import dataclasses
 import json
 
+from napari_textsr.cli import command_help
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "models",
-        help="list the bundled models",
+        help=command_help("models"),
         description=(
             "List the models shipped in napari_textsr/weights/: name (for --model), method, scale, "
             "what each was trained on and its validation figures."

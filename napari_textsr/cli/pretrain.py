@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from napari_textsr.cli import command_help
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "pretrain-encoder",
-        help="contrastively pretrain a small open_clip prompt encoder on captioned images",
+        help=command_help("pretrain-encoder"),
         description=(
             "Train an open_clip model (default textsr-clip-s) with open_clip's contrastive loss on "
             "captioned image folders (images + captions.csv) and/or synthetic captioned scenes, on the CPU. "

@@ -12,6 +12,9 @@ import signal
 import sys
 from typing import Any
 
+from napari_textsr.cli import command_help
+from napari_textsr.methods import method_names
+
 # Defaults live here, not in argparse, so that ``--resume`` can tell what the
 # user typed (overrides) from what the resumed run already fixed.
 DEFAULTS: dict[str, Any] = {
@@ -37,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train or fine-tune a model on captioned images",
+        help=command_help("train"),
         description=(
             "Train (or fine-tune with --init) a text-guided SR model on folders of images with captions.csv "
             "and/or synthetic scenes, with the losses of the method's paper. Writes OUT/model.textsr.safetensors "
@@ -49,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a = parser.add_argument
     a("--data", action="append", default=[], metavar="DIR",
       help="captioned image folder (images + captions.csv), or synthetic:N:SEED[:SIZE]; repeatable")
-    a("--method", choices=("tgsr", "clipsr", "pdn"), default=None, help="method to train (required unless --resume)")
+    a("--method", choices=method_names(), default=None, help="method to train (required unless --resume)")
     a("--scale", type=int, default=None, help=f"upscaling factor 2, 4, 8 or 16 (default {DEFAULTS['scale']})")
     a("--encoder", default=None, metavar="SPEC",
       help="prompt encoder ARCH:PRETRAINED (default: the --init checkpoint's, else textsr-tiny:none)")

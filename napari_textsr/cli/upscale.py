@@ -8,6 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+from napari_textsr.cli import add_threads_option, command_help
+
 
 # Outputs of more than this many bytes written to .tif are streamed tile by
 # tile into a tiled BigTIFF (memory independent of the output's size) instead
@@ -18,7 +20,7 @@ STREAM_BYTES = 1 << 30
 def register(subparsers) -> None:
     upscale = subparsers.add_parser(
         "upscale",
-        help="super-resolve image files guided by a caption",
+        help=command_help("upscale"),
         description=(
             "Upscale IN (png, jpg, tif: 8/16-bit, float, multi-page stacks, RGB/RGBA, ImageJ/OME) and write OUT "
             "(.tif keeps any dtype, stack and series; .png 8/16-bit grey, RGB, RGBA; .jpg 8-bit grey or RGB). "
@@ -63,15 +65,17 @@ def register(subparsers) -> None:
     upscale.add_argument("--zarr-levels", type=int, default=3, metavar="N",
                          help="pyramid levels of a .zarr output (OME-Zarr, NGFF 0.5; default: %(default)s)")
     upscale.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_option(upscale)
     upscale.set_defaults(func=run_upscale)
 
     info = subparsers.add_parser(
-        "info", help="describe a model as JSON",
+        "info", help=command_help("info"),
         description="Print the model's description (method, scale, config, encoder, tiling, training record) as JSON.",
     )
     info.add_argument("spec", metavar="SPEC", help="checkpoint path, bundled name, 'default' or 'random:...'")
     info.add_argument("--scale", type=int, default=None)
     info.add_argument("--device", default="cpu", help="device to load on (default: cpu)")
+    add_threads_option(info)
     info.set_defaults(func=run_info)
 
 

@@ -1,4 +1,8 @@
-"""Model registry: method name -> (config dataclass, nn.Module class).
+"""Model registry: method name -> (config dataclass, nn.Module class), from the method table.
+
+The methods themselves are listed once, in :data:`napari_textsr.methods.METHODS`;
+each method's module is imported on first use, so building one method does not
+import the others.
 
 ``create_model("pdn", scale=4, preset="tiny", prompt_dim=32)`` builds an
 untrained model of any method, scale and preset.
@@ -6,10 +10,9 @@ untrained model of any method, scale and preset.
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from typing import Any
 
+from napari_textsr.methods import METHODS, get_method
 from napari_textsr.models.base import (
     SUPPORTED_SCALES,
     ModelConfig,
@@ -30,45 +33,15 @@ __all__ = [
     "model_from_config",
 ]
 
-# Method name -> "module:Class"; imported on first use so that building one
-# method does not import the others.
-_REGISTRY: dict[str, str] = {
-    "tgsr": "napari_textsr.models.tgsr:TGSR",
-    "clipsr": "napari_textsr.models.clipsr:CLIPSR",
-    "pdn": "napari_textsr.models.pdn:PDN",
-}
-
-METHOD_TITLES = {
-    "tgsr": "TGSR: text attention, coarse-to-fine (Ma et al. 2022)",
-    "clipsr": "CLIP-SR: TIFBlock fusion, prompt predictor, CLIP-ViT, iterative refinement (Hu et al. 2024)",
-    "pdn": "PDN: prompt-guided Dynamic Correlation Modules (EDSR / RCAN backbone)",
-}
-
-
-@dataclass(frozen=True)
-class MethodEntry:
-    name: str
-    model_class: type[TextSRModel]
-
-    @property
-    def config_class(self) -> type[ModelConfig]:
-        return self.model_class.config_class
-
-    @property
-    def presets(self) -> list[str]:
-        return list(self.config_class.PRESETS)
-
 
 def available_methods() -> list[str]:
-    return list(_REGISTRY)
+    """Names of every method (the method table's keys, :data:`napari_textsr.methods.METHODS`)."""
+    return list(METHODS)
 
 
 def get_model_class(method: str) -> type[TextSRModel]:
-    method = method.lower()
-    if method not in _REGISTRY:
-        raise ValueError(f"unknown method {method!r}; choose from {available_methods()}")
-    module_name, class_name = _REGISTRY[method].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    """The model class of ``method`` (imported on first use; UnknownMethodError, a ValueError, otherwise)."""
+    return get_method(method).model_class()
 
 
 def create_model(

@@ -175,7 +175,7 @@ class PDN(TextSRModel):
             self.dcm_after = list(range(config.n_blocks))
             self.group_ends: list[int] = []
         else:
-            for g in range(config.n_groups):
+            for _group in range(config.n_groups):
                 start = len(blocks)
                 blocks += [RCAB(c, config.reduction) for _ in range(config.n_blocks)]
                 interval = config.n_blocks / config.dcm_per_group

@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generator, Sequence
 
-from napari_textsr.napari.layers import SourceLayer, select_input, source_from_layer
+from napari_textsr.napari.layers import LayerDataTuple, SourceLayer, result_layer_data, select_input, source_from_layer
 from napari_textsr.napari.model_store import MODEL_STORE, ModelStore
 
 if TYPE_CHECKING:
-    from napari_textsr.inference import UpscaleResult, Upscaler
+    from napari_textsr.inference import Upscaler, UpscaleResult
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,14 @@ class JobProgress:
 
 @dataclass
 class JobOutcome:
-    """How a worker run ended: results, or cancelled, or an error message for the user."""
+    """How a worker run ended: results, or cancelled, or an error message for the user.
+
+    ``layer_data``: the layers to add (:func:`~napari_textsr.napari.layers.result_layer_data`),
+    built in the worker when it was given the viewer's layer names.
+    """
 
     results: list[UpscaleResult] = field(default_factory=list)
+    layer_data: list[LayerDataTuple] = field(default_factory=list)
     cancelled: bool = False
     error: str | None = None
     seconds: float = 0.0
@@ -183,9 +188,17 @@ def iter_job(
 
 
 def run_job_in_worker(
-    job: UpscaleJob, cancel: threading.Event, store: ModelStore = MODEL_STORE
+    job: UpscaleJob,
+    cancel: threading.Event,
+    store: ModelStore = MODEL_STORE,
+    existing_names: Sequence[str] | None = None,
 ) -> Generator[JobProgress, None, JobOutcome]:
-    """The widget's ``thread_worker`` body: load (cached), run, and report instead of raising."""
+    """The widget's ``thread_worker`` body: load (cached), run, and report instead of raising.
+
+    With ``existing_names`` (the viewer's layer names when the run started) the
+    layer data tuples are built here too (stacking, contrast limits of the
+    maps), off the GUI thread, so that adding them only hands arrays to napari.
+    """
     start = time.perf_counter()
     yield JobProgress(done=0, total=0, message=f"loading model {job.model}", loading=True)
     try:
@@ -201,7 +214,15 @@ def run_job_in_worker(
         return JobOutcome(
             error=f"super-resolution of '{job.source.name}' failed: {error}", seconds=time.perf_counter() - start
         )
-    seconds = time.perf_counter() - start
     if results is None:
-        return JobOutcome(cancelled=True, seconds=seconds)
-    return JobOutcome(results=results, seconds=seconds, upscaler=upscaler)
+        return JobOutcome(cancelled=True, seconds=time.perf_counter() - start)
+    layer_data: list[LayerDataTuple] = []
+    if existing_names is not None:
+        try:
+            layer_data = result_layer_data(
+                job.source, results, offset=job.offset, compare=job.compare, existing_names=existing_names
+            )
+        except Exception as error:  # e.g. out of memory while stacking
+            return JobOutcome(error=f"could not build the layers: {error}", seconds=time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return JobOutcome(results=results, layer_data=layer_data, seconds=seconds, upscaler=upscaler)

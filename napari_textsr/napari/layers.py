@@ -223,7 +223,8 @@ def result_layer_data(
 
     One result: an image ``"<input> x<k>"`` with the result's provenance in
     ``metadata``; each attention map as ``"<output> attention: <name>"``
-    (additive, colormapped, only the first visible); the consistency map (if
+    (additive, colormapped, all hidden: a visible additive map would tint the
+    output, which stays what the user sees first); the consistency map (if
     any) as ``"<output> consistency"``. Several results with ``compare``: one
     stack with a leading caption axis, the captions and each result's
     provenance in ``metadata``, and attention maps that every caption has
@@ -271,7 +272,7 @@ def result_layer_data(
     # Maps come on the input grid above inference.MAX_ATTENTION_OUTPUT_PIXELS.
     map_factor = results[0].attention_scale or factor
     map_geometry = geometry if map_factor == factor else output_geometry(source, map_factor, offset, stacked=stacked)
-    for i, key in enumerate(names):
+    for key in names:
         amap = np.stack([r.attention[key] for r in results]) if stacked else results[0].attention[key]
         name = unique_name(f"{out_name} attention: {key}", taken)
         taken.add(name)
@@ -283,7 +284,7 @@ def result_layer_data(
                     "colormap": ATTENTION_COLORMAP,
                     "blending": "additive",
                     "opacity": ATTENTION_OPACITY,
-                    "visible": i == 0,
+                    "visible": False,
                     "contrast_limits": map_contrast_limits(amap),
                     "metadata": {"attention": key, "output_layer": out_name, "caption": metadata.get("caption")},
                     **map_geometry,
@@ -317,6 +318,27 @@ def result_layer_data(
     return layers
 
 
+def add_layer_data(viewer: napari.components.ViewerModel, layer_data: Sequence[LayerDataTuple]) -> list[Layer]:
+    """Add layer data tuples from :func:`result_layer_data`, renaming any whose name was taken meanwhile.
+
+    The tuples may have been built off the GUI thread against an older list of
+    names: a name taken since gets napari's ``[n]`` suffix, and the maps'
+    ``metadata["output_layer"]`` follows their output's new name.
+    """
+    renamed: dict[str, str] = {}
+    added = []
+    for data, kwargs, _kind in layer_data:
+        kwargs = dict(kwargs)
+        name = unique_name(kwargs["name"], [layer.name for layer in viewer.layers])
+        renamed[kwargs["name"]] = name
+        kwargs["name"] = name
+        meta = kwargs.get("metadata")
+        if isinstance(meta, dict) and meta.get("output_layer") in renamed:
+            kwargs["metadata"] = {**meta, "output_layer": renamed[meta["output_layer"]]}
+        added.append(viewer.add_image(data, **kwargs))
+    return added
+
+
 def add_result_layers(
     viewer: napari.components.ViewerModel,
     source: SourceLayer,
@@ -329,7 +351,4 @@ def add_result_layers(
     layer_data = result_layer_data(
         source, results, offset=offset, compare=compare, existing_names=[layer.name for layer in viewer.layers]
     )
-    added = []
-    for data, kwargs, _kind in layer_data:
-        added.append(viewer.add_image(data, **kwargs))
-    return added
+    return add_layer_data(viewer, layer_data)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Iterator
 from psygnal import Signal
 
 from napari_textsr.loading import ModelSpec, ModelSpecError, list_models
+from napari_textsr.methods import method_title  # re-exported: the widgets import it from here
 from napari_textsr.models import SUPPORTED_SCALES, available_methods
 
 if TYPE_CHECKING:
@@ -44,14 +45,6 @@ GROUP_TITLES = {
     UNTRAINED: "Untrained (random weights, for trying the plumbing)",
 }
 UNTRAINED_PRESET = "tiny"
-_METHOD_NAMES = {"tgsr": "TGSR", "clipsr": "CLIP-SR", "pdn": "PDN"}
-
-
-def method_title(method: str) -> str:
-    """Display name of a method ("pdn" -> "PDN")."""
-    return _METHOD_NAMES.get(method, method)
-
-
 @dataclass(frozen=True)
 class ModelChoice:
     """One entry of the model picker: ``spec`` is what :func:`napari_textsr.load_model` takes."""
@@ -60,6 +53,8 @@ class ModelChoice:
     label: str
     group: str
     tooltip: str = ""
+    method: str | None = None
+    scale: int | None = None
 
 
 def untrained_spec(method: str, scale: int, preset: str = UNTRAINED_PRESET) -> str:
@@ -76,6 +71,8 @@ def untrained_choices() -> list[ModelChoice]:
             group=UNTRAINED,
             tooltip="Random weights: the output is not a real super-resolution. "
             "Use it to try the widget, tiling and attention layers.",
+            method=method,
+            scale=scale,
         )
         for method in available_methods()
         for scale in SUPPORTED_SCALES
@@ -90,9 +87,21 @@ def bundled_choices() -> list[ModelChoice]:
             label=f"{model.name} ({method_title(model.method)} x{model.scale})",
             group=BUNDLED,
             tooltip=model.description or str(model.path),
+            method=model.method,
+            scale=model.scale,
         )
         for model in list_models()
     ]
+
+
+def default_model_name(scale: int | None = None) -> str | None:
+    """Name of the bundled model ``load_model("default", scale=scale)`` loads (None if none is bundled)."""
+    from napari_textsr.loading import pick_default
+
+    try:
+        return pick_default(scale).name
+    except ModelSpecError:
+        return None
 
 
 class ModelStore:
@@ -137,7 +146,17 @@ class ModelStore:
         if name == "model":  # the trainer's fixed file name: the run folder says more
             name = resolved.parent.name
         prefix = "trained: " if group == TRAINED else "file: "
-        choice = ModelChoice(spec=spec, label=label or f"{prefix}{name}", group=group, tooltip=spec)
+        method = scale = None
+        try:  # the header only: which method and scale (for the scale picker)
+            from napari_textsr.checkpoints import read_metadata
+
+            meta = read_metadata(resolved)
+            method, scale = meta.method, meta.scale
+        except Exception:  # noqa: BLE001 - an unreadable file is reported when it is loaded
+            pass
+        choice = ModelChoice(
+            spec=spec, label=label or f"{prefix}{name}", group=group, tooltip=spec, method=method, scale=scale
+        )
         existing = [c for c in self._registered if c.spec == spec]
         if existing:
             if group == TRAINED and existing[0].group != TRAINED:  # a file that turned out to be ours

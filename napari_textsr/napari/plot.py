@@ -41,11 +41,13 @@ class CurvePlot(QWidget):
         self.series[label] = Series(label, color, dashed)
         self.update()
 
-    def add_point(self, label: str, x: float, y: float) -> None:
+    def add_point(self, label: str, x: float, y: float, repaint: bool = True) -> None:
+        """Append a point; ``repaint=False`` leaves the repaint to a later ``update()`` (batching)."""
         if not math.isfinite(y) or (self.log_y and y <= 0):
             return
         self.series[label].points.append((float(x), float(y)))
-        self.update()
+        if repaint:
+            self.update()
 
     def clear(self) -> None:
         for s in self.series.values():

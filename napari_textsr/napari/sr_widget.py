@@ -1,31 +1,33 @@
 """Dock widget "Text-guided super-resolution".
 
-Pick an Image layer, type what it shows, pick a model, Run. The work runs in a
-napari ``thread_worker`` generator that yields after every tile, so Cancel takes
-effect between tiles and the GUI never blocks; the model is loaded once, off
-the GUI thread, and reused. Layers are built by :mod:`napari_textsr.napari.layers`,
-the same code :func:`~napari_textsr.napari.upscale_layer` uses.
+Pick an Image layer (or select several), type what it shows, pick a model and
+a scale, Run. The work runs in a napari ``thread_worker`` generator that yields
+after every tile, so Cancel takes effect between tiles and the GUI never
+blocks; the model is loaded once, off the GUI thread, and reused; the output
+layers are built in the worker and handed to napari one per event-loop turn.
+Layers are built by :mod:`napari_textsr.napari.layers`, the same code
+:func:`~napari_textsr.napari.upscale_layer` uses.
+
+The controls are in sections (:meth:`DockWidget.add_section`): "Input",
+"Model", "Options" and "Selected output"; other parts of the plugin add theirs
+the same way.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from contextlib import suppress
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image
-from napari.utils import progress as napari_progress
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
@@ -33,26 +35,37 @@ from qtpy.QtWidgets import (
     QPushButton,
     QRadioButton,
     QSizePolicy,
-    QVBoxLayout,
-    QWidget,
 )
 
-from napari_textsr.napari._connections import disconnect_all
 from napari_textsr.napari.jobs import JobOutcome, JobProgress, UpscaleJob, make_job, run_job_in_worker, split_captions
-from napari_textsr.napari.layers import add_result_layers
+from napari_textsr.napari.layers import add_layer_data
 from napari_textsr.napari.model_store import (
+    BUNDLED,
     FILE,
-    GROUP_TITLES,
     MODEL_STORE,
+    TRAINED,
     UNTRAINED,
     ModelChoice,
     ModelStore,
+    default_model_name,
     method_title,
     untrained_spec,
+)
+from napari_textsr.napari.widget_parts import (
+    BackgroundRun,
+    DevicePicker,
+    DockWidget,
+    ModelPicker,
+    available_devices,
+    compact_combo,
+    is_alive,
+    load_in_background,
 )
 
 if TYPE_CHECKING:
     import napari
+
+__all__ = ["SuperResolutionWidget", "available_devices", "describe_upscaler", "format_provenance", "summarize"]
 
 TILE_CHOICES: list[tuple[str, int | None]] = [
     ("auto (from free memory)", None),
@@ -66,19 +79,12 @@ TILE_CHOICES: list[tuple[str, int | None]] = [
 _PROGRESS_STEPS = 1000
 # Offered first when no trained model is bundled or registered.
 DEFAULT_UNTRAINED = untrained_spec("pdn", 4)
-
-
-def available_devices() -> list[str]:
-    """``auto`` plus the devices torch can use here."""
-    import torch
-
-    devices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        devices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] * (torch.cuda.device_count() > 1)
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    return devices
+# Preference when the scale picker switches to another model of the same method.
+_GROUP_PREFERENCE = (BUNDLED, TRAINED, FILE, UNTRAINED)
+# Working memory per LR pixel without tiling that no model goes below (the
+# engine's generic estimate for a model that declares none: activations of 64
+# channels, the float32 output copies, 8 attention maps); used to refuse at once.
+_MIN_BYTES_PER_LR_PIXEL = lambda s: 4 * 64 * (4 + 2 * s * s) + 4 * 3 * s * s * 2  # noqa: E731
 
 
 def describe_upscaler(upscaler: Any) -> str:
@@ -89,177 +95,230 @@ def describe_upscaler(upscaler: Any) -> str:
     return f"{method_title(d.method)} x{d.scale} · encoder {d.encoder} · {params} · {d.device} · {trained}"
 
 
-class SuperResolutionWidget(QWidget):
+def format_provenance(metadata: dict) -> str:
+    """A few lines from an output layer's provenance ``metadata`` (as :func:`result_layer_data` writes it)."""
+    if "provenance" in metadata:  # a caption-comparison stack
+        first = metadata["provenance"][0] if metadata["provenance"] else {}
+        captions = metadata.get("captions", [])
+        head = f"{len(captions)} captions: " + " | ".join(captions)
+        return head + "\n" + format_provenance({k: v for k, v in first.items() if k != "caption"})
+    lines = []
+    if metadata.get("caption") is not None:
+        lines.append(f"caption: “{metadata['caption']}”")
+    model = metadata.get("model")
+    if model is not None:
+        trained = "" if metadata.get("trained", True) else " (UNTRAINED)"
+        lines.append(
+            f"model: {model} · {method_title(str(metadata.get('method', '?')))} x{metadata.get('scale', '?')}{trained}"
+        )
+    if metadata.get("encoder"):
+        lines.append(f"encoder: {metadata['encoder']}")
+    run = []
+    if metadata.get("input_layer") is not None:
+        source = f"from '{metadata['input_layer']}'"
+        if metadata.get("input_slice"):
+            source += f" slice {metadata['input_slice']}"
+        run.append(source)
+    if metadata.get("device"):
+        run.append(str(metadata["device"]))
+    if metadata.get("seconds") is not None:
+        run.append(f"{float(metadata['seconds']):.1f} s")
+    if metadata.get("consistency_error") is not None:
+        run.append(f"consistency error {float(metadata['consistency_error']):.4f}")
+    if run:
+        lines.append(" · ".join(run))
+    if metadata.get("time"):
+        lines.append(f"made {metadata['time']} with napari-textsr {metadata.get('software_version', '')}".rstrip())
+    return "\n".join(lines)
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+class SuperResolutionWidget(DockWidget):
     """The "Text-guided super-resolution" dock widget.
 
-    Public for scripts and tests: ``layer_combo``, ``caption_edit``,
-    ``compare_check``, ``model_combo``, ``device_combo``, ``tile_combo``,
-    ``consistency_check``, ``attention_check``, ``slice_radio`` /
-    ``stack_radio``, ``run_button``, ``cancel_button``, ``progress_bar``,
-    ``status_label``; ``run()`` / ``cancel()``; ``is_running``;
-    ``last_layers`` (the layers the last run added).
+    Public for scripts and tests: ``layer_combo``, ``all_selected_check``,
+    ``caption_edit``, ``compare_check``, ``model_combo`` (a :class:`ModelPicker`),
+    ``scale_combo``, ``browse_button``, ``model_info``, ``device_combo``,
+    ``tile_combo``, ``consistency_check``, ``attention_check``,
+    ``slice_radio`` / ``stack_radio``, ``provenance_label``,
+    ``comparison_label``, ``run_button``, ``cancel_button``, ``progress_bar``,
+    ``status_label``, ``controls`` (everything locked during a run),
+    ``sections``; ``run()`` / ``cancel()``; ``is_running``; ``last_layers``
+    (the layers the last run added), ``last_outcome``.
+
+    Extending it: ``add_section(title, after=...)`` adds a group of controls;
+    ``job_option_providers`` holds callables ``(layer) -> dict`` whose keyword
+    arguments go to :func:`~napari_textsr.napari.jobs.make_job` (and from there
+    to ``Upscaler.iter_upscale``) for every run.
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, store: ModelStore = MODEL_STORE) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.store = store
+        super().__init__(napari_viewer, store)
         self.last_layers: list = []
         self.last_outcome: JobOutcome | None = None
-        self._worker = None
-        self._loader = None
+        self._run: BackgroundRun | None = None
+        self._queue: list[UpscaleJob] = []
         self._cancel = threading.Event()
         self._job: UpscaleJob | None = None
         self._started = 0.0
+        self._first_tile_at: float | None = None
         self._last_event: JobProgress | None = None
-        self._pbar = None
-        self._pbar_where: tuple[int, int] | None = None
+        self._typed_captions: dict[int, str] = {}  # id(layer) -> what the user typed for it this session
+        self._caption_layer: Image | None = None
+        self._setting_caption = False
+        self._overlay_ours = False
+        self._pending_layers: tuple | None = None
+        # Extension point: callables (layer) -> extra make_job keyword arguments
+        # (engine options such as region captions), merged into every job.
+        self.job_option_providers: list[Any] = []
         self._build()
         self._timer = QTimer(self)
-        self._timer.setInterval(200)
-        self._timer.timeout.connect(self._tick)
-        self._connect_viewer()
-        self._refresh_layers()
+        self._timer.setInterval(500)
+        self._timer.timeout.connect(self._show_running_status)
+        self.listen_to_layer_list()
+        self.listen(self.store.checkpoint_registered, self._on_checkpoint_registered)
+        self.listen(self.viewer.layers.selection.events.active, self._on_active_layer)
+        self.listen(self.viewer.layers.selection.events.changed, self._on_selection_changed)
+        self.listen(self.viewer.dims.events.current_step, self._update_comparison_label)
+        self.refresh_layers()
         self._refresh_models()
         self._on_layer_changed()
         self._on_model_changed()
+        self._on_active_layer()
 
     # ------------------------------------------------------------------ construction
     def _build(self) -> None:
-        outer = QVBoxLayout(self)
-        self.controls = QWidget()
-        form = QFormLayout(self.controls)
-        form.setContentsMargins(0, 0, 0, 0)
-        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
-
-        self.layer_combo = QComboBox()
+        self.controls = self.body
+        inputs = self.add_section("Input", collapsible=False)
+        self.layer_combo = compact_combo(QComboBox())
         self.layer_combo.setToolTip("The Image layer to super-resolve (it is never modified)")
         self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
-        form.addRow("Image layer", self.layer_combo)
-
+        inputs.add_row("Image layer", self.layer_combo)
+        self.all_selected_check = QCheckBox("every selected Image layer")
+        self.all_selected_check.setToolTip(
+            "Run on each Image layer selected in the layer list, one after the other, "
+            "each with its own caption (the one typed for it here, or its metadata's)"
+        )
+        self.all_selected_check.toggled.connect(self._on_selection_changed)
+        inputs.add_row("", self.all_selected_check)
         self.caption_edit = QPlainTextEdit()
         self.caption_edit.setPlaceholderText("What the image shows, e.g. DAPI-stained nuclei, two in mitosis")
-        self.caption_edit.setFixedHeight(70)
+        self.caption_edit.setFixedHeight(58)
         self.caption_edit.setToolTip(
-            "The text prompt. Pre-filled from the layer's metadata['caption'] when it has one."
+            "The text prompt for the chosen layer. Filled in from the layer's metadata['caption'] when it has one; "
+            "what you type is kept for that layer while napari runs."
         )
-        form.addRow("Caption", self.caption_edit)
+        self.caption_edit.textChanged.connect(self._on_caption_typed)
+        inputs.add_row("Caption", self.caption_edit)
         self.compare_check = QCheckBox("compare captions, one per line")
         self.compare_check.setToolTip("Run once per line and stack the outputs in one layer (one slice per caption)")
-        form.addRow("", self.compare_check)
+        inputs.add_row("", self.compare_check)
 
+        model = self.add_section("Model", collapsible=False)
         model_row = QHBoxLayout()
-        self.model_combo = QComboBox()
-        self.model_combo.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.model_combo = ModelPicker(self.store)
         self.model_combo.currentIndexChanged.connect(self._on_model_changed)
         self.browse_button = QPushButton("File…")
         self.browse_button.setToolTip("Load a .textsr.safetensors checkpoint")
         self.browse_button.clicked.connect(self._browse_model)
-        model_row.addWidget(self.model_combo)
+        model_row.addWidget(self.model_combo, 1)
         model_row.addWidget(self.browse_button)
-        form.addRow("Model", model_row)
+        model.add_row("Model", model_row)
+        self.scale_combo = compact_combo(QComboBox(), 4)
+        self.scale_combo.setToolTip(
+            "Upscaling factor. Lists the scales this method has a model for (bundled, trained or opened; "
+            "'untrained' where only random weights exist); choosing one picks that model."
+        )
+        self.scale_combo.activated.connect(self._on_scale_chosen)
+        self.device_combo = DevicePicker()
+        self.device_combo.currentIndexChanged.connect(self._on_model_changed)
+        scale_row = QHBoxLayout()
+        scale_row.addWidget(self.scale_combo, 1)
+        scale_row.addWidget(QLabel("Device"))
+        scale_row.addWidget(self.device_combo, 1)
+        model.add_row("Scale", scale_row)
         self.model_info = QLabel("")
         self.model_info.setWordWrap(True)
+        self.model_info.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.model_info.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        form.addRow("", self.model_info)
+        model.add_row("", self.model_info)
 
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(available_devices())
-        self.device_combo.currentIndexChanged.connect(self._on_model_changed)
-        form.addRow("Device", self.device_combo)
-
-        self.tile_combo = QComboBox()
+        options = self.add_section("Options")
+        self.tile_combo = compact_combo(QComboBox(), 8)
         for label, value in TILE_CHOICES:
             self.tile_combo.addItem(label, value)
-        self.tile_combo.setToolTip("Tiles are padded and pasted without seams; auto fits them to free memory")
-        form.addRow("Tile size", self.tile_combo)
-
+        self.tile_combo.setToolTip(
+            "Tiles are padded and pasted without seams; auto fits them to free memory; "
+            "no tiling runs in one piece (refused at once if it cannot fit)"
+        )
+        options.add_row("Tile size", self.tile_combo)
+        self.attention_check = QCheckBox("attention maps")
+        self.attention_check.setChecked(True)
+        self.attention_check.setToolTip("Add the model's attention maps as (hidden) layers over the output")
         self.consistency_check = QCheckBox("measurement consistency")
         self.consistency_check.setToolTip(
             "Back-project so that downsampling the output reproduces the input; "
             "adds a map of where the network disagreed with the input"
         )
-        self.attention_check = QCheckBox("attention maps")
-        self.attention_check.setChecked(True)
-        self.attention_check.setToolTip("Add the model's attention maps as layers over the output")
-        form.addRow("Options", self.attention_check)
-        form.addRow("", self.consistency_check)
-
+        options.add_row("Add", self.attention_check)
+        options.add_row("", self.consistency_check)
         self.slice_radio = QRadioButton("current slice")
         self.stack_radio = QRadioButton("whole stack")
         self.slice_radio.setChecked(True)
+        for radio in (self.slice_radio, self.stack_radio):
+            radio.setToolTip(
+                "For z-stacks and time series: only the slice the viewer shows (the output overlays that "
+                "slice), or every slice. 2D layers have no choice."
+            )
         self._extent_group = QButtonGroup(self)
         self._extent_group.addButton(self.slice_radio)
         self._extent_group.addButton(self.stack_radio)
         extent = QHBoxLayout()
         extent.addWidget(self.slice_radio)
         extent.addWidget(self.stack_radio)
-        form.addRow("nD layers", extent)
-        outer.addWidget(self.controls)
+        options.add_row("nD layers", extent)
+
+        selected = self.add_section("Selected output")
+        self.provenance_label = QLabel("Select an output layer to see how it was made.")
+        self.provenance_label.setWordWrap(True)
+        self.provenance_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.provenance_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.provenance_label.setToolTip("The provenance in the active layer's metadata (model, caption, settings)")
+        selected.add_row(self.provenance_label)
+        self.comparison_label = QLabel("")
+        self.comparison_label.setWordWrap(True)
+        self.comparison_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.comparison_label.setToolTip("For a caption-comparison stack: the caption of the slice on screen")
+        selected.add_row(self.comparison_label)
 
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Super-resolve the chosen layer with this caption and model (in the background)")
         self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the current tile; no layer is added")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        outer.addLayout(buttons)
-
+        self.footer.addLayout(buttons)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, _PROGRESS_STEPS)
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(True)
-        outer.addWidget(self.progress_bar)
-        self.status_label = QLabel("Ready.")
-        self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        outer.addWidget(self.status_label)
-        outer.addStretch(1)
-
-    def _connect_viewer(self) -> None:
-        events = self.viewer.layers.events
-        self._connections: list[tuple[Any, Any]] = []
-        self._listen(events.inserted, self._on_layer_inserted)
-        for emitter in (events.removed, events.reordered, events.moved):
-            self._listen(emitter, self._refresh_layers)
-        for layer in self.viewer.layers:
-            self._listen(layer.events.name, self._refresh_layers)
-        self._listen(self.store.checkpoint_registered, self._on_checkpoint_registered)
-        # When napari deletes the dock widget the Qt side goes first: stop
-        # listening then, or the next layer event would touch a deleted widget.
-        self.destroyed.connect(partial(disconnect_all, self._connections))
-
-    def _listen(self, emitter: Any, callback: Any) -> None:
-        emitter.connect(callback)
-        self._connections.append((emitter, callback))
-
-    def _disconnect_viewer(self) -> None:
-        disconnect_all(self._connections)
-
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        self.shutdown()
-        super().closeEvent(event)
-
-    def shutdown(self) -> None:
-        """Cancel a running job and stop listening to the viewer (the widget is going away)."""
-        self._cancel.set()
-        self._timer.stop()
-        self._disconnect_viewer()
+        self.progress_bar.setToolTip("Tiles done over the whole run (all slices and captions)")
+        self.footer.addWidget(self.progress_bar)
+        self.footer.addWidget(self.status_label)
 
     # ------------------------------------------------------------------ layers
-    def _image_layers(self) -> list[Image]:
-        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
-
-    def _on_layer_inserted(self, event=None) -> None:
-        if event is not None and getattr(event, "value", None) is not None:
-            self._listen(event.value.events.name, self._refresh_layers)
-        self._refresh_layers()
-
-    def _refresh_layers(self, event=None) -> None:
+    def refresh_layers(self, event=None) -> None:
+        if self.closed:
+            return
         current = self.selected_layer()
-        layers = self._image_layers()
+        layers = self.image_layers()
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
         for layer in layers:
@@ -270,8 +329,12 @@ class SuperResolutionWidget(QWidget):
             active = self.viewer.layers.selection.active
             self.layer_combo.setCurrentIndex(layers.index(active) if active in layers else len(layers) - 1)
         self.layer_combo.blockSignals(False)
+        alive = {id(layer) for layer in self.viewer.layers}
+        for key in [k for k in self._typed_captions if k not in alive]:
+            del self._typed_captions[key]
         if self.selected_layer() is not current:
             self._on_layer_changed()
+        self._on_selection_changed()
 
     def selected_layer(self) -> Image | None:
         """The layer chosen in the picker (None if there is no Image layer)."""
@@ -287,42 +350,126 @@ class SuperResolutionWidget(QWidget):
                 return
         raise ValueError(f"no Image layer {getattr(layer_or_name, 'name', layer_or_name)!r} in the viewer")
 
+    def caption_for(self, layer: Image) -> str:
+        """What the user typed for ``layer`` this session, else its ``metadata['caption']``, else ""."""
+        if id(layer) in self._typed_captions:
+            return self._typed_captions[id(layer)]
+        caption = layer.metadata.get("caption")
+        return caption if isinstance(caption, str) else ""
+
+    def _on_caption_typed(self) -> None:
+        if not self._setting_caption and self._caption_layer is not None:
+            self._typed_captions[id(self._caption_layer)] = self.caption_edit.toPlainText()
+
     def _on_layer_changed(self, index: int | None = None) -> None:
         layer = self.selected_layer()
-        caption = layer.metadata.get("caption") if layer is not None else None
-        if isinstance(caption, str) and caption:
-            self.caption_edit.setPlainText(caption)
+        self._caption_layer = layer
+        self._setting_caption = True
+        try:
+            self.caption_edit.setPlainText(self.caption_for(layer) if layer is not None else "")
+        finally:
+            self._setting_caption = False
         is_stack = layer is not None and layer.ndim > 2
         self.slice_radio.setEnabled(is_stack)
         self.stack_radio.setEnabled(is_stack)
 
+    def selected_image_layers(self) -> list[Image]:
+        """Image layers selected in the viewer's layer list, in layer-list order."""
+        selection = self.viewer.layers.selection
+        return [layer for layer in self.image_layers() if layer in selection]
+
+    def _on_selection_changed(self, event=None) -> None:
+        if self.closed or not is_alive(self):
+            return
+        n = len(self.selected_image_layers())
+        self.all_selected_check.setText(f"every selected Image layer ({n})")
+
+    # ------------------------------------------------------------------ the selected output
+    def _on_active_layer(self, event=None) -> None:
+        if self.closed or not is_alive(self):
+            return
+        layer = self.viewer.layers.selection.active
+        output = self._output_of(layer)
+        if output is None:
+            self.provenance_label.setText("Select an output layer to see how it was made.")
+        else:
+            self.provenance_label.setText(f"'{output.name}'\n{format_provenance(output.metadata)}")
+        self._update_comparison_label()
+
+    def _output_of(self, layer: Any) -> Any:
+        """The output layer ``layer`` is (or whose map it is), else None."""
+        if layer is None:
+            return None
+        meta = layer.metadata
+        if "model" in meta and ("input_layer" in meta):
+            return layer
+        name = meta.get("output_layer")
+        if name is not None and name in self.viewer.layers:
+            return self.viewer.layers[name]
+        return None
+
+    def comparison_caption(self) -> tuple[str, int, int] | None:
+        """(caption, index, count) of the caption-comparison slice on screen, for the active
+        layer's stack (or, with no such active layer, the newest stack); None without one."""
+        stacks = [lay for lay in self.viewer.layers if isinstance(lay.metadata.get("captions"), list)]
+        output = self._output_of(self.viewer.layers.selection.active)
+        stack = output if output in stacks else (stacks[-1] if stacks else None)
+        if stack is None:
+            return None
+        captions = stack.metadata["captions"]
+        world_to_data = stack.world_to_data(self.viewer.dims.point)
+        index = int(min(max(round(float(world_to_data[0])), 0), len(captions) - 1))
+        return captions[index], index, len(captions)
+
+    def _text_overlay(self) -> Any:
+        """The viewer's text overlay (``viewer.canvas.overlays.text`` since napari 0.9), or None."""
+        canvas = getattr(self.viewer, "canvas", None)
+        overlays = getattr(canvas, "overlays", None)
+        overlay = getattr(overlays, "text", None) if overlays is not None else None
+        if overlay is None and not hasattr(self.viewer, "canvas"):
+            overlay = getattr(self.viewer, "text_overlay", None)  # napari < 0.9
+        return overlay
+
+    def _update_comparison_label(self, event=None) -> None:
+        if self.closed or not is_alive(self):
+            return
+        shown = self.comparison_caption()
+        overlay = self._text_overlay()
+        if shown is None:
+            self.comparison_label.setText("")
+            if overlay is not None and self._overlay_ours:
+                overlay.visible = False
+                self._overlay_ours = False
+            return
+        caption, index, count = shown
+        text = f"caption {index + 1}/{count}: “{caption}”"
+        self.comparison_label.setText(f"Slice shown: {text}")
+        if overlay is not None:
+            overlay.text = text
+            overlay.visible = True
+            self._overlay_ours = True
+
     # ------------------------------------------------------------------ models
     def _refresh_models(self, select_spec: str | None = None) -> None:
+        specs_before = self.model_combo.specs()
         current = select_spec or self.selected_model()
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        group = None
-        choices_by_row: list[ModelChoice | None] = []
-        for choice in self.store.choices():
-            if choice.group != group:
-                if group is not None:
-                    self.model_combo.insertSeparator(self.model_combo.count())
-                    choices_by_row.append(None)
-                self.model_combo.addItem(f"— {GROUP_TITLES[choice.group]} —", None)
-                self.model_combo.model().item(self.model_combo.count() - 1).setEnabled(False)
-                choices_by_row.append(None)
-                group = choice.group
-            self.model_combo.addItem(choice.label, choice.spec)
-            choices_by_row.append(choice)
-            self.model_combo.setItemData(self.model_combo.count() - 1, choice.tooltip, Qt.ToolTipRole)
-        specs = [self.model_combo.itemData(i) for i in range(self.model_combo.count())]
-        if current is not None and current in specs:
-            self.model_combo.setCurrentIndex(specs.index(current))
-        else:  # the first trained model, else the untrained default
-            trained = [i for i, c in enumerate(choices_by_row) if c is not None and c.group != UNTRAINED]
-            fallback = specs.index(DEFAULT_UNTRAINED) if DEFAULT_UNTRAINED in specs else 1
-            self.model_combo.setCurrentIndex(trained[0] if trained else fallback)
-        self.model_combo.blockSignals(False)
+        self.model_combo.refill(select=current)
+        if self.model_combo.currentData() is None:
+            self.model_combo.blockSignals(True)
+            self.model_combo.select(self._preferred_model())
+            self.model_combo.blockSignals(False)
+        if not specs_before:  # the first fill: describe/load the preselected model
+            return
+        self._update_scales()
+
+    def _preferred_model(self) -> str:
+        """The bundled model ``"default"`` means at x4, else a trained one, else untrained PDN x4."""
+        specs = self.model_combo.specs()
+        default = default_model_name()
+        if default in specs:
+            return default
+        trained = [c.spec for c in self.model_combo.choices() if c.group != UNTRAINED]
+        return trained[0] if trained else DEFAULT_UNTRAINED
 
     def selected_model(self) -> str | None:
         """The spec of the chosen model (what ``load_model`` takes)."""
@@ -335,14 +482,13 @@ class SuperResolutionWidget(QWidget):
         if Path(spec).expanduser().is_file():
             spec = self.store.register_checkpoint(spec, group=FILE).spec
             self._refresh_models(select_spec=spec)
-        specs = [self.model_combo.itemData(i) for i in range(self.model_combo.count())]
-        if spec not in specs:
+        if self.model_combo.findData(spec) < 0:
             self.model_combo.addItem(spec, spec)
-            specs.append(spec)
-        if self.model_combo.currentIndex() == specs.index(spec):
+        index = self.model_combo.findData(spec)
+        if self.model_combo.currentIndex() == index:
             self._on_model_changed()  # already chosen (e.g. by the refresh above): still describe/load it
         else:
-            self.model_combo.setCurrentIndex(specs.index(spec))
+            self.model_combo.setCurrentIndex(index)
 
     def _on_checkpoint_registered(self, choice: ModelChoice) -> None:
         self._refresh_models(select_spec=choice.spec if choice.group == FILE else None)
@@ -359,10 +505,67 @@ class SuperResolutionWidget(QWidget):
         try:
             self.select_model(path)
         except (OSError, ValueError) as error:
-            show_error(f"Could not use {path}: {error}")
+            self.set_status(f"Could not use {path}: {error}", error=True)
+
+    def _model_method_scale(self, spec: str | None) -> tuple[str | None, int | None]:
+        choice = self.model_combo.choice(spec) if spec is not None else None
+        if choice is not None:
+            return choice.method, choice.scale
+        if spec and spec.startswith("random:"):
+            from napari_textsr.loading import ModelSpec, ModelSpecError
+
+            try:
+                parsed = ModelSpec.parse(spec)
+            except ModelSpecError:
+                return None, None
+            return parsed.method, parsed.scale
+        return None, None
+
+    def _update_scales(self) -> None:
+        """List the scales the chosen model's method has models for; show the model's own."""
+        method, scale = self._model_method_scale(self.selected_model())
+        self.scale_combo.blockSignals(True)
+        self.scale_combo.clear()
+        if method is None:
+            if scale is not None:
+                self.scale_combo.addItem(f"x{scale}", scale)
+            self.scale_combo.setEnabled(False)
+        else:
+            by_scale: dict[int, set[str]] = {}
+            for c in self.model_combo.choices():
+                if c.method == method and c.scale is not None:
+                    by_scale.setdefault(c.scale, set()).add(c.group)
+            for s in sorted(by_scale):
+                only_untrained = by_scale[s] == {UNTRAINED}
+                self.scale_combo.addItem(f"x{s}" + (" (untrained)" if only_untrained else ""), s)
+            self.scale_combo.setEnabled(True)
+        index = self.scale_combo.findData(scale)
+        self.scale_combo.setCurrentIndex(max(index, 0))
+        self.scale_combo.blockSignals(False)
+
+    def _on_scale_chosen(self, index: int) -> None:
+        """The user picked a scale: switch to the best model of the same method at that scale."""
+        scale = self.scale_combo.itemData(index)
+        current = self.model_combo.choice()
+        method, current_scale = self._model_method_scale(self.selected_model())
+        if method is None or scale == current_scale:
+            return
+        candidates = [c for c in self.model_combo.choices() if c.method == method and c.scale == scale]
+        if not candidates:
+            return
+        group = current.group if current is not None else BUNDLED
+
+        def rank(c: ModelChoice) -> tuple[int, int]:
+            return (0 if c.group == group else 1, _GROUP_PREFERENCE.index(c.group) if c.group in _GROUP_PREFERENCE else 9)
+
+        self.select_model(min(candidates, key=rank).spec)
 
     def _on_model_changed(self, index: int | None = None) -> None:
         """Show the model's description, loading it in the background if it is not loaded yet."""
+        if self.closed:
+            return
+        self._update_scales()
+        self.model_combo._update_tooltip()
         spec, device = self.selected_model(), self.device_combo.currentText()
         if spec is None:
             self.model_info.setText("")
@@ -376,30 +579,25 @@ class SuperResolutionWidget(QWidget):
             self.model_info.setText(describe_upscaler(upscaler))
             return
         self.model_info.setText("loading…")
-        from napari.qt.threading import create_worker
-
-        loader = create_worker(self.store.get, spec, device, _start_thread=False, _ignore_errors=True)
-        loader.returned.connect(lambda up, spec=spec, device=device: self._on_model_loaded(spec, device, up))
-        loader.errored.connect(lambda error, spec=spec: self._on_model_failed(spec, error))
-        self._loader = loader
-        loader.start()
+        load_in_background(
+            self,
+            lambda: self.store.get(spec, device),
+            lambda upscaler: self._on_model_loaded(spec, device, upscaler),
+            lambda error: self._on_model_failed(spec, error),
+        )
 
     def _on_model_loaded(self, spec: str, device: str, upscaler: Any) -> None:
-        # The widget may have been closed while the model loaded in the background:
-        # Qt deletes its C++ side first, and then there is nothing left to update.
-        with suppress(RuntimeError):
-            if (spec, device) == (self.selected_model(), self.device_combo.currentText()):
-                self.model_info.setText(describe_upscaler(upscaler))
+        if (spec, device) == (self.selected_model(), self.device_combo.currentText()):
+            self.model_info.setText(describe_upscaler(upscaler))
 
     def _on_model_failed(self, spec: str, error: Exception) -> None:
-        with suppress(RuntimeError):  # closed while loading, as above
-            if spec == self.selected_model():
-                self.model_info.setText(f"could not load: {error}")
+        if spec == self.selected_model():
+            self.model_info.setText(f"could not load: {error}")
 
     # ------------------------------------------------------------------ running
     @property
     def is_running(self) -> bool:
-        return self._worker is not None
+        return self._run is not None or bool(self._queue)
 
     def current_options(self) -> dict[str, Any]:
         """The widget's settings as keyword arguments of :func:`~napari_textsr.napari.jobs.make_job`."""
@@ -412,141 +610,250 @@ class SuperResolutionWidget(QWidget):
             "point": tuple(self.viewer.dims.point),
         }
 
+    def _fail(self, message: str) -> None:
+        self.set_status(message, error=True)
+
     def run(self) -> None:
-        """Start a run with the current settings (errors become notifications)."""
+        """Start a run with the current settings (errors go to the status line and a notification)."""
         if self.is_running:
             show_warning("Super-resolution is already running; cancel it first.")
             return
-        layer = self.selected_layer()
-        if layer is None:
-            others = [f"'{lay.name}' ({type(lay).__name__})" for lay in self.viewer.layers]
-            hint = f" ({', '.join(others)} cannot be super-resolved)" if others else ""
-            show_error(f"No Image layer to super-resolve{hint}. Open or add an image first.")
-            return
+        if self.all_selected_check.isChecked():
+            layers = self.selected_image_layers()
+            if not layers:
+                self._fail("No Image layer is selected in the layer list; select some, or untick 'every selected'.")
+                return
+        else:
+            layer = self.selected_layer()
+            if layer is None:
+                others = [f"'{lay.name}' ({type(lay).__name__})" for lay in self.viewer.layers]
+                hint = f" ({', '.join(others)} cannot be super-resolved)" if others else ""
+                self._fail(f"No Image layer to super-resolve{hint}. Open or add an image first.")
+                return
+            layers = [layer]
         spec = self.selected_model()
         if spec is None:
-            show_error("Choose a model first.")
+            self._fail("Choose a model first.")
             return
+        compare = self.compare_check.isChecked()
+        jobs = []
         try:
-            compare = self.compare_check.isChecked()
-            captions = split_captions(self.caption_edit.toPlainText(), compare)
-            job = make_job(layer, captions, spec, compare=compare, **self.current_options())
+            for layer in layers:
+                text = self.caption_edit.toPlainText() if layer is self.selected_layer() else self.caption_for(layer)
+                captions = split_captions(text, compare)
+                options = self.current_options()
+                for provider in self.job_option_providers:
+                    options.update(provider(layer))
+                job = make_job(layer, captions, spec, compare=compare, **options)
+                self._check_fits_untiled(job)
+                jobs.append(job)
         except (TypeError, ValueError) as error:
-            show_error(f"Cannot super-resolve: {error}")
+            self._fail(f"Cannot super-resolve: {error}")
             return
-        self._start(job)
+        self.last_layers = []
+        self._queue = jobs
+        self._cancel = threading.Event()
+        self._set_running(True)
+        self._start_next()
+
+    def _check_fits_untiled(self, job: UpscaleJob) -> None:
+        """Refuse "no tiling" at once (before loading the model) when even the least memory any
+        model needs per pixel exceeds what is free; the engine checks again with the model's own figure."""
+        if job.tile != 0:
+            return
+        from napari_textsr import inference
+        from napari_textsr.devices import select_device
+
+        _method, scale = self._model_method_scale(job.model)
+        cached = self.store.cached(job.model, job.device)
+        scale = cached.scale if cached is not None else (scale or 4)
+        shape = job.data.shape
+        height, width = (shape[-3], shape[-2]) if job.source.rgb else (shape[-2], shape[-1])
+        needed = height * width * _MIN_BYTES_PER_LR_PIXEL(scale)
+        device = select_device(job.device)
+        free = inference.available_memory_bytes(device)
+        if needed > free:
+            raise ValueError(
+                f"'{job.source.name}' ({height}x{width} px at x{scale}) in one piece needs at least "
+                f"{needed / 2**30:.2f} GiB, but only {free / 2**30:.2f} GiB is free on {device}; "
+                "use tiling: choose a tile size, or auto (picked from free memory)"
+            )
 
     def cancel(self) -> None:
-        """Stop after the current tile; no layer is added."""
+        """Stop after the current tile; no layer is added (by this or any queued layer's run)."""
         if self.is_running:
             self._cancel.set()
+            self._queue = []
             self.cancel_button.setEnabled(False)
             self.status_label.setText("Cancelling after the current tile…")
 
-    def _start(self, job: UpscaleJob) -> None:
-        from napari.qt.threading import create_worker
+    def on_shutdown(self) -> None:
+        """The dock was closed or removed: cancel, add nothing, stop the timer."""
+        self._cancel.set()
+        self._queue = []
+        self._timer.stop()
+        if self._run is not None:
+            self._run.close_progress()
+        overlay = self._text_overlay()
+        if overlay is not None and self._overlay_ours:
+            overlay.visible = False
 
+    def _start_next(self) -> None:
+        job = self._queue.pop(0)
         self._job = job
-        self._cancel = threading.Event()
         self._last_event = None
-        worker = create_worker(run_job_in_worker, job, self._cancel, self.store, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self._pbar = napari_progress(total=_PROGRESS_STEPS, desc=f"Super-resolution of {job.source.name}")
-        self._pbar_where = None
-        self._set_running(True)
+        self._first_tile_at = None
+        run = BackgroundRun(
+            self,
+            run_job_in_worker,
+            job,
+            self._cancel,
+            self.store,
+            [layer.name for layer in self.viewer.layers],
+            total=_PROGRESS_STEPS,
+            description=f"Super-resolution of {job.source.name}",
+            progress=self._napari_progress,
+            on_each=self._on_event,
+            on_update=self._on_update,
+            on_return=self._on_returned,
+            on_error=self._on_errored,
+            on_finish=self._on_finished,
+        )
+        self._run = run
         self._started = time.perf_counter()
         self._timer.start()
-        self.status_label.setText(f"Loading {job.model}…")
+        cached = self.store.cached(job.model, job.device, job.scale)
+        loading = "" if cached is not None else " (first use: loading it)"
+        self.status_label.setText(f"Starting '{job.source.name}' with {job.model}{loading}…")
         self.progress_bar.setRange(0, 0)  # busy until the first tile
-        worker.start()
+        run.start()
 
     def _set_running(self, running: bool) -> None:
         self.controls.setEnabled(not running)
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
 
-    def _update_napari_progress(self, event: JobProgress) -> None:
-        # The bar counts thousandths of the run (tiles over all slices and
-        # captions): it is made before the worker starts and never changes its
-        # total, because napari's activity dialog re-enters the Qt event loop
-        # (and creating a bar while a worker emits has deadlocked) whenever a
-        # bar is created or its range changes. Its description names the slice
-        # or caption, updated only when that changes.
-        bar = self._pbar
-        if bar is None:
-            return
-        where = (event.caption_index, event.slice_index)
-        if where != self._pbar_where and (event.n_slices > 1 or event.n_captions > 1):
-            self._pbar_where = where
+    def _napari_progress(self, event: JobProgress) -> tuple[int, str | None]:
+        description = None
+        if event.n_slices > 1 or event.n_captions > 1:
             parts = []
             if event.n_captions > 1:
                 parts.append(f"caption {event.caption_index + 1}/{event.n_captions}")
             if event.n_slices > 1:
                 parts.append(f"slice {event.slice_index + 1}/{event.n_slices}")
-            bar.set_description(f"Super-resolution of {self._job.source.name}: {', '.join(parts)}")
-        if bar is self._pbar:  # the run may have ended inside set_description
-            bar.update(round(event.fraction * _PROGRESS_STEPS) - bar.n)
+            description = f"Super-resolution of {self._job.source.name}: {', '.join(parts)}"
+        return round(event.fraction * _PROGRESS_STEPS), description
 
-    def _close_napari_progress(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-
-    def _on_progress(self, event: JobProgress) -> None:
-        if self._worker is None:  # delivered after the run ended (re-entrant event processing)
-            return
+    def _on_event(self, event: JobProgress) -> None:
         self._last_event = event
+        if not event.loading and self._first_tile_at is None:
+            self._first_tile_at = time.perf_counter()
+
+    def _on_update(self, event: JobProgress) -> None:
         if event.loading:
+            self._show_running_status()
             return
         if self.progress_bar.maximum() == 0:
             self.progress_bar.setRange(0, _PROGRESS_STEPS)
-            self.model_info.setText(describe_upscaler(self.store.get(self._job.model, self._job.device, self._job.scale)))
+            cached = self.store.cached(self._job.model, self._job.device, self._job.scale)
+            if cached is not None:
+                self.model_info.setText(describe_upscaler(cached))
         self.progress_bar.setValue(round(event.fraction * _PROGRESS_STEPS))
-        self._update_napari_progress(event)
-        self._tick()
+        self._show_running_status()
 
-    def _tick(self) -> None:
-        if not self.is_running:
+    def eta_seconds(self) -> float | None:
+        """Seconds left in this layer's run, from the pace since the first tile (None before two tiles)."""
+        event, first = self._last_event, self._first_tile_at
+        if event is None or first is None or event.loading or event.done < 2 or not event.total:
+            return None
+        # the first tile's time includes warm-up: measure from it to now over the tiles after it
+        pace = (time.perf_counter() - first) / max(event.done - 1, 1)
+        return pace * (event.total - event.done)
+
+    def _show_running_status(self) -> None:
+        if self._run is None or self.closed or not is_alive(self):
             return
         elapsed = time.perf_counter() - self._started
         event = self._last_event
-        where = event.message if event is not None and event.message else "starting"
-        self.status_label.setText(f"Running {elapsed:.1f} s — {where}")
+        if event is None or event.loading:
+            where = f"loading model {self._job.model}"
+        else:
+            where = event.message or f"tile {event.done}/{event.total}"
+        text = f"Running {elapsed:.0f} s — {where}"
+        eta = self.eta_seconds()
+        if eta is not None:
+            text += f" — about {_format_seconds(eta)} left"
+        if self._queue:
+            text += f" ({len(self._queue)} more layer(s) queued)"
+        self.status_label.setText(text)
 
     def _on_returned(self, outcome: JobOutcome) -> None:
         self.last_outcome = outcome
         job = self._job
-        if outcome.cancelled:
+        if outcome.cancelled or self._cancel.is_set():
+            outcome.cancelled = True
+            self._queue = []
             self.status_label.setText(f"Cancelled after {outcome.seconds:.1f} s; no layer added.")
             show_info("Super-resolution cancelled; no layer was added.")
             return
         if outcome.error is not None:
-            self.status_label.setText(f"Failed: {outcome.error}")
-            show_error(f"Super-resolution: {outcome.error}")
+            self._queue = []
+            self._fail(f"Super-resolution: {outcome.error}")
+            return
+        self._pending_layers = (job, outcome, list(outcome.layer_data), [])
+        self.status_label.setText(f"Adding the layers of '{job.source.name}'…")
+
+    def _add_next_layer(self) -> None:
+        """Hand napari one layer per event-loop turn, so the GUI stays responsive while large layers arrive."""
+        pending = self._pending_layers
+        if pending is None:
+            return
+        job, outcome, remaining, added = pending
+        if self.closed or self._cancel.is_set() or not is_alive(self):
+            self._pending_layers = None  # closed meanwhile: add nothing more
+            self._finish_run()
             return
         try:
-            self.last_layers = add_result_layers(
-                self.viewer, job.source, outcome.results, offset=job.offset, compare=job.compare
-            )
-        except Exception as error:  # e.g. out of memory while stacking; keep the widget alive
-            self.status_label.setText(f"Failed to add the layers: {error}")
-            show_error(f"Super-resolution: could not add the layers: {error}")
+            if remaining:
+                added += add_layer_data(self.viewer, [remaining.pop(0)])
+        except Exception as error:  # e.g. out of memory; keep the widget alive
+            self._pending_layers = None
+            self._fail(f"Super-resolution: could not add the layers: {error}")
+            self._finish_run()
             return
-        self.status_label.setText(summarize(job, outcome, self.last_layers[0].name))
+        if remaining:
+            QTimer.singleShot(0, self._add_next_layer)
+            return
+        self._pending_layers = None
+        self.last_layers += added
+        output = added[0]
+        self.viewer.layers.selection.active = output  # the output, not its last (hidden) map
+        self.status_label.setText(summarize(job, outcome, output.name))
+        self._finish_run()
 
     def _on_errored(self, error: Exception) -> None:  # a bug, not a user error: say so, stay usable
         self.last_outcome = JobOutcome(error=str(error))
-        self.status_label.setText(f"Failed: {error}")
-        show_error(f"Super-resolution failed unexpectedly: {error!r}")
+        self._queue = []
+        self._fail(f"Super-resolution failed unexpectedly: {error!r}")
 
     def _on_finished(self) -> None:
+        if self._pending_layers is not None and not self.closed:
+            QTimer.singleShot(0, self._add_next_layer)  # _finish_run once every layer is in
+            return
+        self._finish_run()
+
+    def _finish_run(self) -> None:
         self._timer.stop()
-        self._close_napari_progress()
-        self._worker = None
+        if self._run is not None:
+            self._run.close_progress()
+        self._run = None
+        if self.closed or not is_alive(self):
+            self._queue = []
+            return
+        if self._queue and not self._cancel.is_set():
+            self._start_next()
+            return
+        self._queue = []
         self._set_running(False)
         if self.progress_bar.maximum() == 0:
             self.progress_bar.setRange(0, _PROGRESS_STEPS)

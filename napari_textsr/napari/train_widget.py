@@ -13,22 +13,18 @@ and writes a loadable checkpoint.
 from __future__ import annotations
 
 import datetime as _dt
-import time
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image
-from napari.utils import progress as napari_progress
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QDoubleValidator, QImage, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QFileDialog,
-    QFormLayout,
     QGridLayout,
     QHBoxLayout,
     QHeaderView,
@@ -36,6 +32,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -46,8 +43,6 @@ from qtpy.QtWidgets import (
 from napari_textsr.models import SUPPORTED_SCALES, available_methods, get_model_class
 from napari_textsr.napari.model_store import BUNDLED, FILE, MODEL_STORE, TRAINED, ModelStore, method_title
 from napari_textsr.napari.plot import CurvePlot
-from napari_textsr.napari._connections import disconnect_all
-from napari_textsr.napari.sr_widget import available_devices
 from napari_textsr.napari.training_job import (
     TrainingControl,
     TrainingLayer,
@@ -55,6 +50,7 @@ from napari_textsr.napari.training_job import (
     TrainingRequest,
     run_training_in_worker,
 )
+from napari_textsr.napari.widget_parts import BackgroundRun, DevicePicker, DockWidget, ModelPicker, compact_combo
 
 if TYPE_CHECKING:
     import napari
@@ -80,165 +76,219 @@ def to_pixmap(image: np.ndarray, size: int = PREVIEW_SIZE) -> QPixmap:
     return QPixmap.fromImage(qimage).scaled(size, size, Qt.KeepAspectRatio, Qt.FastTransformation)
 
 
-class TrainingWidget(QWidget):
+ENCODER_CHOICES: list[tuple[str, str, str]] = [
+    (
+        "textsr-clip-s (bundled, trained on captions)",
+        "textsr-clip-s:bundled:textsr-clip-s",
+        "The prompt encoder shipped with the plugin (the one the bundled models use): "
+        "captions carry meaning from the first step.",
+    ),
+    (
+        "ViT-B-32, OpenAI weights (downloads ~600 MB)",
+        "ViT-B-32:openai",
+        "The CLIP of the papers; needs the network the first time.",
+    ),
+    (
+        "textsr-tiny, random weights (tests only)",
+        "textsr-tiny:none",
+        "An untrained tiny encoder: captions carry no meaning. For trying the plumbing and tests.",
+    ),
+]
+DEFAULT_ENCODER = ENCODER_CHOICES[0][1]
+DEFAULT_LEARNING_RATE = "2e-4"
+FINE_TUNE_LEARNING_RATE = "1e-4"
+_DEGRADATION_TIPS = {
+    "bicubic": "Antialiased bicubic down-sampling only (the SR benchmark convention)",
+    "realistic": "Blur (sharp and soft optics), five resize kernels, camera noise and JPEG, drawn per patch",
+    "microscopy": "Optics blur, binning or smooth resizing and Poisson-Gaussian shot noise; no JPEG",
+}
+# CLIP-SR embeds the encoder's ViT: its size preset must match the encoder's tower.
+_CLIPSR_PRESET_FOR_ENCODER = {"textsr-clip-s": "default", "textsr-tiny": "tiny", "ViT-B-32": "paper"}
+
+
+class TrainingWidget(DockWidget):
     """The "Train / fine-tune" dock widget.
 
     For scripts and tests: ``layer_table`` (column 0 checkable layer names,
     column 1 captions; or :meth:`use_layer`), ``folder_edit``, ``base_combo``,
-    ``method_combo``, ``preset_combo``, ``scale_combo``, ``steps_spin``,
-    ``learning_rate_edit``, ``batch_spin``, ``patch_spin``, ``preview_spin``,
-    ``device_combo``, ``out_edit``, ``start_button``, ``cancel_button``,
-    ``progress_bar``, ``status_label``, ``loss_plot``, ``psnr_plot``,
-    ``preview_labels``; :meth:`start` / :meth:`cancel`, ``is_running``,
-    ``last_outcome``, ``events_seen``.
+    ``method_combo``, ``preset_combo``, ``scale_combo``, ``encoder_combo``,
+    ``steps_spin``, ``learning_rate_edit``, ``batch_spin``, ``patch_spin``,
+    ``degradation_combo``, ``preview_spin``, ``device_combo``, ``out_edit``, ``start_button``,
+    ``cancel_button``, ``progress_bar``, ``status_label``, ``loss_plot``,
+    ``psnr_plot``, ``preview_labels``, ``sections``; :meth:`start` /
+    :meth:`cancel`, ``is_running``, ``last_outcome``, ``events_seen``.
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, store: ModelStore = MODEL_STORE) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.store = store
+        super().__init__(napari_viewer, store)
         self.last_outcome: TrainingOutcome | None = None
         self.events_seen = 0
-        self._worker = None
+        self._run: BackgroundRun | None = None
         self._control: TrainingControl | None = None
-        self._pbar = None
         self._run_name = ""
-        self._started = 0.0
         self._layer_state: dict[int, tuple[bool, str]] = {}
+        self._learning_rate_before_fine_tune: str | None = None
+        self._pending_preview: Any = None
         self._build()
-        self._connections: list[tuple[Any, Any]] = []
-        self._listen(self.viewer.layers.events.inserted, self._on_layer_inserted)
-        for emitter in (self.viewer.layers.events.removed, self.viewer.layers.events.reordered):
-            self._listen(emitter, self._refresh_layers)
-        for layer in self.viewer.layers:
-            self._listen(layer.events.name, self._refresh_layers)
-        self._listen(self.store.checkpoint_registered, self._refresh_bases)
-        self.destroyed.connect(partial(disconnect_all, self._connections))
-        self._refresh_layers()
+        self.listen_to_layer_list()
+        self.listen(self.store.checkpoint_registered, self._refresh_bases)
+        self.refresh_layers()
         self._refresh_bases()
         self._on_method_changed()
 
     # ------------------------------------------------------------------ construction
     def _build(self) -> None:
-        outer = QVBoxLayout(self)
-        self.controls = QWidget()
-        form = QFormLayout(self.controls)
-        form.setContentsMargins(0, 0, 0, 0)
-        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
-
+        self.controls = QWidget()  # what a run locks: every section but the curves and previews
+        locked = QVBoxLayout(self.controls)
+        locked.setContentsMargins(0, 0, 0, 0)
+        self.body_layout.insertWidget(0, self.controls)
+        data = self.add_section("Training images", collapsible=False, into=locked)
         self.layer_table = QTableWidget(0, 2)
         self.layer_table.setHorizontalHeaderLabels(["Image layer", "Caption (what it shows)"])
         self.layer_table.horizontalHeader().setSectionResizeMode(_LAYER_COLUMN, QHeaderView.ResizeToContents)
         self.layer_table.horizontalHeader().setStretchLastSection(True)
         self.layer_table.verticalHeader().setVisible(False)
         self.layer_table.setSelectionMode(QAbstractItemView.NoSelection)
-        self.layer_table.setMinimumHeight(120)
-        self.layer_table.setToolTip("Tick the high-resolution layers to learn from; each needs a caption")
+        self.layer_table.setMinimumHeight(80)
+        self.layer_table.setMaximumHeight(150)
+        self.layer_table.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+        self.layer_table.setToolTip("Tick the high-resolution layers to learn from; each needs a caption (double-click to type)")
         self.layer_table.itemChanged.connect(self._remember_layer_row)
-        form.addRow(QLabel("Training images"))
-        form.addRow(self.layer_table)
-
+        data.add_row(self.layer_table)
         folder_row = QHBoxLayout()
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText("optional: folder of images + captions.csv")
+        self.folder_edit.setToolTip("A captioned folder (images and captions.csv with file,caption), added to the ticked layers")
         folder_button = QPushButton("…")
+        folder_button.setToolTip("Choose the folder")
         folder_button.clicked.connect(self._browse_folder)
-        folder_row.addWidget(self.folder_edit)
+        folder_row.addWidget(self.folder_edit, 1)
         folder_row.addWidget(folder_button)
-        form.addRow("Folder", folder_row)
+        data.add_row("Folder", folder_row)
 
-        self.base_combo = QComboBox()
-        self.base_combo.setToolTip("Train a new model, or fine-tune a checkpoint (its method and scale are kept)")
+        model = self.add_section("Model", collapsible=False, into=locked)
+        self.base_combo = ModelPicker(
+            self.store,
+            groups=(BUNDLED, TRAINED, FILE),
+            leading=[("new model (trained from scratch)", NEW_MODEL)],
+            prefix="fine-tune ",
+        )
+        self.base_combo.setToolTip(
+            "Train a new model, or fine-tune a checkpoint (its method, scale and prompt encoder are kept)"
+        )
         self.base_combo.currentIndexChanged.connect(self._on_base_changed)
-        form.addRow("Base model", self.base_combo)
-        self.method_combo = QComboBox()
+        model.add_row("Base", self.base_combo)
+        self.method_combo = compact_combo(QComboBox(), 6)
         for method in available_methods():
             self.method_combo.addItem(method_title(method), method)
         self.method_combo.setCurrentIndex(self.method_combo.findData("pdn"))  # the fastest to train
+        self.method_combo.setToolTip("TGSR, CLIP-SR or PDN (PDN is the fastest to train)")
         self.method_combo.currentIndexChanged.connect(self._on_method_changed)
-        self.preset_combo = QComboBox()
+        self.preset_combo = compact_combo(QComboBox(), 5)
         self.preset_combo.setToolTip("Model size: tiny trains in minutes on a CPU")
-        method_row = QHBoxLayout()
-        method_row.addWidget(self.method_combo)
-        method_row.addWidget(QLabel("size"))
-        method_row.addWidget(self.preset_combo)
-        form.addRow("Method", method_row)
-        self.scale_combo = QComboBox()
+        self.scale_combo = compact_combo(QComboBox(), 3)
         for scale in SUPPORTED_SCALES:
             self.scale_combo.addItem(f"x{scale}", scale)
         self.scale_combo.setCurrentIndex(list(SUPPORTED_SCALES).index(4))
-        form.addRow("Scale", self.scale_combo)
+        self.scale_combo.setToolTip("Upscaling factor the model learns")
+        method_row = QHBoxLayout()
+        method_row.addWidget(self.method_combo, 2)
+        method_row.addWidget(self.preset_combo, 2)
+        method_row.addWidget(self.scale_combo, 1)
+        model.add_row("Method", method_row)
+        self.encoder_combo = compact_combo(QComboBox())
+        for label, spec, tip in ENCODER_CHOICES:
+            self.encoder_combo.addItem(label, spec)
+            self.encoder_combo.setItemData(self.encoder_combo.count() - 1, tip, Qt.ToolTipRole)
+        self.encoder_combo.setToolTip(
+            "The (frozen) prompt encoder that turns captions into vectors. "
+            "Fine-tuning always keeps the checkpoint's own."
+        )
+        self.encoder_combo.currentIndexChanged.connect(self._on_method_changed)
+        model.add_row("Encoder", self.encoder_combo)
 
+        settings = self.add_section("Settings", into=locked)
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 1_000_000)
         self.steps_spin.setValue(2000)
         self.steps_spin.setSingleStep(100)
-        self.learning_rate_edit = QLineEdit("2e-4")
+        self.steps_spin.setToolTip("Optimizer steps (about 0.5 s each for a tiny model on a 2-core CPU)")
+        self.learning_rate_edit = QLineEdit(DEFAULT_LEARNING_RATE)
         validator = QDoubleValidator(1e-8, 1.0, 10)
         validator.setNotation(QDoubleValidator.ScientificNotation)
         self.learning_rate_edit.setValidator(validator)
-        self.learning_rate_edit.setToolTip("Peak learning rate of the cosine schedule, e.g. 2e-4 (1e-4 for fine-tuning)")
+        self.learning_rate_edit.setToolTip(
+            f"Peak learning rate of the cosine schedule: {DEFAULT_LEARNING_RATE} for a new model, "
+            f"at most {FINE_TUNE_LEARNING_RATE} for fine-tuning"
+        )
         steps_row = QHBoxLayout()
-        steps_row.addWidget(self.steps_spin)
-        steps_row.addWidget(QLabel("learning rate"))
-        steps_row.addWidget(self.learning_rate_edit)
-        form.addRow("Steps", steps_row)
+        steps_row.addWidget(self.steps_spin, 1)
+        steps_row.addWidget(QLabel("rate"))
+        steps_row.addWidget(self.learning_rate_edit, 1)
+        settings.add_row("Steps", steps_row)
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 1024)
         self.batch_spin.setValue(8)
+        self.batch_spin.setToolTip("Patches per step")
         self.patch_spin = QSpinBox()
         self.patch_spin.setRange(4, 512)
         self.patch_spin.setValue(32)
         self.patch_spin.setToolTip("Side of the low-resolution training patches (high-resolution: x scale)")
         batch_row = QHBoxLayout()
-        batch_row.addWidget(self.batch_spin)
+        batch_row.addWidget(self.batch_spin, 1)
         batch_row.addWidget(QLabel("LR patch"))
-        batch_row.addWidget(self.patch_spin)
-        form.addRow("Batch", batch_row)
+        batch_row.addWidget(self.patch_spin, 1)
+        settings.add_row("Batch", batch_row)
+        from napari_textsr.training.degradations import DEFAULT_PRESET, DEGRADATION_PRESETS
+
+        self.degradation_combo = compact_combo(QComboBox(), 8)
+        for name in DEGRADATION_PRESETS:
+            self.degradation_combo.addItem(name, name)
+            self.degradation_combo.setItemData(
+                self.degradation_combo.count() - 1, _DEGRADATION_TIPS.get(name, name), Qt.ToolTipRole
+            )
+        self.degradation_combo.setCurrentIndex(self.degradation_combo.findData(DEFAULT_PRESET))
+        self.degradation_combo.setToolTip(
+            "How the low-resolution inputs are made from your images, drawn anew for every patch: "
+            "realistic = blur, the common resize kernels, camera noise and JPEG; microscopy = optics blur, "
+            "binning and shot noise, no JPEG; bicubic = antialiased bicubic only (the benchmark convention)"
+        )
+        settings.add_row("Degradation", self.degradation_combo)
         self.preview_spin = QSpinBox()
         self.preview_spin.setRange(1, 100_000)
         self.preview_spin.setValue(200)
         self.preview_spin.setSuffix(" steps")
         self.preview_spin.setToolTip("Validation, preview and checkpoint interval")
-        form.addRow("Validate every", self.preview_spin)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(available_devices())
-        form.addRow("Device", self.device_combo)
+        self.device_combo = DevicePicker()
+        interval_row = QHBoxLayout()
+        interval_row.addWidget(self.preview_spin, 1)
+        interval_row.addWidget(QLabel("on"))
+        interval_row.addWidget(self.device_combo, 1)
+        settings.add_row("Validate every", interval_row)
         out_row = QHBoxLayout()
         self.out_edit = QLineEdit()
-        self.out_edit.setPlaceholderText("automatic: ~/.cache/napari-textsr/runs/<method>-x<scale>-<time>")
+        self.out_edit.setPlaceholderText("automatic: ~/.cache/napari-textsr/runs/…")
+        self.out_edit.setToolTip(
+            "Where model.textsr.safetensors and train_state.pt go "
+            "(default ~/.cache/napari-textsr/runs/<method>-x<scale>-<time>)"
+        )
         out_button = QPushButton("…")
+        out_button.setToolTip("Choose the output folder")
         out_button.clicked.connect(self._browse_out)
-        out_row.addWidget(self.out_edit)
+        out_row.addWidget(self.out_edit, 1)
         out_row.addWidget(out_button)
-        form.addRow("Output folder", out_row)
-        outer.addWidget(self.controls)
+        settings.add_row("Output", out_row)
 
-        buttons = QHBoxLayout()
-        self.start_button = QPushButton("Start")
-        self.start_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.cancel_button)
-        outer.addLayout(buttons)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setValue(0)
-        outer.addWidget(self.progress_bar)
-        self.status_label = QLabel("Ready.")
-        self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        outer.addWidget(self.status_label)
-
+        curves = self.add_section("Curves")
         self.loss_plot = CurvePlot("training loss (log scale)", log_y=True)
         self.loss_plot.add_series("loss", "#f0a030")
         self.psnr_plot = CurvePlot("validation PSNR (dB, Y channel)")
         self.psnr_plot.add_series("model", "#40b0f0")
         self.psnr_plot.add_series("bicubic", "#a0a0a0", dashed=True)
-        outer.addWidget(self.loss_plot)
-        outer.addWidget(self.psnr_plot)
+        curves.add_row(self.loss_plot)
+        curves.add_row(self.psnr_plot)
 
+        preview = self.add_section("Preview", collapsed=True)
         previews = QGridLayout()
         self.preview_labels: dict[str, QLabel] = {}
         for column, key in enumerate(("lr", "output", "target")):
@@ -253,31 +303,31 @@ class TrainingWidget(QWidget):
         self.preview_caption = QLabel("")
         self.preview_caption.setWordWrap(True)
         previews.addWidget(self.preview_caption, 2, 0, 1, 3)
-        outer.addLayout(previews)
-        outer.addStretch(1)
+        preview.add_row(previews)
 
-    def _listen(self, emitter: Any, callback: Any) -> None:
-        emitter.connect(callback)
-        self._connections.append((emitter, callback))
-
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        if self._control is not None:
-            self._control.stop()
-        disconnect_all(self._connections)
-        super().closeEvent(event)
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("Train in the background with these settings; checkpoints appear in the model lists")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the current step and write a loadable checkpoint")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        self.footer.addLayout(buttons)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setValue(0)
+        self.progress_bar.setToolTip("Steps done")
+        self.footer.addWidget(self.progress_bar)
+        self.footer.addWidget(self.status_label)
 
     # ------------------------------------------------------------------ layers
-    def _image_layers(self) -> list[Image]:
-        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
-
-    def _on_layer_inserted(self, event=None) -> None:
-        if event is not None and getattr(event, "value", None) is not None:
-            self._listen(event.value.events.name, self._refresh_layers)
-        self._refresh_layers()
-
-    def _refresh_layers(self, event=None) -> None:
+    def refresh_layers(self, event=None) -> None:
+        if self.closed:
+            return
         self.layer_table.blockSignals(True)
-        layers = self._image_layers()
+        layers = self.image_layers()
         self.layer_table.setRowCount(len(layers))
         for row, layer in enumerate(layers):
             checked, caption = self._layer_state.get(id(layer), (False, str(layer.metadata.get("caption", "") or "")))
@@ -285,8 +335,11 @@ class TrainingWidget(QWidget):
             name_item.setFlags(Qt.ItemIsUserCheckable | Qt.ItemIsEnabled)
             name_item.setCheckState(Qt.Checked if checked else Qt.Unchecked)
             name_item.setData(Qt.UserRole, layer)
+            name_item.setToolTip("Tick to learn from this layer")
             self.layer_table.setItem(row, _LAYER_COLUMN, name_item)
-            self.layer_table.setItem(row, _CAPTION_COLUMN, QTableWidgetItem(caption))
+            caption_item = QTableWidgetItem(caption)
+            caption_item.setToolTip("What this layer shows (double-click to edit)")
+            self.layer_table.setItem(row, _CAPTION_COLUMN, caption_item)
         self.layer_table.blockSignals(False)
 
     def _remember_layer_row(self, item: QTableWidgetItem) -> None:
@@ -325,16 +378,10 @@ class TrainingWidget(QWidget):
 
     # ------------------------------------------------------------------ models
     def _refresh_bases(self, *_: Any) -> None:
-        current = self.base_combo.currentData()
-        self.base_combo.blockSignals(True)
-        self.base_combo.clear()
-        self.base_combo.addItem("new model (trained from scratch)", NEW_MODEL)
-        for choice in self.store.choices():
-            if choice.group in (BUNDLED, TRAINED, FILE):
-                self.base_combo.addItem(f"fine-tune {choice.label}", choice.spec)
-        specs = [self.base_combo.itemData(i) for i in range(self.base_combo.count())]
-        self.base_combo.setCurrentIndex(specs.index(current) if current in specs else 0)
-        self.base_combo.blockSignals(False)
+        if not self.closed:
+            self.base_combo.refill()
+            if self.base_combo.currentData() is None:
+                self.base_combo.select(NEW_MODEL)
 
     def _base_checkpoint(self) -> Path | None:
         """Path of the checkpoint to fine-tune (None for a new model)."""
@@ -355,10 +402,10 @@ class TrainingWidget(QWidget):
         try:
             path = self._base_checkpoint()
         except FileNotFoundError as error:
-            show_error(str(error))
+            self.set_status(str(error), error=True)
             return
         fine_tune = path is not None
-        for combo in (self.method_combo, self.preset_combo, self.scale_combo):
+        for combo in (self.method_combo, self.preset_combo, self.scale_combo, self.encoder_combo):
             combo.setEnabled(not fine_tune)
         if fine_tune:
             from napari_textsr.checkpoints import read_metadata
@@ -366,16 +413,34 @@ class TrainingWidget(QWidget):
             meta = read_metadata(path)
             self.method_combo.setCurrentIndex(self.method_combo.findData(meta.method))
             self.scale_combo.setCurrentIndex(self.scale_combo.findData(meta.scale))
-            if self.learning_rate() is None or self.learning_rate() > 1e-4:
-                self.learning_rate_edit.setText("1e-4")
+            if self.encoder_combo.findData(meta.encoder_spec) < 0:
+                self.encoder_combo.addItem(meta.encoder_spec, meta.encoder_spec)
+            self.encoder_combo.setCurrentIndex(self.encoder_combo.findData(meta.encoder_spec))
+            if self.learning_rate() is None or self.learning_rate() > float(FINE_TUNE_LEARNING_RATE):
+                if self._learning_rate_before_fine_tune is None:
+                    self._learning_rate_before_fine_tune = self.learning_rate_edit.text()
+                self.learning_rate_edit.setText(FINE_TUNE_LEARNING_RATE)
+        else:
+            # Back to a new model: undo the fine-tuning cap (unless the user typed another rate since).
+            before, self._learning_rate_before_fine_tune = self._learning_rate_before_fine_tune, None
+            if before is not None and self.learning_rate_edit.text() == FINE_TUNE_LEARNING_RATE:
+                self.learning_rate_edit.setText(before)
+            if self.encoder_combo.currentIndex() >= len(ENCODER_CHOICES):  # a checkpoint's own encoder
+                self.encoder_combo.setCurrentIndex(self.encoder_combo.findData(DEFAULT_ENCODER))
 
     def _on_method_changed(self, index: int | None = None) -> None:
         method = self.method_combo.currentData()
         current = self.preset_combo.currentText()
         presets = list(get_model_class(method).config_class.PRESETS)
+        if method == "clipsr":  # its ViT is the encoder's: the preset follows the encoder
+            arch = str(self.encoder_combo.currentData() or "").split(":")[0]
+            wanted = _CLIPSR_PRESET_FOR_ENCODER.get(arch)
+            current = wanted if wanted in presets else current
+        self.preset_combo.blockSignals(True)
         self.preset_combo.clear()
         self.preset_combo.addItems(presets)
         self.preset_combo.setCurrentText(current if current in presets else ("tiny" if "tiny" in presets else presets[0]))
+        self.preset_combo.blockSignals(False)
 
     def learning_rate(self) -> float | None:
         """The learning rate typed in (None if it is not a positive number)."""
@@ -396,9 +461,6 @@ class TrainingWidget(QWidget):
             self.out_edit.setText(folder)
 
     # ------------------------------------------------------------------ running
-    @property
-    def is_running(self) -> bool:
-        return self._worker is not None
 
     def make_request(self) -> TrainingRequest:
         """The settings as a TrainingRequest (ValueError/FileNotFoundError with a user-facing message)."""
@@ -418,17 +480,21 @@ class TrainingWidget(QWidget):
             raise ValueError(f"learning rate {self.learning_rate_edit.text()!r} is not a positive number, e.g. 2e-4")
         init = self._base_checkpoint()
         method, scale = self.method_combo.currentData(), self.scale_combo.currentData()
+        from napari_textsr.training.degradations import DegradationFamily
+
+        degradation = DegradationFamily.preset_family(self.degradation_combo.currentData(), scale)
         out_dir = Path(self.out_edit.text().strip()).expanduser() if self.out_edit.text().strip() else default_run_folder(method, scale)
         interval = self.preview_spin.value()
         config = TrainConfig(
             method=method,
             scale=scale,
             preset=self.preset_combo.currentText(),
-            encoder=None if init is not None else "textsr-tiny:none",
+            encoder=None if init is not None else str(self.encoder_combo.currentData()),
             steps=self.steps_spin.value(),
             batch_size=self.batch_spin.value(),
             lr_patch=self.patch_spin.value(),
             learning_rate=learning_rate,
+            degradation=degradation,
             val_every=interval,
             checkpoint_every=interval,
             preview_every=interval,
@@ -440,34 +506,43 @@ class TrainingWidget(QWidget):
         return TrainingRequest(config=config, layers=layers, folder=folder)
 
     def start(self) -> None:
-        """Start training with the current settings (errors become notifications)."""
+        """Start training with the current settings (errors go to the status line and a notification)."""
         if self.is_running:
             return
         try:
             request = self.make_request()
         except (ValueError, FileNotFoundError, OSError) as error:
-            show_error(f"Cannot start training: {error}")
+            self.set_status(f"Cannot start training: {error}", error=True)
             return
-        from napari.qt.threading import create_worker
-
         self._control = TrainingControl()
         self._run_name = request.config.out_dir.name
         self.events_seen = 0
+        self._pending_preview = None
         self.loss_plot.clear()
         self.psnr_plot.clear()
-        worker = create_worker(run_training_in_worker, request, self._control, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_event)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
+        self._run = BackgroundRun(
+            self,
+            run_training_in_worker,
+            request,
+            self._control,
+            total=request.config.steps,
+            description=f"Training {self._run_name}",
+            progress=lambda event: (event.step, None),
+            on_each=self._on_event,
+            on_update=self._on_update,
+            on_return=self._on_returned,
+            on_error=self._on_errored,
+            on_finish=self._on_finished,
+        )
         self.progress_bar.setRange(0, request.config.steps)
         self.progress_bar.setValue(0)
-        self._pbar = napari_progress(total=request.config.steps, desc=f"Training {self._run_name}")
         self._set_running(True)
-        self._started = time.perf_counter()
         self.status_label.setText(f"Preparing {len(request.layers)} layer(s) and the model… ({request.config.out_dir})")
-        worker.start()
+        self._run.start()
+
+    @property
+    def is_running(self) -> bool:
+        return self._run is not None
 
     def cancel(self) -> None:
         """Stop after the current step; the checkpoint of that step is written and registered."""
@@ -475,6 +550,13 @@ class TrainingWidget(QWidget):
             self._control.stop()
             self.cancel_button.setEnabled(False)
             self.status_label.setText("Stopping after the current step and writing a checkpoint…")
+
+    def on_shutdown(self) -> None:
+        """The dock was closed or removed: stop training (the Trainer writes its checkpoint)."""
+        if self._control is not None:
+            self._control.stop()
+        if self._run is not None:
+            self._run.close_progress()
 
     def _set_running(self, running: bool) -> None:
         self.controls.setEnabled(not running)
@@ -485,25 +567,30 @@ class TrainingWidget(QWidget):
         self.store.register_checkpoint(path, label=f"trained: {self._run_name}", group=TRAINED)
 
     def _on_event(self, event: Any) -> None:
-        if self._worker is None:
-            return
+        """Every event: collect the curves' points and register checkpoints (cheap; no repaint)."""
         self.events_seen += 1
         if event.losses:
-            self.loss_plot.add_point("loss", event.step, event.losses.get("total", next(iter(event.losses.values()))))
+            self.loss_plot.add_point("loss", event.step, event.losses.get("total", next(iter(event.losses.values()))), repaint=False)
         if event.validation is not None:
-            self.psnr_plot.add_point("model", event.step, event.validation.psnr)
-            self.psnr_plot.add_point("bicubic", event.step, event.validation.psnr_bicubic)
+            self.psnr_plot.add_point("model", event.step, event.validation.psnr, repaint=False)
+            self.psnr_plot.add_point("bicubic", event.step, event.validation.psnr_bicubic, repaint=False)
         if event.preview is not None:
-            self.preview_labels["lr"].setPixmap(to_pixmap(event.preview.lr))
-            self.preview_labels["output"].setPixmap(to_pixmap(event.preview.output))
-            self.preview_labels["target"].setPixmap(to_pixmap(event.preview.target))
-            self.preview_caption.setText(f"step {event.step}: “{event.preview.caption}”")
+            self._pending_preview = (event.step, event.preview)
         if event.checkpoint is not None:
             self._register(Path(event.checkpoint))
+
+    def _on_update(self, event: Any) -> None:
+        """At most a few times a second: repaint curves, previews, progress and the status line."""
+        self.loss_plot.update()
+        self.psnr_plot.update()
+        if self._pending_preview is not None:
+            step, preview = self._pending_preview
+            self._pending_preview = None
+            self.preview_labels["lr"].setPixmap(to_pixmap(preview.lr))
+            self.preview_labels["output"].setPixmap(to_pixmap(preview.output))
+            self.preview_labels["target"].setPixmap(to_pixmap(preview.target))
+            self.preview_caption.setText(f"step {step}: “{preview.caption}”")
         self.progress_bar.setValue(event.step)
-        bar = self._pbar
-        if bar is not None:
-            bar.update(event.step - bar.n)
         parts = [f"step {event.step}/{event.total_steps}"]
         if "total" in event.losses:
             parts.append(f"loss {event.losses['total']:.4g}")
@@ -523,8 +610,7 @@ class TrainingWidget(QWidget):
             self._register(Path(outcome.checkpoint))
         if outcome.error is not None:
             kept = f" The last checkpoint ({outcome.checkpoint}) is usable." if outcome.checkpoint else ""
-            self.status_label.setText(f"Failed: {outcome.error}.{kept}")
-            show_error(f"Training failed: {outcome.error}.{kept}")
+            self.set_status(f"Training failed: {outcome.error}.{kept}", error=True)
             return
         summary = outcome.summary
         if summary is None:  # cancelled before the model was built
@@ -542,13 +628,10 @@ class TrainingWidget(QWidget):
 
     def _on_errored(self, error: Exception) -> None:
         self.last_outcome = TrainingOutcome(error=str(error))
-        self.status_label.setText(f"Failed: {error}")
-        show_error(f"Training failed unexpectedly: {error!r}")
+        self.set_status(f"Training failed unexpectedly: {error!r}", error=True)
 
     def _on_finished(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-        self._worker = None
+        self._run = None
         self._control = None
-        self._set_running(False)
+        if not self.closed:
+            self._set_running(False)

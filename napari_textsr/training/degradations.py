@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -373,7 +373,7 @@ class DegradationFamily:
         return replace(self, **changes)
 
 
-DegradationLike = Union[Degradation, DegradationFamily]
+DegradationLike = Degradation | DegradationFamily
 
 # Named families. "realistic" is the default of `textsr train` and the Train
 # widget: every common way an image gets small (sharp and soft optics, the five

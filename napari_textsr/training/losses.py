@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_textsr.methods import get_method
 from napari_textsr.models.base import SROutput
 from napari_textsr.prompts import SENTENCE_TOKEN, PromptEmbedding, PromptEncoder
 from napari_textsr.training.degradations import gaussian_blur
@@ -240,19 +241,13 @@ class PDNLossWeights(LossWeights):
     epoch_steps: int | None = None
 
 
-_WEIGHT_CLASSES: dict[str, type[LossWeights]] = {
-    "tgsr": TGSRLossWeights,
-    "clipsr": CLIPSRLossWeights,
-    "pdn": PDNLossWeights,
-}
-
-
 def default_loss_weights(method: str) -> LossWeights:
-    """The paper defaults of ``method`` (adversarial terms off, see module docstring)."""
-    try:
-        return _WEIGHT_CLASSES[method.lower()]()
-    except KeyError:
-        raise ValueError(f"unknown method {method!r}; choose from {sorted(_WEIGHT_CLASSES)}") from None
+    """The paper defaults of ``method`` (adversarial terms off, see module docstring).
+
+    The weights class comes from the method table (:data:`napari_textsr.methods.METHODS`);
+    UnknownMethodError (a ValueError) for a method not in it.
+    """
+    return get_method(method).loss_weights_class()()
 
 
 def loss_weights_from_dict(method: str, values: dict[str, Any]) -> LossWeights:
@@ -546,6 +541,15 @@ class SRCriterion(nn.Module):
         self.discriminator: nn.Module | None = None
         self.notes: list[str] = []  # what was switched off and why (recorded in checkpoints)
 
+    @classmethod
+    def build(cls, weights: LossWeights, encoder: PromptEncoder, scale: int) -> SRCriterion:
+        """The criterion for ``weights``; every method's is built this way (:func:`build_criterion`).
+
+        A subclass whose losses need the prompt encoder (CLIP features) or the
+        scale overrides this; the base takes the weights only.
+        """
+        return cls(weights)
+
     def generator_loss(
         self, output: SROutput, hr: torch.Tensor, prompt: PromptEmbedding, captions: Sequence[str]
     ) -> tuple[torch.Tensor, LossTerms]:  # pragma: no cover - abstract
@@ -581,6 +585,10 @@ class SRCriterion(nn.Module):
 
 class TGSRCriterion(SRCriterion):
     """TGSR's L_global + L_fine (see :class:`TGSRLossWeights`)."""
+
+    @classmethod
+    def build(cls, weights: TGSRLossWeights, encoder: PromptEncoder, scale: int) -> TGSRCriterion:
+        return cls(weights, encoder, scale)
 
     def __init__(self, weights: TGSRLossWeights, encoder: PromptEncoder, scale: int) -> None:
         super().__init__(weights)
@@ -711,6 +719,10 @@ class TGSRCriterion(SRCriterion):
 class CLIPSRCriterion(SRCriterion):
     """CLIP-SR's L_rec + L_per + lambda_adv * L_adv (see :class:`CLIPSRLossWeights`)."""
 
+    @classmethod
+    def build(cls, weights: CLIPSRLossWeights, encoder: PromptEncoder, scale: int) -> CLIPSRCriterion:
+        return cls(weights, encoder)
+
     def __init__(self, weights: CLIPSRLossWeights, encoder: PromptEncoder) -> None:
         super().__init__(weights)
         self.perceptual: VGGPerceptual | None = None
@@ -822,11 +834,11 @@ class PDNCriterion(SRCriterion):
 
 
 def build_criterion(weights: LossWeights, encoder: PromptEncoder, scale: int) -> SRCriterion:
-    """The criterion of ``weights.method`` (frozen feature networks built from ``encoder``)."""
-    if isinstance(weights, TGSRLossWeights):
-        return TGSRCriterion(weights, encoder, scale)
-    if isinstance(weights, CLIPSRLossWeights):
-        return CLIPSRCriterion(weights, encoder)
-    if isinstance(weights, PDNLossWeights):
-        return PDNCriterion(weights)
-    raise ValueError(f"no criterion for {type(weights).__name__}")
+    """The criterion of ``weights.method`` from the method table (frozen feature networks built from ``encoder``).
+
+    ValueError when ``weights`` is not the table's loss-weights class of its method.
+    """
+    entry = get_method(weights.method)
+    if not isinstance(weights, entry.loss_weights_class()):
+        raise ValueError(f"no criterion for {type(weights).__name__}: {entry.name}'s weights are {entry.loss_weights}")
+    return entry.criterion_class().build(weights, encoder, scale)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_textsr._generators import drive
 from napari_textsr.prompts import (
     EncoderSpec,
     PromptEncoder,
@@ -41,6 +42,7 @@ from napari_textsr.prompts import (
     state_dict_fingerprint,
 )
 from napari_textsr.training.data import CaptionedImage, DataError, load_data_source, split_train_val
+from napari_textsr.training.schedule import cosine_factor
 
 __all__ = [
     "PretrainConfig",
@@ -441,13 +443,7 @@ def _pretrain(
     optimizer = _optimizer(clip, config)
     warmup = config.warmup_steps if config.warmup_steps is not None else max(1, config.steps // 20)
 
-    def schedule(step: int) -> float:  # linear warm-up, then cosine to zero (open_clip's cosine_lr)
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, config.steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_factor(step, config.steps, warmup))
     loss_fn = open_clip.loss.ClipLoss()
     state_path = train_state_path(config.out)
     first_step, loss_value = 1, float("nan")
@@ -576,14 +572,14 @@ def pretrain_encoder(
             bar.update(first.step)
         for name, result in (first.retrieval or {}).items():
             log(f"retrieval before ({name}): {result}")
-        while True:
-            event = next(run)
+
+        def show(event) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_second:.0f}")
             if event.retrieval and event.step < event.total_steps:
                 bar.write(f"step {event.step}: retrieval {event.retrieval['all']}")
-    except StopIteration as stop:
-        summary: PretrainSummary = stop.value
+
+        summary: PretrainSummary = drive(run, show)
     finally:
         bar.close()
     for name, result in summary.retrieval_after.items():

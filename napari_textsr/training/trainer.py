@@ -53,11 +53,18 @@ from napari_textsr.checkpoints import (
     read_metadata,
     save_checkpoint,
 )
-from napari_textsr.devices import select_device
+from napari_textsr.devices import configure_threads, select_device
+from napari_textsr.metrics import quality_scores
 from napari_textsr.models import SUPPORTED_SCALES, TextSRModel, available_methods, create_model, model_from_config
 from napari_textsr.prompts import EncoderSpec, PromptEmbedding, PromptEncoder
-from napari_textsr.training.losses import LossWeights, SRCriterion, build_criterion, default_loss_weights, loss_weights_from_dict
-from napari_textsr.metrics import quality_scores
+from napari_textsr.training.losses import (
+    LossWeights,
+    SRCriterion,
+    build_criterion,
+    default_loss_weights,
+    loss_weights_from_dict,
+)
+from napari_textsr.training.schedule import cosine_factor
 
 if TYPE_CHECKING:
     from napari_textsr.training.captions import CaptionPolicy
@@ -455,13 +462,6 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] % (2**63))
 
 
-def _cosine_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def _to_numpy_image(x: torch.Tensor) -> np.ndarray:
     """(3, H, W) tensor -> float32 (H, W, 3) in [0, 1]."""
     return x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy().astype(np.float32)
@@ -714,11 +714,8 @@ class Trainer:
     def _setup(self, dist_info: _Distributed) -> "_Session":
         """Everything a session needs: device, data, model, losses, optimisers, restored state."""
         config = self.config
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
-        elif dist_info.enabled:
-            # torchrun's ranks share the machine's cores.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist_info.local_world_size))
+        # torchrun's ranks on one machine share the CPUs this process may use.
+        configure_threads(config.num_threads, ranks=dist_info.local_world_size if dist_info.enabled else 1)
         device = select_device(config.device)
         if device.type == "cuda" and dist_info.enabled:
             device = torch.device("cuda", dist_info.local_rank)
@@ -789,7 +786,7 @@ class Trainer:
             betas=config.losses.generator_betas(),
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: _cosine_factor(step, config.steps, config.warmup_steps, config.min_lr_ratio)
+            optimizer, lambda step: cosine_factor(step, config.steps, config.warmup_steps, config.min_lr_ratio)
         )
         d_optimizer = None
         if criterion.discriminator is not None:
@@ -906,7 +903,7 @@ class Trainer:
         s.start_step = int(state["step"])
         # The schedule is a function of the step; recomputing the learning rate
         # gives the stored value bit for bit, and the right one if --steps grew.
-        factor = _cosine_factor(s.start_step, config.steps, config.warmup_steps, config.min_lr_ratio)
+        factor = cosine_factor(s.start_step, config.steps, config.warmup_steps, config.min_lr_ratio)
         for group in s.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
         s.scheduler._last_lr = [group["lr"] for group in s.optimizer.param_groups]  # type: ignore[attr-defined]

@@ -1,0 +1,46 @@
+"""``textsr train``: training, resuming and fine-tuning from the command line."""
+
+from __future__ import annotations
+
+from napari_textsr.checkpoints import read_metadata
+from napari_textsr.prompts import PromptEncoder, save_encoder_state
+from napari_textsr.training.trainer import Trainer
+from trainer_support import DATA, run_all, tiny_config
+
+
+def test_cli_trains_and_resumes(tmp_path, capsys):
+    from napari_textsr.cli import main
+
+    out = tmp_path / "cli"
+    common = ["--threads", "1", "--no-progress"]
+    args = ["train", "--data", DATA, "--method", "pdn", "--preset", "tiny", "--steps", "3", "--batch-size", "4",
+            "--patch", "8", "--val-every", "3", "--out", str(out), "--loss-weights", "kernel_temperature_every=5",
+            "--blur-sigma", "1.3", "--noise", "none:0.01"]  # fmt: skip
+    assert main(args + common) == 0
+    text = capsys.readouterr().out
+    assert "val PSNR-Y" in text and "finished at step 3/3" in text
+    assert main(["train", "--out", str(out), "--resume", "--steps", "5"] + common) == 0
+    meta = read_metadata(out / "model.textsr.safetensors")
+    record = meta.training
+    assert record.steps == 5
+    assert record.degradation["blur_sigma"] == 1.3 and record.degradation["noise_gaussian_sigma"] == 0.01
+    assert record.extra["losses"]["kernel_temperature_every"] == 5
+    assert record.command.startswith("textsr train --data synthetic:6:0:64 --method pdn")
+    assert record.extra["resume_commands"] and "psnr_y" in record.validation
+    assert main(["train", "--out", str(tmp_path / "x"), "--data", DATA]) == 1  # no --method: a clear error
+    assert "--method is required" in capsys.readouterr().err
+
+
+def test_cli_fine_tune_takes_the_init_checkpoints_encoder(tmp_path, capsys):
+    from napari_textsr.cli import main
+
+    # A base trained with a non-default encoder: leaving --encoder out must take it, not textsr-tiny:none.
+    weights = save_encoder_state(PromptEncoder.from_spec("textsr-tiny:none", seed=1), tmp_path / "enc.safetensors")
+    _, base = run_all(Trainer(tiny_config(tmp_path / "base", "pdn", steps=1, encoder=f"textsr-tiny:{weights}")))
+    args = ["train", "--init", str(base.checkpoint), "--data", DATA, "--method", "pdn", "--steps", "1",
+            "--batch-size", "4", "--patch", "8", "--val-every", "1", "--out", str(tmp_path / "ft"),
+            "--threads", "1", "--no-progress"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    meta = read_metadata(tmp_path / "ft" / "model.textsr.safetensors")
+    assert meta.encoder_spec == f"textsr-tiny:{weights}"
+    assert meta.training.extra["init_training"]["steps"] == 1
