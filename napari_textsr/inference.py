@@ -30,6 +30,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Sequence

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from napari_textsr.cli import add_threads_option, command_help
 
-
 # Outputs of more than this many bytes written to .tif are streamed tile by
 # tile into a tiled BigTIFF (memory independent of the output's size) instead
 # of being held whole; --stream forces it.
