@@ -247,9 +247,10 @@ def _parse_transforms(transforms: Any, ndim: int, where: str) -> tuple[tuple[flo
     return tuple(scale), tuple(translation)
 
 
-def read_ome_zarr(path: str | os.PathLike) -> OmeZarrImage:
+def read_ome_zarr(path: str | os.PathLike, mode: str = "r") -> OmeZarrImage:
     """Open an OME-Zarr image (NGFF 0.4 or 0.5); arrays are read lazily.
 
+    mode: ``"r"`` (read only) or ``"r+"`` (arrays writable, e.g. to fill them).
     Returns the first multiscale of the group. Per-dataset transforms are
     composed with the multiscale-wide ones, so ``levels[k].scale`` and
     ``.translation`` are the full array-index -> physical transforms.
@@ -259,10 +260,12 @@ def read_ome_zarr(path: str | os.PathLike) -> OmeZarrImage:
     """
     zarr = require_zarr()
     path = Path(path)
+    if mode not in ("r", "r+"):
+        raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
     if not path.exists():
         raise FileNotFoundError(f"no such OME-Zarr: {path}")
     try:
-        group = zarr.open_group(str(path), mode="r")
+        group = zarr.open_group(str(path), mode=mode)
     except Exception as error:  # zarr raises several types for "not a group"
         raise ValueError(f"{path} is not a zarr group: {error}") from error
     attrs = dict(group.attrs)

@@ -37,6 +37,9 @@ COMMANDS: dict[str, Command] = {
         "napari_textsr.cli.pretrain", "contrastively pretrain a small open_clip prompt encoder on captioned images"
     ),
     "bench": Command("napari_textsr.cli.bench", "score a model against bicubic, with true / empty / other captions"),
+    "distributed": Command(
+        "napari_textsr.cli.distributed", "upscale an OME-Zarr / zarr volume or many image files on a dask cluster"
+    ),
     "demo": Command("napari_textsr.cli.demo", "open napari with a sample, the widget docked and the default model ready"),
 }
 
