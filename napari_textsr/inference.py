@@ -56,6 +56,7 @@ from napari_textsr.loading import (
 )
 from napari_textsr.models import TextSRModel, TilingInfo
 from napari_textsr.prompts import PromptEmbedding, PromptEncoder
+from napari_textsr.regions import RegionCaptions
 from napari_textsr.tiling import Tile, auto_tile_size, plan_tiles
 
 # Model lookup lives in napari_textsr.loading; its public names stay importable from here.
@@ -132,7 +133,19 @@ class UpscaleResult:
         colour channels, in units of the intensity normalisation range (1.0 =
         the input's percentile range, or 255 grey levels for uint8 RGB).
     consistency_error: RMS over all input pixels and channels of that residual
-        before correction, same units; None without ``consistency``.
+        before correction, same units; None without ``consistency``. With
+        region captions, the global caption's run (each region's is in
+        ``regions``).
+    regions: with region captions (``regions=``), what was done: ``feather``
+        (output pixels), ``labels_sha256`` and one record per region (label,
+        caption, LR pixels, bounding box and crop ``[y0, y1, x0, x1]`` in input
+        pixels); their attention maps are in ``attention`` as
+        ``"region <label>: <name>"`` (zero outside the region's window).
+    text_effect: with ``text_effect=True``, float32 (*leading, Y', X'): the
+        output minus the output for the empty caption, in output intensity
+        units (the output dtype's values; averaged over colour channels);
+        ``text_effect_stats`` summarises its magnitude (mean, 99th percentile,
+        maximum of the absolute value).
     """
 
     image: np.ndarray
@@ -148,6 +161,9 @@ class UpscaleResult:
     created: str = ""
     attention_scale: int = 0  # maps' grid relative to the input's (= scale, or 1 above MAX_ATTENTION_OUTPUT_PIXELS)
     caption_encoded: str | None = None  # the part of the caption the encoder used (None: all of it)
+    regions: dict[str, Any] | None = None
+    text_effect: np.ndarray | None = None
+    text_effect_stats: dict[str, float] | None = None
 
     def provenance(self) -> dict[str, Any]:
         """JSON-ready record of how this result was made (for layer metadata and file headers)."""
@@ -167,6 +183,8 @@ class UpscaleResult:
             "software_version": __version__,
             "time": self.created,
             "seconds": round(self.seconds, 3),
+            **({"regions": self.regions} if self.regions is not None else {}),
+            **({"text_effect": self.text_effect_stats} if self.text_effect_stats is not None else {}),
         }
         if self.caption_encoded is not None and self.caption_encoded != self.caption:
             record["caption_given"] = self.caption  # longer than the encoder's context
@@ -343,6 +361,8 @@ class Upscaler:
         attention: bool = True,
         percentiles: tuple[float, float] | None = None,
         out: Any | None = None,
+        regions: RegionCaptions | None = None,
+        text_effect: bool = False,
     ) -> Generator[UpscaleProgress, None, UpscaleResult]:
         """Upscale ``image``, yielding :class:`UpscaleProgress` after each tile; returns the result.
 
@@ -371,6 +391,17 @@ class Upscaler:
             rows of tiles top to bottom; ``result.image`` is then ``out``. With
             ``attention=False`` the peak memory no longer grows with the output.
 
+        regions: :class:`~napari_textsr.regions.RegionCaptions`, a caption per
+            labelled region of the input grid; the rest keeps ``caption``. Each
+            region is run on its bounding box plus the receptive field through
+            the same tiles, and blended with its feathered mask (see
+            :mod:`napari_textsr.regions`): inside a region, away from the
+            feather band, the pixels equal upscaling the whole image with the
+            region's caption (exactly, up to float summation order, for models
+            whose ``TilingInfo.exact``; approximately for the others).
+        text_effect: also run with the empty caption and return the signed
+            difference (``text_effect``, ``text_effect_stats``).
+
         Float inputs may hold NaN (masked regions): the network sees them as
         the lowest normalised value, and the output is NaN (or the same
         non-finite value) on the nearest-neighbour upsampled mask.
@@ -381,9 +412,20 @@ class Upscaler:
         ``thread_worker`` can wrap it directly).
         """
         start = time.perf_counter()
+        if regions is not None and not isinstance(regions, RegionCaptions):
+            raise TypeError(f"regions must be a RegionCaptions, got {type(regions).__name__}")
         prepared = self._prepare(image, rgb, percentiles)
         prompt, encoded = self._prompt(caption, reference)
-        result = yield from self._generate(prepared, caption, prompt, tile, consistency, attention, start, "", out)
+        if regions is None and not text_effect:
+            result = yield from self._generate(prepared, caption, prompt, tile, consistency, attention, start, "", out)
+            result.caption_encoded = encoded
+            return result
+        if out is not None:
+            raise ValueError("out= writes one plain upscale tile by tile; it cannot be combined with regions or text_effect")
+        captioned = caption != "" or reference is not None
+        result = yield from self._generate_composite(
+            prepared, caption, prompt, captioned, regions, text_effect, tile, consistency, attention, start
+        )
         result.caption_encoded = encoded
         return result
 
@@ -540,6 +582,18 @@ class Upscaler:
             )
 
     # ------------------------------------------------------------------ the work
+    def _padding(self, consistency: bool) -> int:
+        """LR pixels of context an output pixel depends on (receptive field + back-projection reach)."""
+        return self.model.tiling_info().receptive_field + (self.back_projection.extra_padding() if consistency else 0)
+
+    def _plan(self, layout: _Layout, tile: int | None, consistency: bool, attention: bool) -> tuple[int, list[Tile]]:
+        """(tile size, tiles) of one slice of ``layout``."""
+        info = self.model.tiling_info()
+        padding = self._padding(consistency)
+        bytes_per_pixel = self._bytes_per_lr_pixel(info, consistency, attention, layout.channels)
+        tile_size = self._resolve_tile(tile, layout, padding, bytes_per_pixel, info)
+        return tile_size, plan_tiles(layout.height, layout.width, tile_size, padding, info.alignment, info.min_size)
+
     def _generate(
         self,
         prepared: _Prepared,
@@ -555,14 +609,11 @@ class Upscaler:
         layout, array = prepared.layout, prepared.array
         colour, alpha = prepared.colour, prepared.alpha
         scale = self.scale
-        info = self.model.tiling_info()
-        padding = info.receptive_field + (self.back_projection.extra_padding() if consistency else 0)
-        bytes_per_pixel = self._bytes_per_lr_pixel(info, consistency, attention, layout.channels)
-        tile_size = self._resolve_tile(tile, layout, padding, bytes_per_pixel, info)
-        tiles = plan_tiles(layout.height, layout.width, tile_size, padding, info.alignment, info.min_size)
+        tile_size, tiles = self._plan(layout, tile, consistency, attention)
         n_slices, n_tiles = layout.n_slices, len(tiles)
         total = n_slices * n_tiles
 
+        bytes_per_pixel = self._bytes_per_lr_pixel(self.model.tiling_info(), consistency, attention, layout.channels)
         tile_bytes = 0.0 if self.device.type == "cuda" else self._tile_bytes(tiles, bytes_per_pixel)
         map_scale = scale
         if attention and layout.height * layout.width * scale**2 > MAX_ATTENTION_OUTPUT_PIXELS:
@@ -653,6 +704,99 @@ class Upscaler:
     def _tile_bytes(tiles: Sequence[Tile], bytes_per_pixel: float) -> float:
         largest = max(t.padded_shape[0] * t.padded_shape[1] for t in tiles)
         return largest * bytes_per_pixel
+    def _generate_composite(
+        self,
+        prepared: _Prepared,
+        caption: str,
+        prompt: PromptEmbedding,
+        captioned: bool,
+        regions: RegionCaptions | None,
+        text_effect: bool,
+        tile: int | None,
+        consistency: bool,
+        attention: bool,
+        start: float,
+    ) -> Generator[UpscaleProgress, None, UpscaleResult]:
+        """Global run, one run per region crop, and the empty-caption run, each through :meth:`_generate`.
+
+        Progress counts the tiles of all runs together; the runs share the
+        whole image's intensity mapping, so crops see exactly the values the
+        whole-image run sees.
+        """
+        from napari_textsr import regions as region_ops
+
+        layout, scale = prepared.layout, self.scale
+        info = self.model.tiling_info()
+        plans: list[region_ops.RegionPlan] = []
+        if regions is not None:
+            if regions.labels.shape != (layout.height, layout.width):
+                raise ValueError(
+                    f"the region labels are {regions.labels.shape} but the image is "
+                    f"{layout.height}x{layout.width} (labels live on the input grid)"
+                )
+            plans = region_ops.plan_regions(regions, scale, self._padding(consistency), info.alignment, info.min_size)
+        # (progress label, input, caption, prompt, attention)
+        runs: list[tuple[str, _Prepared, str, PromptEmbedding, bool]] = [("", prepared, caption, prompt, attention)]
+        for plan in plans:
+            crop = region_ops.CropView(prepared.array, plan.crop[:2], plan.crop[2:], layout.rgb)
+            cropped = _Prepared(crop, _layout(crop, layout.rgb, info.min_size), prepared.colour, prepared.alpha)
+            label = f"region {plan.label}: "
+            runs.append((label, cropped, plan.caption, self._prompt(plan.caption, None)[0], attention))
+        # Without any caption anywhere, the output *is* the uncaptioned one.
+        needs_baseline = text_effect and (captioned or any(p.caption for p in plans))
+        if needs_baseline:
+            runs.append(("without caption: ", prepared, "", self._prompt("", None)[0], False))
+        counts = [p.layout.n_slices * len(self._plan(p.layout, tile, consistency, a)[1]) for _, p, _, _, a in runs]
+        total, done = sum(counts), 0
+        results: list[UpscaleResult] = []
+        for (label, part, text, part_prompt, part_attention), count in zip(runs, counts):
+            generator = self._generate(part, text, part_prompt, tile, consistency, part_attention, start, label)
+            try:
+                while True:
+                    try:
+                        event = next(generator)
+                    except StopIteration as stop:
+                        results.append(stop.value)
+                        break
+                    yield dataclasses.replace(event, done=done + event.done, total=total)
+            finally:
+                generator.close()
+            done += count
+
+        result = results[0]
+        image, consistency_map, maps = result.image, result.consistency_map, dict(result.attention)
+        region_record = None
+        if regions is not None:
+            region_results = results[1 : 1 + len(plans)]
+            region_ops.blend_into(image, consistency_map, regions, plans, region_results, layout.leading, scale)
+            for plan, part in zip(plans, region_results):
+                for name, values in part.attention.items():
+                    full = np.zeros(layout.map_shape(scale), dtype=np.float32)
+                    full[(..., *plan.core_slices(scale))] = values[(..., *plan.core_in_crop(scale))]
+                    maps[f"region {plan.label}: {name}"] = full
+            region_record = {
+                "feather": regions.feather,
+                "labels_sha256": regions.labels_sha256(),
+                "regions": [
+                    dataclasses.replace(plan, consistency_error=part.consistency_error).to_dict()
+                    for plan, part in zip(plans, region_results)
+                ],
+            }
+        effect = stats = None
+        if text_effect:
+            baseline = results[-1].image if needs_baseline else image
+            effect = region_ops.text_effect_map(image, baseline, layout.rgb)
+            stats = region_ops.effect_statistics(effect)
+        return dataclasses.replace(
+            result,
+            image=image,
+            attention=maps,
+            consistency_map=consistency_map,
+            regions=region_record,
+            text_effect=effect,
+            text_effect_stats=stats,
+            seconds=time.perf_counter() - start,
+        )
 
     def _lr_tensor(self, raw: np.ndarray, layout: _Layout, colour: IntensityMapping) -> torch.Tensor:
         """A padded tile as read from the array -> float32 (1, 3, h, w) model input on the device."""

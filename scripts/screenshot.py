@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         viewer.screenshot(str(out), canvas_only=False, flash=False)
 
+    from qtpy.QtCore import Qt
+
+    qt_window = viewer.window._qt_window
+    qt_window.resizeDocks([dock, train_dock], [height - 230, 150], Qt.Vertical)  # the SR dock in front
     save(args.out)
     print(f"{args.out}: {widget.status_label.text()}")
 
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         train.start_button.click()
         wait(app, lambda: not train.is_running, 1800)
         train.sections["Preview"].set_collapsed(False)
-        widget.sections["Options"].set_collapsed(True)
+        qt_window.resizeDocks([dock, train_dock], [150, height - 230], Qt.Vertical)  # now the Train dock
         app.processEvents()
         train.scroll.ensureWidgetVisible(train.sections["Curves"])
         save(args.train_out)

@@ -303,8 +303,10 @@ def test_caption_box_follows_the_selected_layer(viewer, qtbot):
 
 
 def test_comparison_label_follows_the_slider(viewer, qtbot):
-    viewer.add_image(grey_image((24, 24), dtype=np.float32), name="img")
+    # an input that lists several captions (as the samples do) is not a comparison stack
+    viewer.add_image(grey_image((24, 24), dtype=np.float32), name="img", metadata={"captions": ["a", "b"]})
     widget = make_widget(viewer, qtbot)
+    assert widget.comparison_label.text() == "" and not widget._text_overlay().visible
     widget.compare_check.setChecked(True)
     widget.caption_edit.setPlainText("bright filaments\nround nuclei\nsmall puncta")
     run_and_wait(widget, qtbot)
@@ -348,7 +350,7 @@ def test_runs_on_every_selected_layer_with_its_own_caption(viewer, qtbot):
     widget.caption_edit.setPlainText("thin filaments")
     viewer.layers.selection = {a, b}
     widget.all_selected_check.setChecked(True)
-    assert widget.all_selected_check.text() == "every selected Image layer (2)"
+    assert widget.all_selected_check.text() == "all selected layers (2)"
     run_and_wait(widget, qtbot)
     assert [lay.name for lay in widget.last_layers if " attention" not in lay.name] == ["a x2", "b x2"]
     assert viewer.layers["a x2"].metadata["caption"] == "round nuclei"

@@ -63,6 +63,25 @@ def register(subparsers) -> None:
                          help="write a .tif output tile by tile (tiled BigTIFF; automatic above 1 GiB)")
     upscale.add_argument("--zarr-levels", type=int, default=3, metavar="N",
                          help="pyramid levels of a .zarr output (OME-Zarr, NGFF 0.5; default: %(default)s)")
+    regions = upscale.add_argument_group(
+        "region captions",
+        "a caption per labelled region; the rest of the image keeps --caption (see docs/api-and-cli.md)",
+    )
+    regions.add_argument("--regions", type=Path, default=None, metavar="LABELS",
+                         help="label image on the input grid (Y, X integers, 0 = background; .tif or .png)")
+    regions.add_argument("--region-captions", type=Path, default=None, metavar="CSV",
+                         help="CSV of 'label,caption' rows (a header row 'label,caption' is allowed)")
+    regions.add_argument("--feather", type=float, default=None, metavar="PX",
+                         help="width in output pixels of the blend at region borders (default: 8)")
+    upscale.add_argument("--text-effect", type=Path, default=None, metavar="FILE",
+                         help="also upscale without any caption and write OUT - uncaptioned (signed, output "
+                              "intensity units, float32 .tif; mean over colour channels)")
+    upscale.add_argument("--report", type=Path, default=None, metavar="REPORT.json",
+                         help="write an evidence report: SHA-256 of IN, OUT (file and array) and the model, every "
+                              "parameter, versions, device, precision, statistics. OUT's embedded metadata then "
+                              "leaves out the run time, so reruns write the same bytes")
+    upscale.add_argument("--deterministic", action="store_true",
+                         help="ask PyTorch for deterministic kernels (bit-identical GPU reruns; the CPU is anyway)")
     upscale.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_option(upscale)
     upscale.set_defaults(func=run_upscale)
@@ -110,7 +129,13 @@ def run_upscale(args: argparse.Namespace) -> int:
     from napari_textsr.imageio import check_output
 
     batch = _batch_inputs(args.input)
+    if args.deterministic:
+        from napari_textsr.report import enable_deterministic
+
+        enable_deterministic()
     if batch is not None or args.out_dir is not None:
+        if args.regions is not None or args.text_effect is not None or args.report is not None:
+            raise ValueError("--regions, --text-effect and --report are for one input file, not --out-dir batches")
         if args.output is not None:
             raise ValueError("give OUT for one input, or --out-dir DIR for a folder or pattern, not both")
         if args.out_dir is None:
@@ -121,6 +146,10 @@ def run_upscale(args: argparse.Namespace) -> int:
     source_path = Path(args.input)
     check_output(args.output, "uint8", False)  # the suffix, before anything is read
     job = _Job.plan(source_path, args.output, _max_pixels(args))  # every check before any work
+    job.regions = _regions(args)
+    if (job.regions is not None or args.text_effect is not None or args.report is not None) and len(job.images) > 1:
+        raise ValueError(f"{source_path} holds {len(job.images)} series: --regions, --text-effect and --report "
+                         "take one image")
     upscaler = _load(args)
     with _bar(args, "tile") as bar:
         message = job.run(upscaler, args, _tile_progress(bar, set_total=True))
@@ -190,6 +219,7 @@ class _Job:
 
     def __init__(self, source: Path, target: Path, images: list) -> None:
         self.source, self.target, self.images = source, target, images
+        self.regions = None  # RegionCaptions from --regions/--region-captions (one-image jobs)
 
     @classmethod
     def plan(cls, source: Path, target: Path, max_pixels: int | None) -> "_Job":
@@ -228,6 +258,11 @@ class _Job:
                 attention=args.attention_dir is not None,
                 progress=progress,
             )
+            composite = self.regions is not None or getattr(args, "text_effect", None) is not None
+            if composite and (stream or self.target.suffix.lower() in ZARR_SUFFIXES):
+                raise ValueError("--regions and --text-effect write an in-memory output: not with --stream or .zarr")
+            if composite:
+                kwargs.update(regions=self.regions, text_effect=args.text_effect is not None)
             if self.target.suffix.lower() in ZARR_SUFFIXES:
                 result = self._zarr(upscaler, image, args.caption, kwargs, args, reference)
             elif stream:
@@ -265,6 +300,25 @@ class _Job:
             line += f"\nconsistency error (RMS, fraction of the intensity range): {result.consistency_error:.4g}"
         if args.attention_dir is not None:
             line += f"\nwrote {maps} map file(s) to {args.attention_dir}"
+        if result.regions is not None:
+            line += (f"\n{len(result.regions['regions'])} region caption(s) blended "
+                     f"(feather {result.regions['feather']:g} px)")
+        if getattr(args, "text_effect", None) is not None:
+            write_map(args.text_effect, result.text_effect)
+            stats = result.text_effect_stats
+            line += (f"\nwrote {args.text_effect}: |text effect| mean {stats['mean_abs']:.4g}, "
+                     f"99th percentile {stats['p99_abs']:.4g} (output intensity units)")
+        if getattr(args, "report", None) is not None:
+            from napari_textsr.report import build_report, sha256_file, write_report
+
+            parameters = {k: v for k, v in vars(args).items() if k != "func"}
+            report = build_report(result, upscaler, parameters=parameters, input_path=self.source,
+                                  input_array=self.images[0].data, output_path=self.target)
+            if args.regions is not None:
+                report["input"]["regions_file_sha256"] = sha256_file(args.regions)
+                report["input"]["region_captions_file_sha256"] = sha256_file(args.region_captions)
+            write_report(args.report, report)
+            line += f"\nwrote {args.report}: output sha256 {report['output']['file_sha256'][:16]}..."
         return line
 
     def _provenance(self, result, args: argparse.Namespace, reference) -> dict:
@@ -272,6 +326,10 @@ class _Job:
         provenance["input"] = str(self.source)
         if reference is not None:
             provenance["reference"] = args.reference
+        if getattr(args, "report", None) is not None:  # the report keeps the times; a rerun writes the same bytes
+            provenance.pop("time", None)
+            provenance.pop("seconds", None)
+            provenance["report"] = args.report.name  # the name only: a rerun elsewhere writes the same bytes
         return provenance
 
     @staticmethod
@@ -331,6 +389,56 @@ class _Job:
         if not box or not sink.all_written:
             raise UpscaleCancelled(f"{self.target} is incomplete")
         return box[0]
+
+
+def _regions(args: argparse.Namespace):
+    """RegionCaptions from --regions LABELS and --region-captions CSV, or None."""
+    if args.regions is None and args.region_captions is None:
+        if args.feather is not None:
+            raise ValueError("--feather needs --regions and --region-captions")
+        return None
+    if args.regions is None or args.region_captions is None:
+        raise ValueError("--regions and --region-captions go together")
+    from napari_textsr.imageio import read_image_file
+    from napari_textsr.regions import DEFAULT_FEATHER, RegionCaptions
+
+    labels = read_image_file(args.regions)
+    if labels.rgb or labels.data.ndim != 2:
+        raise ValueError(f"--regions must be one 2-D label image, got shape {labels.data.shape}")
+    captions = read_region_captions(args.region_captions)
+    feather = DEFAULT_FEATHER if args.feather is None else args.feather
+    return RegionCaptions(labels.data, captions, feather)
+
+
+def read_region_captions(path: Path) -> dict[int, str]:
+    """A CSV of ``label,caption`` rows (UTF-8; a first row ``label,caption`` is a header) -> {label: caption}.
+
+    ValueError names the line of a row without two fields, a label that is not
+    a positive integer, or a label given twice.
+    """
+    import csv
+
+    captions: dict[int, str] = {}
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        for line, row in enumerate(csv.reader(handle), start=1):
+            if not row or all(not field.strip() for field in row):
+                continue
+            if line == 1 and row[0].strip().lower() == "label":
+                continue
+            if len(row) != 2:
+                raise ValueError(f"{path}:{line}: expected 'label,caption', got {len(row)} field(s)")
+            try:
+                label = int(row[0])
+            except ValueError:
+                raise ValueError(f"{path}:{line}: label {row[0]!r} is not an integer") from None
+            if label <= 0:
+                raise ValueError(f"{path}:{line}: labels are positive (0 is background), got {label}")
+            if label in captions:
+                raise ValueError(f"{path}:{line}: label {label} is given twice")
+            captions[label] = row[1].strip()
+    if not captions:
+        raise ValueError(f"{path}: no 'label,caption' rows")
+    return captions
 
 
 def _reference(option: str | None, source):

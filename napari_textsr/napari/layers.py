@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 SPATIAL_AXES = 2
 ATTENTION_COLORMAP = "inferno"
 CONSISTENCY_COLORMAP = "magma"
+# Signed maps (text effect): pink where the words darkened, green where they brightened.
+TEXT_EFFECT_COLORMAP = "PiYG"
 ATTENTION_OPACITY = 0.8
 # Contrast limits of maps come from a subsample of at most this many pixels.
 _PERCENTILE_SAMPLE = 1_000_000
@@ -219,13 +221,15 @@ def result_layer_data(
     compare: bool = False,
     existing_names: Collection[str] = (),
 ) -> list[LayerDataTuple]:
-    """Layer data tuples for the output image, its attention maps and the consistency map.
+    """Layer data tuples for the output image, its attention maps, the consistency and text-effect maps.
 
     One result: an image ``"<input> x<k>"`` with the result's provenance in
     ``metadata``; each attention map as ``"<output> attention: <name>"``
     (additive, colormapped, all hidden: a visible additive map would tint the
     output, which stays what the user sees first); the consistency map (if
-    any) as ``"<output> consistency"``. Several results with ``compare``: one
+    any) as ``"<output> consistency"``; the text-effect map (if any) as
+    ``"<output> text effect"`` (diverging colours, hidden). Several results
+    with ``compare``: one
     stack with a leading caption axis, the captions and each result's
     provenance in ``metadata``, and attention maps that every caption has
     stacked the same way. Names are made unique against ``existing_names``.
@@ -315,7 +319,33 @@ def result_layer_data(
                 "image",
             )
         )
+    if all(r.text_effect is not None for r in results):
+        layers.append(_text_effect_layer(results, stacked, unique_name(f"{out_name} text effect", taken), out_name, geometry))
     return layers
+
+
+def _text_effect_layer(
+    results: Sequence[UpscaleResult], stacked: bool, name: str, out_name: str, geometry: dict[str, Any]
+) -> LayerDataTuple:
+    """The signed text-effect map (output minus uncaptioned output): diverging colours, symmetric limits."""
+    effect = np.stack([r.text_effect for r in results]) if stacked else results[0].text_effect
+    magnitude = np.abs(effect.ravel()[:: max(effect.size // _PERCENTILE_SAMPLE, 1)])
+    limit = float(np.percentile(magnitude, 99.5)) if magnitude.size else 0.0
+    limit = limit if limit > 0 else 1.0
+    stats = [r.text_effect_stats for r in results] if stacked else results[0].text_effect_stats
+    return (
+        effect,
+        {
+            "name": name,
+            "colormap": TEXT_EFFECT_COLORMAP,
+            "opacity": ATTENTION_OPACITY,
+            "visible": False,
+            "contrast_limits": (-limit, limit),
+            "metadata": {"text_effect": stats, "output_layer": out_name, "units": "output intensity"},
+            **geometry,
+        },
+        "image",
+    )
 
 
 def add_layer_data(viewer: napari.components.ViewerModel, layer_data: Sequence[LayerDataTuple]) -> list[Layer]:

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QRadioButton,
     QSizePolicy,
+    QVBoxLayout,
 )
 
 from napari_textsr.napari.jobs import JobOutcome, JobProgress, UpscaleJob, make_job, run_job_in_worker, split_captions
@@ -51,6 +52,7 @@ from napari_textsr.napari.model_store import (
     method_title,
     untrained_spec,
 )
+from napari_textsr.napari.regions import RegionControls
 from napari_textsr.napari.widget_parts import (
     BackgroundRun,
     DevicePicker,
@@ -132,6 +134,16 @@ def format_provenance(metadata: dict) -> str:
     return "\n".join(lines)
 
 
+def is_comparison_stack(layer: Any) -> bool:
+    """Whether ``layer`` is a caption-comparison output (one slice per caption along axis 0).
+
+    Its metadata has the captions and one provenance record per caption (the
+    samples also list ``captions``, but are not stacks)."""
+    meta = layer.metadata
+    captions, provenance = meta.get("captions"), meta.get("provenance")
+    return isinstance(captions, list) and isinstance(provenance, list) and len(captions) == len(provenance)
+
+
 def _format_seconds(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
@@ -175,6 +187,7 @@ class SuperResolutionWidget(DockWidget):
         # (engine options such as region captions), merged into every job.
         self.job_option_providers: list[Any] = []
         self._build()
+        self.region_controls = RegionControls(self)  # region captions, text effect, evidence report
         self._timer = QTimer(self)
         self._timer.setInterval(500)
         self._timer.timeout.connect(self._show_running_status)
@@ -197,13 +210,13 @@ class SuperResolutionWidget(DockWidget):
         self.layer_combo.setToolTip("The Image layer to super-resolve (it is never modified)")
         self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
         inputs.add_row("Image layer", self.layer_combo)
-        self.all_selected_check = QCheckBox("every selected Image layer")
+        self.all_selected_check = QCheckBox("all selected layers")
         self.all_selected_check.setToolTip(
             "Run on each Image layer selected in the layer list, one after the other, "
             "each with its own caption (the one typed for it here, or its metadata's)"
         )
         self.all_selected_check.toggled.connect(self._on_selection_changed)
-        inputs.add_row("", self.all_selected_check)
+        inputs.add_row(self.all_selected_check)
         self.caption_edit = QPlainTextEdit()
         self.caption_edit.setPlaceholderText("What the image shows, e.g. DAPI-stained nuclei, two in mitosis")
         self.caption_edit.setFixedHeight(58)
@@ -213,9 +226,9 @@ class SuperResolutionWidget(DockWidget):
         )
         self.caption_edit.textChanged.connect(self._on_caption_typed)
         inputs.add_row("Caption", self.caption_edit)
-        self.compare_check = QCheckBox("compare captions, one per line")
+        self.compare_check = QCheckBox("compare captions (1 per line)")
         self.compare_check.setToolTip("Run once per line and stack the outputs in one layer (one slice per caption)")
-        inputs.add_row("", self.compare_check)
+        inputs.add_row(self.compare_check)
 
         model = self.add_section("Model", collapsible=False)
         model_row = QHBoxLayout()
@@ -235,11 +248,8 @@ class SuperResolutionWidget(DockWidget):
         self.scale_combo.activated.connect(self._on_scale_chosen)
         self.device_combo = DevicePicker()
         self.device_combo.currentIndexChanged.connect(self._on_model_changed)
-        scale_row = QHBoxLayout()
-        scale_row.addWidget(self.scale_combo, 1)
-        scale_row.addWidget(QLabel("Device"))
-        scale_row.addWidget(self.device_combo, 1)
-        model.add_row("Scale", scale_row)
+        model.add_row("Scale", self.scale_combo)
+        model.add_row("Device", self.device_combo)
         self.model_info = QLabel("")
         self.model_info.setWordWrap(True)
         self.model_info.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
@@ -263,8 +273,8 @@ class SuperResolutionWidget(DockWidget):
             "Back-project so that downsampling the output reproduces the input; "
             "adds a map of where the network disagreed with the input"
         )
-        options.add_row("Add", self.attention_check)
-        options.add_row("", self.consistency_check)
+        options.add_row(self.attention_check)
+        options.add_row(self.consistency_check)
         self.slice_radio = QRadioButton("current slice")
         self.stack_radio = QRadioButton("whole stack")
         self.slice_radio.setChecked(True)
@@ -276,7 +286,8 @@ class SuperResolutionWidget(DockWidget):
         self._extent_group = QButtonGroup(self)
         self._extent_group.addButton(self.slice_radio)
         self._extent_group.addButton(self.stack_radio)
-        extent = QHBoxLayout()
+        extent = QVBoxLayout()
+        extent.setSpacing(0)
         extent.addWidget(self.slice_radio)
         extent.addWidget(self.stack_radio)
         options.add_row("nD layers", extent)
@@ -382,7 +393,7 @@ class SuperResolutionWidget(DockWidget):
         if self.closed or not is_alive(self):
             return
         n = len(self.selected_image_layers())
-        self.all_selected_check.setText(f"every selected Image layer ({n})")
+        self.all_selected_check.setText(f"all selected layers ({n})")
 
     # ------------------------------------------------------------------ the selected output
     def _on_active_layer(self, event=None) -> None:
@@ -411,7 +422,7 @@ class SuperResolutionWidget(DockWidget):
     def comparison_caption(self) -> tuple[str, int, int] | None:
         """(caption, index, count) of the caption-comparison slice on screen, for the active
         layer's stack (or, with no such active layer, the newest stack); None without one."""
-        stacks = [lay for lay in self.viewer.layers if isinstance(lay.metadata.get("captions"), list)]
+        stacks = [lay for lay in self.viewer.layers if is_comparison_stack(lay)]
         output = self._output_of(self.viewer.layers.selection.active)
         stack = output if output in stacks else (stacks[-1] if stacks else None)
         if stack is None:
@@ -621,7 +632,7 @@ class SuperResolutionWidget(DockWidget):
         if self.all_selected_check.isChecked():
             layers = self.selected_image_layers()
             if not layers:
-                self._fail("No Image layer is selected in the layer list; select some, or untick 'every selected'.")
+                self._fail("No Image layer is selected in the layer list; select some, or untick 'all selected layers'.")
                 return
         else:
             layer = self.selected_layer()

@@ -280,6 +280,15 @@ class DockWidget(QWidget):
         self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Expanding)
 
     # ------------------------------------------------------------------ layout
+    PREFERRED_WIDTH = 390
+
+    def sizeHint(self):  # noqa: N802 (Qt name): wide enough for the controls, never more than ~400 px
+        hint = super().sizeHint()
+        body = self.body.sizeHint()
+        width = min(max(body.width() + self.scroll.verticalScrollBar().sizeHint().width() + 4, 300), self.PREFERRED_WIDTH)
+        hint.setWidth(width)
+        return hint
+
     def add_section(
         self,
         title: str,
