@@ -47,12 +47,13 @@ def _worker(args: argparse.Namespace) -> None:
     from napari_textsr import load_model
     from napari_textsr.devices import configure_threads
 
-    if args.threads == "auto":
+    setting = args.threads[0]  # a worker measures one setting
+    if setting == "auto":
         threads = configure_threads()
-    elif args.threads == "torch":
+    elif setting == "torch":
         threads = torch.get_num_threads()
     else:
-        threads = configure_threads(int(args.threads))
+        threads = configure_threads(int(setting))
     upscaler = load_model(args.model, device="cpu")
     image = (np.random.default_rng(0).random((args.size, args.size)) * 255).astype(np.uint8)
     upscaler.upscale(image, args.caption, tile=0, attention=False)  # warm-up

@@ -16,7 +16,8 @@ _configured_threads: int | None = None
 def select_device(name: str | torch.device = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then CPU; anything else is passed to torch.
 
-    Raises ValueError when a named accelerator is not available.
+    Raises ValueError for a name torch does not know (e.g. ``gpu``) and when a
+    named accelerator is not available.
     """
     if isinstance(name, torch.device):
         return name
@@ -28,7 +29,10 @@ def select_device(name: str | torch.device = "auto") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but no CUDA GPU is available")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

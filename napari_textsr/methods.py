@@ -117,10 +117,10 @@ METHODS: Mapping[str, MethodEntry] = MappingProxyType(
                 model="napari_textsr.models.tgsr:TGSR",
                 loss_weights=f"{_LOSSES}:TGSRLossWeights",
                 criterion=f"{_LOSSES}:TGSRCriterion",
-                # At x8 TGSR gains 2.6 dB over bicubic on held-out synthetic scenes and its
-                # caption 3.1 dB over a mismatched one, PDN 1.3 and 1.6 dB (README, textsr bench).
+                # The bundled TGSR x8 knows antialiased bicubic only; the bundled PDNs, trained on
+                # the realistic degradation family, measured better on held-out photographs made
+                # small the six ways of `textsr bench --degradation all` (README, "Bundled models").
                 default_rank=1,
-                default_rank_by_scale={8: 0},
             ),
             MethodEntry(
                 name="clipsr",
@@ -140,7 +140,6 @@ METHODS: Mapping[str, MethodEntry] = MappingProxyType(
                 criterion=f"{_LOSSES}:PDNCriterion",
                 # PDN tiles exactly and is the fastest; first wherever no other measured better.
                 default_rank=0,
-                default_rank_by_scale={8: 1},
             ),
         )
     }

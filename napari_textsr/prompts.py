@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -309,12 +310,14 @@ class PromptEncoder(nn.Module):
     # ----------------------------------------------------------------- loading
     @classmethod
     def from_spec(
-        cls, spec: EncoderSpec | str, device: torch.device | str = "cpu", seed: int = 0
+        cls, spec: EncoderSpec | str, device: torch.device | str = "cpu", seed: int = 0, download: bool = True
     ) -> "PromptEncoder":
         """Create the open_clip model a spec names.
 
         ``none`` gives a random initialisation seeded by ``seed`` (same spec,
-        same weights). A tag downloads into :func:`cache_dir` on first use.
+        same weights). A tag downloads into :func:`cache_dir` on first use;
+        with ``download=False`` (the spec came from a file, not from the user)
+        a tag not already cached raises ValueError instead.
         Raises ValueError for an unknown architecture or a missing file.
         """
         register_encoder_configs()
@@ -331,6 +334,12 @@ class PromptEncoder(nn.Module):
                 torch.manual_seed(seed)
                 model = open_clip.create_model(spec.arch, pretrained=None)
         elif kind == "tag":
+            if not download and not pretrained_tag_is_cached(spec):
+                raise ValueError(
+                    f"the prompt encoder {spec} is not downloaded yet and nothing asked to download it; "
+                    f"ask for it explicitly (PromptEncoder.from_spec({str(spec)!r}), allow_download=True, "
+                    f"or --encoder {spec})"
+                )
             model = open_clip.create_model(spec.arch, pretrained=spec.pretrained, cache_dir=str(cache_dir()))
         else:
             path = _resolve_weights_path(spec)
@@ -534,12 +543,67 @@ def _decode_token(tokenizer, token_id: int) -> str:
         return f"token{token_id}"
 
 
+_BUNDLED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def bundled_weights_path(spec: EncoderSpec) -> Path:
+    """The file a ``bundled:<name>`` spec names: ``<name>.safetensors`` in :data:`WEIGHTS_DIR`, nowhere else.
+
+    Raises ValueError for a name that is not a plain file name (``..``, a
+    path, an absolute path) or whose file does not exist.
+    """
+    name = spec.pretrained.split(":", 1)[1] if spec.kind == "bundled" else ""
+    if not _BUNDLED_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"bundled encoder name {name!r} is not a plain name of weights shipped with napari-textsr "
+            "(letters, digits, '_', '-', '.'; no paths)"
+        )
+    folder = WEIGHTS_DIR.resolve()
+    path = (WEIGHTS_DIR / f"{name}.safetensors").resolve()
+    if path.parent != folder or not path.is_file():
+        raise ValueError(f"no bundled prompt encoder weights named {name!r} in {folder}")
+    return path
+
+
+def is_public_tag(spec: EncoderSpec) -> bool:
+    """Whether ``spec`` is a pretrained tag open_clip itself lists for that architecture."""
+    register_encoder_configs()
+    import open_clip
+
+    return spec.kind == "tag" and bool(open_clip.pretrained.is_pretrained_cfg(spec.arch, spec.pretrained))
+
+
+def pretrained_tag_is_cached(spec: EncoderSpec) -> bool:
+    """Whether a public tag's weights are already in :func:`cache_dir` (so loading it needs no download)."""
+    if not is_public_tag(spec):
+        return False
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(spec.arch, spec.pretrained)
+    folder = cache_dir()
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - open_clip then uses the URL
+            hub = ""
+        else:
+            repo, filename = os.path.split(hub)
+            names = [filename or "open_clip_pytorch_model.bin"]
+            names += [n[: n.rfind(".")] + ".safetensors" for n in names if n.endswith((".bin", ".pth"))]
+            names.append("open_clip_model.safetensors")
+            for name in names:
+                found = try_to_load_from_cache(repo, name, cache_dir=str(folder))
+                if isinstance(found, str) and os.path.isfile(found):
+                    return True
+    url = cfg.get("url", "")
+    return bool(url) and (folder / os.path.basename(url)).is_file()
+
+
 def _resolve_weights_path(spec: EncoderSpec) -> Path:
     if spec.kind == "bundled":
-        name = spec.pretrained.split(":", 1)[1]
-        path = WEIGHTS_DIR / f"{name}.safetensors"
-    else:
-        path = Path(spec.pretrained).expanduser()
+        return bundled_weights_path(spec)
+    path = Path(spec.pretrained).expanduser()
     if not path.is_file():
         raise ValueError(f"prompt encoder weights not found: {path}")
     return path
@@ -565,7 +629,9 @@ def save_encoder_state(encoder: PromptEncoder | nn.Module, path: Path | str, hal
     clip = encoder.clip if isinstance(encoder, PromptEncoder) else encoder
     dtype = torch.float16 if half else torch.float32
     state = {k: v.detach().to("cpu", dtype).contiguous().clone() for k, v in clip.state_dict().items()}
+    from napari_textsr.durable import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path))
+    with atomic_write(path) as tmp:
+        save_file(state, str(tmp))
     return path

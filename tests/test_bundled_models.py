@@ -13,7 +13,16 @@ from napari_textsr.metrics import quality_scores
 from napari_textsr.synthetic import synthetic_dataset
 from napari_textsr.training.degradations import Degradation
 
-SHIPPED = {"pdn-x4": ("pdn", 4), "pdn-x8": ("pdn", 8), "tgsr-x8": ("tgsr", 8), "clipsr-x4": ("clipsr", 4)}
+SHIPPED = {
+    "pdn-x2": ("pdn", 2),
+    "pdn-x4": ("pdn", 4),
+    "pdn-x8": ("pdn", 8),
+    "pdn-x16": ("pdn", 16),
+    "tgsr-x8": ("tgsr", 8),
+    "clipsr-x4": ("clipsr", 4),
+}
+# Trained on the realistic degradation family (the others: antialiased bicubic only).
+REALISTIC = ("pdn-x2", "pdn-x4", "pdn-x8", "pdn-x16")
 
 
 def test_shipped_models_are_listed_with_their_training_record():
@@ -31,8 +40,49 @@ def test_shipped_models_are_listed_with_their_training_record():
 
 
 def test_default_picks_the_best_measured_method_per_scale():
-    assert load_model("default", scale=4).description.name == "pdn-x4"
-    assert load_model("default", scale=8).description.name == "tgsr-x8"
+    for scale in (2, 4, 8, 16):
+        upscaler = load_model("default", scale=scale)
+        assert upscaler.scale == scale and upscaler.description.name == f"pdn-x{scale}"
+
+
+def test_the_defaults_record_their_degradation_family_and_stages():
+    models = {m.name: m for m in list_models()}
+    for name in REALISTIC:
+        record = models[name].training
+        assert record.degradation["kind"] == "family" and record.degradation["preset"] == "realistic"
+        assert "--degradations realistic" in record.command or record.extra.get("resume_commands")
+        assert record.extra["captions"]["p_empty"] > 0  # caption dropout: the empty caption is unconditional
+        assert record.extra["init_training"]["steps"] > 0  # fine-tuned (or transferred) from an earlier model
+    for name in ("tgsr-x8", "clipsr-x4"):  # benchmark-convention models
+        assert models[name].training.degradation.get("blur_sigma", 0) == 0
+        assert models[name].training.degradation["kind"] == "bicubic-antialias"
+
+
+def test_default_x4_on_a_photograph_however_it_was_made():
+    """The sample photograph (never trained on) made small the six ways of issue 9, empty and true caption.
+
+    The first bundled PDN x4, trained on antialiased bicubic only, lost 2.5-2.8 dB against
+    bicubic on this image made small by plain (aliased) bicubic; the realistic-family model
+    stays within issue 9's 0.3 dB tolerance there and gains on average over the six ways.
+    (It is still 0.2-0.4 dB below bicubic on JPEG quality 60 here: README, "Bundled models".)
+    """
+    from napari_textsr.benchmark import degrade_to_uint8
+    from napari_textsr.samples import load_sample
+    from napari_textsr.training.degradations import NAMED_DEGRADATIONS, named_degradation
+
+    sample = load_sample("photograph")
+    hr = sample.image[:100, :148].astype(np.float32) / 255
+    upscaler = load_model("default", scale=4)
+    gains = {}
+    for name in NAMED_DEGRADATIONS:
+        lr = degrade_to_uint8(hr, named_degradation(name, 4), "cat")
+        bicubic = quality_scores(bicubic_upscale(lr, 4), hr, 4).psnr_y
+        for caption in ("", sample.caption):
+            sr = upscaler.upscale(lr, caption).image.astype(np.float32) / 255
+            gains[name, caption] = quality_scores(sr, hr, 4).psnr_y - bicubic
+    assert gains["bicubic", ""] > -0.3 and gains["bicubic", sample.caption] > -0.3, gains
+    assert gains["blur", ""] > 0.5 and gains["blur", sample.caption] > 0.5, gains
+    assert np.mean(list(gains.values())) > 0.15, gains
 
 
 @pytest.mark.parametrize("name", ["pdn-x4", "pdn-x8"])
@@ -47,7 +97,10 @@ def test_shipped_pdn_beats_bicubic_on_unseen_synthetic_scenes(name):
         lr8 = np.round(lr.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
         sr = upscaler.upscale(lr8, item.captions[0]).image.astype(np.float32) / 255
         gains.append(quality_scores(sr, hr, scale).psnr_y - quality_scores(bicubic_upscale(lr8, scale), hr, scale).psnr_y)
-    assert np.mean(gains) > 0.2, gains
+    # The realistic-family PDNs were trained on photographs only: on average they still gain on
+    # these scenes, but x4 falls 0.6 dB below bicubic on one fine-stripe texture scene (read as
+    # aliasing or noise), where the earlier bicubic-only models gained on every scene.
+    assert np.mean(gains) > 0.1, gains
 
 
 @pytest.mark.parametrize("name", ["tgsr-x8", "clipsr-x4"])

@@ -77,7 +77,7 @@ def test_pick_default_order():
               _bundled("pdn-x8", "pdn", 8), _bundled("tgsr-x8", "tgsr", 8), _bundled("other", "custom", 2)]
     assert pick_default(4, models).name == "c-pdn"  # PDN first at x4
     assert pick_default(None, models).name == "c-pdn"  # x4 when no scale is asked
-    assert pick_default(8, models).name == "tgsr-x8"  # TGSR first at x8
+    assert pick_default(8, models).name == "pdn-x8"  # PDN first at every scale (the realistic-family models)
     assert pick_default(2, models).name == "other"  # an unranked method is still found
     assert pick_default(4, [*models, _bundled("default-mine", "clipsr", 4)]).name == "default-mine"
     with pytest.raises(ModelSpecError, match=r"no bundled model for x3. Bundled models: a-clipsr \(clipsr, x4\)"):

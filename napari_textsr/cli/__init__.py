@@ -111,8 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as error:
-        # Bad input is the user's to fix: one clear line, no traceback.
+    except (ValueError, OSError) as error:
+        # Bad input, or a file system that says no (a full disk, a missing or
+        # unwritable path), is the user's to fix: one clear line, no traceback.
         print(f"textsr {args.command}: error: {error}", file=sys.stderr)
         return 1
 

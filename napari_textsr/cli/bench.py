@@ -95,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {upscaler.description.name} ({upscaler.description.method}, x{upscaler.scale}); "
           f"machine: {reports[0].machine}; date: {reports[0].date}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([r.to_dict() for r in reports], indent=2))
+        from napari_textsr.durable import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps([r.to_dict() for r in reports], indent=2))
     return 0
 
 

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_headless(args, sample, caption: str, scale: int | None) -> int:
+    from napari_textsr.durable import write_text_atomic
     from napari_textsr.imageio import write_image_file, write_map
     from napari_textsr.inference import load_model
 
@@ -97,7 +98,7 @@ def _run_headless(args, sample, caption: str, scale: int | None) -> int:
     for index, (name, values) in enumerate(result.attention.items(), start=1):
         safe = "".join(c if c.isalnum() else "_" for c in name).strip("_") or "map"
         written += write_map(out_dir / f"{stem}_attention_{index:02d}_{safe}.png", values)
-    (out_dir / f"{stem}_provenance.json").write_text(json.dumps(result.provenance(), indent=2))
+    write_text_atomic(out_dir / f"{stem}_provenance.json", json.dumps(result.provenance(), indent=2))
     print(f"{upscaler.description.name}: {sample.image.shape} -> {result.image.shape} "
           f"in {result.seconds:.2f} s, caption {caption!r}")
     for path in written:

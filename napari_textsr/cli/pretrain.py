@@ -46,8 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import threading
     from pathlib import Path
 
+    from napari_textsr.cli._signals import stop_on_signals
     from napari_textsr.training.pretrain_encoder import PretrainConfig, pretrain_encoder
 
     if not args.data and not args.synthetic:
@@ -76,7 +78,13 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         command=_command_line(args),
     )
-    pretrain_encoder(config, progress=not args.no_progress)
+    stop = threading.Event()
+    # First Ctrl-C or SIGTERM: finish the step, save weights, record and train state, exit.
+    with stop_on_signals(stop.set, stop.is_set):
+        summary = pretrain_encoder(config, progress=not args.no_progress, stop=stop)
+    if summary.steps < config.steps:
+        print(f"stopped at step {summary.steps}/{config.steps}; resume with the same command and --resume")
+        return 130
     return 0
 
 

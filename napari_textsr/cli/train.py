@@ -6,9 +6,9 @@ Also runs data-parallel under ``torchrun --nproc_per_node N -m napari_textsr.cli
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
-import signal
 import sys
 from typing import Any
 
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Train (or fine-tune with --init) a text-guided SR model on folders of images with captions.csv "
             "and/or synthetic scenes, with the losses of the method's paper. Writes OUT/model.textsr.safetensors "
             "(usable at once by 'textsr upscale' and napari) and OUT/train_state.pt (for --resume). "
-            "Ctrl-C stops after the current step and saves. Data-parallel: "
+            "Ctrl-C or SIGTERM stops after the current step and saves. Data-parallel: "
             "torchrun --nproc_per_node 2 -m napari_textsr.cli train ..."
         ),
     )
@@ -62,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a("--resume", action="store_true",
       help="continue the run in --out exactly where it stopped (its settings are reused; options given here override "
            "steps, intervals, device and threads)")
+    a("--overwrite", action="store_true",
+      help="start a new run in an --out folder that already holds a model or a run, replacing them")
     a("--preset", default=None, help="model size preset, e.g. tiny, small, default, paper (default: default)")
     a("--batch-size", type=int, default=None, help=f"global batch size (default {DEFAULTS['batch_size']})")
     a("--patch", type=int, default=None, help=f"LR patch side in pixels (default {DEFAULTS['patch']})")
@@ -250,6 +252,8 @@ def build_config(args: argparse.Namespace):
     from napari_textsr.training.trainer import TrainConfig
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the checkpoint and training state")
     given = {k: v for k, v in vars(args).items() if v is not None}
     if args.resume and (out / "train_state.pt").is_file():
         config = TrainConfig.from_run(out)
@@ -310,24 +314,19 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_textsr.cli._signals import stop_on_signals
     from napari_textsr.training.trainer import Trainer
 
     config = build_config(args)
     rank = int(os.environ.get("RANK", "0"))
-    trainer = Trainer(config)
+    trainer = Trainer(config, overwrite=getattr(args, "overwrite", False))
 
-    # First Ctrl-C: finish the step, save and stop (on every torchrun rank);
-    # a second one interrupts at once.
-    def on_interrupt(signum, frame):  # noqa: ARG001
-        if trainer.stop_requested:
-            raise KeyboardInterrupt
-        trainer.request_stop()
-        if rank == 0:
-            print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
-
-    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
+    # First Ctrl-C or SIGTERM: finish the step, save and stop (on every torchrun
+    # rank); a second one interrupts at once.
     bar = None
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(stop_on_signals(trainer.request_stop, lambda: trainer.stop_requested, announce=rank == 0))
+        stack.callback(lambda: bar.close() if bar is not None else None)
         events = trainer.run()
         summary = None
         val_text = ""
@@ -358,10 +357,6 @@ def run(args: argparse.Namespace) -> int:
                     postfix["val PSNR"] = val_text
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(event.step - bar.n)
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
-        if bar is not None:
-            bar.close()
     assert summary is not None
     if rank == 0:
         state = "stopped" if summary.cancelled else "finished"

@@ -181,21 +181,38 @@ def load_captioned_folder(path: Path | str) -> list[CaptionedImage]:
             f"with header 'file,caption' and one row per (image, caption)"
         )
     captions: dict[str, list[str]] = {}
+    # strict: a stray or unterminated quote is an error, not a caption that swallows the rows after it.
     with table.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = [h.strip().lower() for h in next(reader, [])]
-        if "file" not in header or "caption" not in header:
-            raise DataError(f"{table}: the first row must be the header 'file,caption', got {','.join(header)!r}")
-        file_col, caption_col = header.index("file"), header.index("caption")
-        for line, row in enumerate(reader, start=2):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) <= max(file_col, caption_col):
-                raise DataError(f"{table}, line {line}: expected 'file,caption', got {row!r}")
-            name = row[file_col].strip()
-            if not name:
-                raise DataError(f"{table}, line {line}: empty file name")
-            captions.setdefault(name, []).append(" ".join(row[caption_col].split()))
+        reader = csv.reader(handle, strict=True)
+        line = 1
+        try:
+            header = [h.strip().lower() for h in next(reader, [])]
+            if "file" not in header or "caption" not in header:
+                raise DataError(f"{table}: the first row must be the header 'file,caption', got {','.join(header)!r}")
+            file_col, caption_col = header.index("file"), header.index("caption")
+            for row in reader:
+                first, line = line + 1, reader.line_num
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if line != first:
+                    raise DataError(
+                        f"{table}, line {first}: a quoted field runs over lines {first}-{line} "
+                        "(an unterminated quote?); a caption must fit on one line"
+                    )
+                if len(row) != len(header):
+                    raise DataError(
+                        f"{table}, line {line}: expected {len(header)} fields ({','.join(header)}), got {len(row)}: "
+                        f"{row!r} (quote a caption that contains a comma)"
+                    )
+                name = row[file_col].strip()
+                if not name:
+                    raise DataError(f"{table}, line {line}: empty file name")
+                captions.setdefault(name, []).append(" ".join(row[caption_col].split()))
+        except csv.Error as error:
+            hint = "; an unterminated quote?" if "end of data" in str(error) else ""
+            raise DataError(f"{table}, line {line + 1}: malformed CSV ({error}{hint})") from None
+        except UnicodeDecodeError as error:
+            raise DataError(f"{table}, after line {line}: not UTF-8 text ({error.reason})") from None
     if not captions:
         raise DataError(f"{table} lists no images")
     missing = [name for name in captions if not (folder / name).is_file()]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_textsr._generators import drive
+from napari_textsr.durable import atomic_write, load_torch_state, write_text_atomic
 from napari_textsr.prompts import (
     EncoderSpec,
     PromptEncoder,
@@ -42,6 +43,7 @@ from napari_textsr.prompts import (
     state_dict_fingerprint,
 )
 from napari_textsr.training.data import CaptionedImage, DataError, load_data_source, split_train_val
+from napari_textsr.training.runlock import RunLock
 from napari_textsr.training.schedule import cosine_factor
 
 __all__ = [
@@ -389,19 +391,21 @@ def _optimizer(clip: torch.nn.Module, config: PretrainConfig) -> torch.optim.Opt
     )
 
 
+_PRETRAIN_STATE_KEYS = {"arch", "steps", "seed", "step", "loss", "model", "optimizer", "scheduler", "numpy_rng", "torch_rng",
+                        "retrieval_before", "retrieval", "retrieval_step"}
+
+
 def train_state_path(out: Path) -> Path:
     """Where a run writing ``out`` keeps what an exact resume needs."""
     return out.with_name(out.stem + ".train_state.pt")
 
 
-def _save(clip: torch.nn.Module, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".partial" + path.suffix)
-    save_encoder_state(clip, tmp)
-    os.replace(tmp, path)
 
 
 def iter_pretrain(
-    config: PretrainConfig, items: Sequence[tuple[CaptionedImage, str]] | None = None
+    config: PretrainConfig,
+    items: Sequence[tuple[CaptionedImage, str]] | None = None,
+    stop: threading.Event | None = None,
 ) -> Generator[PretrainEvent, None, PretrainSummary]:
     """Train; yields an event per step (with retrieval results at the start, the end and
     every ``eval_every`` steps) and returns a :class:`PretrainSummary`.
@@ -409,18 +413,27 @@ def iter_pretrain(
     ``items``: (image, group name) pairs instead of ``config.data``/``synthetic``.
     The weights go to ``config.out`` (atomically, also every ``checkpoint_every``
     steps) and a JSON record to ``config.out`` with suffix ``.json``.
+    ``stop``: once set, the current step finishes, a checkpoint (weights,
+    record, train state) is written and the run ends (what SIGTERM does in the CLI).
+    While it runs, ``<out>.lock`` names this process and a second run writing the
+    same ``out`` is refused (:class:`~napari_textsr.training.runlock.RunLockedError`).
     """
+    if config.out.is_dir():
+        raise ValueError(f"--out {config.out} is a folder; give the weights file to write (.safetensors)")
     previous_threads = torch.get_num_threads()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
+    lock = RunLock(config.out.with_name(config.out.name + ".lock"), config.command)
     try:
-        return (yield from _pretrain(config, items))
+        lock.acquire()
+        return (yield from _pretrain(config, items, stop))
     finally:
+        lock.release()
         torch.set_num_threads(previous_threads)
 
 
 def _pretrain(
-    config: PretrainConfig, items: Sequence[tuple[CaptionedImage, str]] | None
+    config: PretrainConfig, items: Sequence[tuple[CaptionedImage, str]] | None, stop: threading.Event | None = None
 ) -> Generator[PretrainEvent, None, PretrainSummary]:
     open_clip = _open_clip()
     start = time.perf_counter()
@@ -448,7 +461,9 @@ def _pretrain(
     state_path = train_state_path(config.out)
     first_step, loss_value = 1, float("nan")
     if config.resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = load_torch_state(state_path)
+        if not isinstance(state, dict) or not _PRETRAIN_STATE_KEYS <= set(state):
+            raise ValueError(f"{state_path} is not a pretrain-encoder training state")
         if state["steps"] != config.steps or state["arch"] != config.arch or state["seed"] != config.seed:
             raise ValueError(
                 f"{state_path} is from a run with steps={state['steps']}, arch={state['arch']}, seed={state['seed']}; "
@@ -479,9 +494,8 @@ def _pretrain(
             "retrieval_before": {k: asdict(v) for k, v in before.items()},
             "retrieval": {k: asdict(v) for k, v in retrieval.items()}, "retrieval_step": retrieval_step,
         }
-        tmp = state_path.with_name(state_path.name + ".partial")
-        torch.save(state, tmp)
-        os.replace(tmp, state_path)
+        with atomic_write(state_path) as tmp:
+            torch.save(state, tmp)
 
     def summary(step: int) -> PretrainSummary:
         return PretrainSummary(
@@ -513,9 +527,10 @@ def _pretrain(
         if evaluate:
             retrieval, retrieval_step = retrieval_accuracy(clip, tokenizer, val_set), step
         checkpoint = None
-        if step == config.steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
+        stopping = stop is not None and stop.is_set() and step < config.steps
+        if stopping or step == config.steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
             # Weights and record together, so a run killed later still leaves a described checkpoint.
-            _save(clip, config.out)
+            save_encoder_state(clip, config.out)
             _write_record(config, summary(step))
             save_train_state(step)
             checkpoint = config.out
@@ -529,6 +544,8 @@ def _pretrain(
             retrieval=retrieval if evaluate else None,
             checkpoint=checkpoint,
         )
+        if stopping:
+            return summary(step)
     return summary(config.steps)
 
 
@@ -549,9 +566,7 @@ def _write_record(config: PretrainConfig, summary: PretrainSummary) -> Path:
         "retrieval_after": {k: asdict(v) for k, v in summary.retrieval_after.items()},
         "retrieval_after_step": summary.retrieval_step,
     }
-    path = summary.out.with_suffix(".json")
-    path.write_text(json.dumps(record, indent=2))
-    return path
+    return write_text_atomic(summary.out.with_suffix(".json"), json.dumps(record, indent=2))
 
 
 def pretrain_encoder(
@@ -559,12 +574,13 @@ def pretrain_encoder(
     items: Sequence[tuple[CaptionedImage, str]] | None = None,
     progress: bool = True,
     log=print,
+    stop: threading.Event | None = None,
 ) -> PretrainSummary:
-    """Run :func:`iter_pretrain` to the end with a tqdm progress bar; returns the summary."""
+    """Run :func:`iter_pretrain` to the end (or until ``stop`` is set) with a tqdm progress bar; returns the summary."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=config.steps, desc=f"pretrain {config.arch}", unit="step", disable=not progress)
-    run = iter_pretrain(config, items)
+    run = iter_pretrain(config, items, stop)
     try:
         first = next(run)  # the state before the first step: retrieval before training
         if first.step:

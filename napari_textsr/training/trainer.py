@@ -54,6 +54,7 @@ from napari_textsr.checkpoints import (
     save_checkpoint,
 )
 from napari_textsr.devices import configure_threads, select_device
+from napari_textsr.durable import atomic_write, load_torch_state
 from napari_textsr.metrics import quality_scores
 from napari_textsr.models import SUPPORTED_SCALES, TextSRModel, available_methods, create_model, model_from_config
 from napari_textsr.prompts import EncoderSpec, PromptEmbedding, PromptEncoder
@@ -64,6 +65,7 @@ from napari_textsr.training.losses import (
     default_loss_weights,
     loss_weights_from_dict,
 )
+from napari_textsr.training.runlock import RunLock
 from napari_textsr.training.schedule import cosine_factor
 
 if TYPE_CHECKING:
@@ -441,16 +443,12 @@ def _format_setting(value: Any) -> str:
 
 # ----------------------------------------------------------------------- helpers
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _load_state(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"no training state to resume: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_torch_state(path)
     if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
         raise ValueError(f"{path} is not a napari-textsr training state")
     if state.get("version") != _STATE_VERSION:
@@ -597,10 +595,18 @@ class Trainer:
     layers turned into CaptionedImage by ``captioned_images_from_arrays``).
     Use from a thread: iterate :meth:`run`; cancel by closing the generator
     (or :meth:`request_stop`, which also works across torchrun ranks).
+    ``overwrite``: start afresh in an ``out_dir`` that already holds a model
+    or a run (refused otherwise, unless ``config.resume``).
+    While it runs, ``out_dir/run.lock`` names this process; a second Trainer
+    into the same folder is refused (:class:`~napari_textsr.training.runlock.RunLockedError`).
     """
 
-    def __init__(self, config: TrainConfig, items: list["CaptionedImage"] | None = None) -> None:
+    def __init__(
+        self, config: TrainConfig, items: list["CaptionedImage"] | None = None, *, overwrite: bool = False
+    ) -> None:
         self.config = config
+        # A new run may replace the model (and run) already in out_dir only when asked to.
+        self.overwrite = overwrite
         self._items = list(items) if items is not None else None
         if self._items is None and not config.data:
             raise ValueError("no training data: give config.data (folders or synthetic:N:SEED) or items")
@@ -627,9 +633,15 @@ class Trainer:
     def run(self) -> Generator[TrainingEvent, None, TrainingSummary]:
         config = self.config
         dist_info = _setup_distributed(config.device)
+        # Rank 0 speaks for all ranks: they share the folder.
+        lock = RunLock.for_folder(config.out_dir, config.command or "") if dist_info.is_main else None
         try:
+            if lock is not None:
+                lock.acquire()
             return (yield from self._run(dist_info))
         finally:
+            if lock is not None:
+                lock.release()
             if dist_info.owns_group:
                 import torch.distributed as dist
 
@@ -727,14 +739,19 @@ class Trainer:
 
         messages: list[str] = []
         state: dict[str, Any] | None = None
-        if config.state_path.is_file():
-            if not config.resume:
-                raise ValueError(
-                    f"{config.out_dir} already holds a training run ({STATE_NAME}); "
-                    "resume it (--resume / resume=True) or choose another output folder"
-                )
+        if config.state_path.is_file() and config.resume:
             state = _load_state(config.state_path)
             self._check_resume_compatible(state)
+        elif config.state_path.is_file() and not self.overwrite:
+            raise ValueError(
+                f"{config.out_dir} already holds a training run ({STATE_NAME}); "
+                "resume it (--resume / resume=True), replace it (--overwrite) or choose another output folder"
+            )
+        elif config.checkpoint_path.is_file() and not self.overwrite:
+            raise ValueError(
+                f"{config.out_dir} already holds a model ({CHECKPOINT_NAME}) and no {STATE_NAME} to resume; "
+                "replace it (--overwrite) or choose another output folder"
+            )
         elif config.resume:
             messages.append(f"nothing to resume in {config.out_dir}; starting a new run")
 
@@ -744,7 +761,10 @@ class Trainer:
             encoder_spec = state["encoder_spec"]
         else:
             encoder_spec = config.encoder or (init_meta.encoder_spec if init_meta else "textsr-tiny:none")
-        encoder = PromptEncoder.from_spec(EncoderSpec.parse(encoder_spec), device=device)
+        # A public tag is downloaded only when the user named it, never because an --init file did.
+        encoder = PromptEncoder.from_spec(
+            EncoderSpec.parse(encoder_spec), device=device, download=state is not None or config.encoder is not None
+        )
         model = self._build_model(state, init_meta, encoder, messages).to(device)
         messages.extend(model.prepare_for_training(encoder))
         model.train()
@@ -981,16 +1001,25 @@ class Trainer:
         }
         # The state first: if we die between the two writes, the resume point
         # is never older than the model file a user might pick up.
-        _atomic_torch_save(train_state, config.state_path)
-        self._last_record = self._record(s, completed)
-        self._last_checkpoint = save_checkpoint(
-            config.checkpoint_path,
-            s.model,
-            s.encoder,
-            name=config.name or f"{config.method}-x{config.scale}-{config.out_dir.name}",
-            description=f"trained {completed} steps with napari-textsr's trainer",
-            training=self._last_record,
-        )
+        try:
+            _atomic_torch_save(train_state, config.state_path)
+            record = self._record(s, completed)
+            checkpoint = save_checkpoint(
+                config.checkpoint_path,
+                s.model,
+                s.encoder,
+                name=config.name or f"{config.method}-x{config.scale}-{config.out_dir.name}",
+                description=f"trained {completed} steps with napari-textsr's trainer",
+                training=record,
+            )
+        except OSError as error:  # e.g. a full disk: the files written before are intact (atomic writes)
+            saved = self._last_record.steps if self._last_record else s.start_step if s.state is not None else None
+            kept = f"the checkpoint saved before (step {saved}) is intact" if saved is not None else "nothing was saved before"
+            raise OSError(
+                error.errno,
+                f"cannot save the checkpoint of step {completed} in {config.out_dir}: {error.strerror or error}; {kept}",
+            ) from error
+        self._last_record, self._last_checkpoint = record, checkpoint
         return self._last_checkpoint
 
     # ------------------------------------------------------------ internals
