@@ -253,7 +253,7 @@ def _run_block(job: _Job, block: Block, raw: np.ndarray) -> dict[str, Any]:
         # mapping (not one computed from this block alone).
         layout = _layout(raw, False, upscaler.model.tiling_info().min_size)
         prepared = _Prepared(raw, layout, job.colour, None)
-        prompt = upscaler._prompt(job.caption, None)
+        prompt, _encoded = upscaler._prompt(job.caption, None)  # (prompt, caption text encoded)
         generator = upscaler._generate(prepared, job.caption, prompt, None, False, False, start, "")
         image = _drive(generator, None, lambda: False).image
     lead = (slice(None),) * (image.ndim - 2)

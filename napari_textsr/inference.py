@@ -30,6 +30,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Sequence
@@ -81,6 +82,15 @@ DEFAULT_CPU_TILE_MEMORY = 1 << 30
 MIN_SIDE = 2
 # Assumed number of attention maps when sizing tiles (PDN default has 8).
 _ASSUMED_ATTENTION_MAPS = 8
+# Attention maps are returned on the output grid up to this many output pixels
+# per slice (4096 x 4096); above it they are returned on the input grid (a
+# factor scale**2 smaller; ``UpscaleResult.attention_scale`` says which) and a
+# warning says so. At x4 a 4096² input would otherwise need 16 float32 bytes
+# per input pixel per map: 8.6 GB for 8 maps.
+MAX_ATTENTION_OUTPUT_PIXELS = 1 << 24
+# The output, its maps and one tile's working memory must fit in this fraction
+# of the memory available when the run starts.
+OUTPUT_MEMORY_FRACTION = 0.7
 
 
 class UpscaleCancelled(Exception):
@@ -149,14 +159,16 @@ class UpscaleResult:
     tile: int = 0
     intensity: dict[str, Any] | None = None
     created: str = ""
+    attention_scale: int = 0  # maps' grid relative to the input's (= scale, or 1 above MAX_ATTENTION_OUTPUT_PIXELS)
+    caption_encoded: str | None = None  # the part of the caption the encoder used (None: all of it)
     regions: dict[str, Any] | None = None
     text_effect: np.ndarray | None = None
     text_effect_stats: dict[str, float] | None = None
 
     def provenance(self) -> dict[str, Any]:
         """JSON-ready record of how this result was made (for layer metadata and file headers)."""
-        return {
-            "caption": self.caption,
+        record = {
+            "caption": self.caption if self.caption_encoded is None else self.caption_encoded,
             "model": self.model.name,
             "method": self.model.method,
             "scale": self.scale,
@@ -174,6 +186,9 @@ class UpscaleResult:
             **({"regions": self.regions} if self.regions is not None else {}),
             **({"text_effect": self.text_effect_stats} if self.text_effect_stats is not None else {}),
         }
+        if self.caption_encoded is not None and self.caption_encoded != self.caption:
+            record["caption_given"] = self.caption  # longer than the encoder's context
+        return record
 
 
 # --------------------------------------------------------------------------- input layout
@@ -223,6 +238,11 @@ def _layout(image: Any, rgb: bool | None, min_size: int) -> _Layout:
     leading = shape[:-3] if rgb else shape[:-2]
     if 0 in shape:
         raise ValueError(f"the image is empty (shape {shape})")
+    if not rgb and len(shape) >= 3 and shape[-1] == 1:
+        raise ValueError(
+            f"the last axis of shape {shape} has length 1: a grey image with a colour-sample axis? "
+            "pass image[..., 0] (grey) instead of reading that axis as X"
+        )
     height, width = spatial
     min_size = max(min_size, MIN_SIDE)
     if height < min_size or width < min_size:
@@ -340,6 +360,7 @@ class Upscaler:
         reference: np.ndarray | None = None,
         attention: bool = True,
         percentiles: tuple[float, float] | None = None,
+        out: Any | None = None,
         regions: RegionCaptions | None = None,
         text_effect: bool = False,
     ) -> Generator[UpscaleProgress, None, UpscaleResult]:
@@ -358,8 +379,18 @@ class Upscaler:
             instead of the caption (PDN's caption-free protocol uses the
             horizontally flipped input).
         attention: also return the model's attention maps (float32 on the
-            output grid: 4 bytes per output pixel per map).
+            output grid: 4 bytes per output pixel per map; on the input grid
+            above ``MAX_ATTENTION_OUTPUT_PIXELS`` output pixels per slice, with
+            a warning).
         percentiles: override the Upscaler's intensity normalisation.
+        out: where to write the output instead of a new numpy array: any
+            writable array-like of the output's shape and dtype supporting
+            ``out[index] = values`` with tuples of ints and slices (a numpy
+            memmap, a zarr array, :class:`napari_textsr.imageio.TiledTiffSink`).
+            Each output pixel is written once, tile by tile, slice by slice,
+            rows of tiles top to bottom; ``result.image`` is then ``out``. With
+            ``attention=False`` the peak memory no longer grows with the output.
+
         regions: :class:`~napari_textsr.regions.RegionCaptions`, a caption per
             labelled region of the input grid; the rest keeps ``caption``. Each
             region is run on its bounding box plus the receptive field through
@@ -371,6 +402,10 @@ class Upscaler:
         text_effect: also run with the empty caption and return the signed
             difference (``text_effect``, ``text_effect_stats``).
 
+        Float inputs may hold NaN (masked regions): the network sees them as
+        the lowest normalised value, and the output is NaN (or the same
+        non-finite value) on the nearest-neighbour upsampled mask.
+
         The result comes as ``StopIteration.value``. Closing the generator stops
         between tiles and nothing is returned. ValueError for bad input, raised
         at the first ``next()`` (this is a generator function, so napari's
@@ -380,17 +415,19 @@ class Upscaler:
         if regions is not None and not isinstance(regions, RegionCaptions):
             raise TypeError(f"regions must be a RegionCaptions, got {type(regions).__name__}")
         prepared = self._prepare(image, rgb, percentiles)
-        prompt = self._prompt(caption, reference)
+        prompt, encoded = self._prompt(caption, reference)
         if regions is None and not text_effect:
-            return (
-                yield from self._generate(prepared, caption, prompt, tile, consistency, attention, start, "")
-            )
+            result = yield from self._generate(prepared, caption, prompt, tile, consistency, attention, start, "", out)
+            result.caption_encoded = encoded
+            return result
+        if out is not None:
+            raise ValueError("out= writes one plain upscale tile by tile; it cannot be combined with regions or text_effect")
         captioned = caption != "" or reference is not None
-        return (
-            yield from self._generate_composite(
-                prepared, caption, prompt, captioned, regions, text_effect, tile, consistency, attention, start
-            )
+        result = yield from self._generate_composite(
+            prepared, caption, prompt, captioned, regions, text_effect, tile, consistency, attention, start
         )
+        result.caption_encoded = encoded
+        return result
 
     def upscale(
         self,
@@ -439,10 +476,11 @@ class Upscaler:
             if is_cancelled():
                 raise UpscaleCancelled(f"cancelled before caption {i + 1} of {len(captions)}")
             start = time.perf_counter()
-            prompt = self._prompt(caption, None)
+            prompt, encoded = self._prompt(caption, None)
             label = f"caption {i + 1}/{len(captions)}: "
             generator = self._generate(prepared, caption, prompt, tile, consistency, attention, start, label)
             results.append(_drive(generator, progress, is_cancelled))
+            results[-1].caption_encoded = encoded
         return results
 
     # ------------------------------------------------------------------ preparation
@@ -452,14 +490,18 @@ class Upscaler:
         colour, alpha = compute_mappings(array, layout.leading, layout.rgb, percentiles or self.percentiles)
         return _Prepared(array, layout, colour, alpha)
 
-    def _prompt(self, caption: str, reference: np.ndarray | None) -> PromptEmbedding:
+    def _prompt(self, caption: str, reference: np.ndarray | None) -> tuple[PromptEmbedding, str | None]:
+        """(prompt, the caption text actually encoded, or None when all of it was)."""
         # Outside inference_mode: the encoder caches what it computes, and
         # inference tensors in that cache would break later training graphs.
         if not isinstance(caption, str):
             raise TypeError(f"caption must be a string, got {type(caption).__name__}")
         if reference is not None:
-            return self.encoder.encode_images(_reference_tensor(reference)).to(self.device)
-        return self.encoder.encode([caption]).to(self.device)
+            return self.encoder.encode_images(_reference_tensor(reference)).to(self.device), None
+        fit = self.encoder.fit_caption(caption)
+        if fit.truncated:
+            warnings.warn(fit.message(), stacklevel=4)
+        return self.encoder.encode([caption]).to(self.device), (fit.encoded if fit.truncated else None)
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -512,19 +554,31 @@ class Upscaler:
                 )
         return tile
 
-    @staticmethod
-    def _check_output_fits(layout: _Layout, scale: int, n_maps: int, consistency: bool) -> None:
+    def _check_output_fits(
+        self, layout: _Layout, scale: int, n_maps: int, map_scale: int, consistency: bool, in_memory: bool, tile_bytes: float
+    ) -> None:
+        """ValueError unless output (when held in memory), maps, consistency map and one tile fit.
+
+        Counts ``OUTPUT_MEMORY_FRACTION`` of the memory available now (the input
+        is already in it, or read tile by tile). ``tile_bytes``: one tile's
+        working memory on the CPU (0 when the model runs on a GPU).
+        """
         out_pixels = int(np.prod(layout.map_shape(scale)))
-        needed = out_pixels * (layout.channels * layout.dtype.itemsize + 4 * (n_maps + int(consistency)))
+        map_pixels = int(np.prod(layout.map_shape(map_scale)))
+        image_bytes = out_pixels * layout.channels * layout.dtype.itemsize if in_memory else 0
+        needed = image_bytes + 4 * (map_pixels * n_maps + out_pixels * int(consistency)) + tile_bytes
         free = available_memory_bytes(torch.device("cpu"))
-        if needed > 0.9 * free:
-            parts = f"{layout.output_shape(scale)} {layout.dtype}"
+        if needed > OUTPUT_MEMORY_FRACTION * free:
+            parts = [f"{layout.output_shape(scale)} {layout.dtype}" if in_memory else "output written to out="]
             if n_maps:
-                parts += f" + {n_maps} float32 attention maps (pass attention=False to skip them)"
+                parts.append(f"{n_maps} float32 attention maps (pass attention=False to skip them)")
             if consistency:
-                parts += " + a float32 consistency map"
+                parts.append("a float32 consistency map")
+            if tile_bytes:
+                parts.append(f"one tile's working memory {_gb(tile_bytes)}")
             raise ValueError(
-                f"the output ({parts}) needs {_gb(needed)} but only {_gb(free)} of memory is free"
+                f"the output ({' + '.join(parts)}) needs {_gb(needed)} but only {_gb(free)} of memory is free "
+                f"({OUTPUT_MEMORY_FRACTION:.0%} of it may be used)"
             )
 
     # ------------------------------------------------------------------ the work
@@ -550,6 +604,7 @@ class Upscaler:
         attention: bool,
         start: float,
         label: str,
+        out: Any | None = None,
     ) -> Generator[UpscaleProgress, None, UpscaleResult]:
         layout, array = prepared.layout, prepared.array
         colour, alpha = prepared.colour, prepared.alpha
@@ -558,10 +613,31 @@ class Upscaler:
         n_slices, n_tiles = layout.n_slices, len(tiles)
         total = n_slices * n_tiles
 
-        self._check_output_fits(layout, scale, 0, consistency)
-        output = np.empty(layout.output_shape(scale), dtype=layout.dtype)
+        bytes_per_pixel = self._bytes_per_lr_pixel(self.model.tiling_info(), consistency, attention, layout.channels)
+        tile_bytes = 0.0 if self.device.type == "cuda" else self._tile_bytes(tiles, bytes_per_pixel)
+        map_scale = scale
+        if attention and layout.height * layout.width * scale**2 > MAX_ATTENTION_OUTPUT_PIXELS:
+            map_scale = 1
+            warnings.warn(
+                f"attention maps on the input grid ({layout.height}x{layout.width}), not the output's: "
+                f"{layout.height * scale}x{layout.width * scale} is over MAX_ATTENTION_OUTPUT_PIXELS "
+                f"({MAX_ATTENTION_OUTPUT_PIXELS}); pass attention=False to skip them",
+                stacklevel=4,
+            )
+        n_maps = _ASSUMED_ATTENTION_MAPS if attention else 0
+        self._check_output_fits(layout, scale, n_maps, map_scale, consistency, out is None, tile_bytes)
+        if out is None:
+            output = np.empty(layout.output_shape(scale), dtype=layout.dtype)
+        else:
+            if tuple(out.shape) != layout.output_shape(scale) or np.dtype(out.dtype) != layout.dtype:
+                raise ValueError(
+                    f"out must have shape {layout.output_shape(scale)} and dtype {layout.dtype}, "
+                    f"got {tuple(out.shape)} {np.dtype(out.dtype)}"
+                )
+            output = out
         consistency_map = np.empty(layout.map_shape(scale), dtype=np.float32) if consistency else None
         maps: dict[str, np.ndarray] | None = None if attention else {}
+        masked = layout.dtype.kind == "f"  # NaN / inf regions are put back after the network
         squared_error, error_count = 0.0, 0
 
         done = 0
@@ -571,8 +647,8 @@ class Upscaler:
                 lr = self._lr_tensor(raw, layout, colour)
                 with torch.inference_mode():
                     with self._autocast():
-                        out = self.model(lr, prompt)
-                    sr = out.image.float()
+                        prediction = self.model(lr, prompt)
+                    sr = prediction.image.float()
                     if not layout.rgb:  # grey: the output is the channel mean
                         sr = sr.mean(1, keepdim=True)
                         lr = lr[:, :1]
@@ -586,17 +662,17 @@ class Upscaler:
                         consistency_map[index + t.core_slices(scale)] = disagreement[core_hr].cpu().numpy()
                     core = sr[0][(slice(None), *core_hr)].cpu().numpy()
                     if attention:
-                        maps = self._paste_attention(maps, out.attention, t, index, scale, layout, consistency)
+                        maps = self._paste_attention(maps, prediction.attention, t, index, map_scale, layout)
                     if alpha is not None:
                         a = torch.from_numpy(alpha.to_unit(raw[..., 3]))[None, None]
                         alpha_core = upsample(a, scale)[0, 0][core_hr].numpy()
                 core_out = t.core_slices(scale)
-                if layout.rgb:
-                    output[index + core_out + (slice(0, 3),)] = colour.from_unit(np.moveaxis(core, 0, -1))
-                    if alpha is not None:
-                        output[index + core_out + (3,)] = alpha.from_unit(alpha_core)
-                else:
-                    output[index + core_out] = colour.from_unit(core[0])
+                values = colour.from_unit(np.moveaxis(core, 0, -1) if layout.rgb else core[0])
+                if layout.rgb and alpha is not None:
+                    values = np.concatenate([values, alpha.from_unit(alpha_core)[..., None]], axis=-1)
+                if masked:
+                    values = _restore_non_finite(values, raw[t.core_in_padded(1)], scale, layout.rgb)
+                output[index + core_out] = values
                 done += 1
                 where = f"slice {slice_index + 1}/{n_slices}, " if n_slices > 1 else ""
                 yield UpscaleProgress(
@@ -621,8 +697,13 @@ class Upscaler:
             tile=tile_size,
             intensity=colour.to_dict(),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            attention_scale=map_scale,
         )
 
+    @staticmethod
+    def _tile_bytes(tiles: Sequence[Tile], bytes_per_pixel: float) -> float:
+        largest = max(t.padded_shape[0] * t.padded_shape[1] for t in tiles)
+        return largest * bytes_per_pixel
     def _generate_composite(
         self,
         prepared: _Prepared,
@@ -660,11 +741,11 @@ class Upscaler:
             crop = region_ops.CropView(prepared.array, plan.crop[:2], plan.crop[2:], layout.rgb)
             cropped = _Prepared(crop, _layout(crop, layout.rgb, info.min_size), prepared.colour, prepared.alpha)
             label = f"region {plan.label}: "
-            runs.append((label, cropped, plan.caption, self._prompt(plan.caption, None), attention))
+            runs.append((label, cropped, plan.caption, self._prompt(plan.caption, None)[0], attention))
         # Without any caption anywhere, the output *is* the uncaptioned one.
         needs_baseline = text_effect and (captioned or any(p.caption for p in plans))
         if needs_baseline:
-            runs.append(("without caption: ", prepared, "", self._prompt("", None), False))
+            runs.append(("without caption: ", prepared, "", self._prompt("", None)[0], False))
         counts = [p.layout.n_slices * len(self._plan(p.layout, tile, consistency, a)[1]) for _, p, _, _, a in runs]
         total, done = sum(counts), 0
         results: list[UpscaleResult] = []
@@ -734,10 +815,9 @@ class Upscaler:
         index: tuple[int, ...],
         scale: int,
         layout: _Layout,
-        consistency: bool,
     ) -> dict[str, np.ndarray]:
+        """Paste one tile's maps into ``maps`` on the grid ``scale`` times the input's."""
         if maps is None:  # first tile: now the names are known
-            self._check_output_fits(layout, scale, len(attention), consistency)
             maps = {name: np.empty(layout.map_shape(scale), dtype=np.float32) for name in attention}
         height, width = t.padded_shape
         core_hr = t.core_in_padded(scale)
@@ -752,6 +832,21 @@ class Upscaler:
             resampled = F.interpolate(amap, size=(height * scale, width * scale), mode="bilinear", align_corners=False)
             store[index + t.core_slices(scale)] = resampled[0, 0][core_hr].cpu().numpy()
         return maps
+
+
+def _restore_non_finite(values: np.ndarray, raw_core: np.ndarray, scale: int, rgb: bool) -> np.ndarray:
+    """Put the input's NaN/inf back on the output, on the nearest-neighbour upsampled mask.
+
+    values: output core (h*scale, w*scale[, C]); raw_core: the input core (h, w[, C]).
+    """
+    bad = ~np.isfinite(raw_core)
+    if not bad.any():
+        return values
+    upsampled = np.repeat(np.repeat(raw_core, scale, axis=0), scale, axis=1)
+    mask = np.repeat(np.repeat(bad, scale, axis=0), scale, axis=1)
+    values = values.copy()
+    values[mask] = upsampled[mask]
+    return values
 
 
 def _gb(n_bytes: float) -> str:

@@ -5,10 +5,21 @@ with the fixed ``/ 255`` convention of photographs. Everything else (grey
 uint8, uint16 and other integers, floats: microscopy data) is normalised by
 percentiles computed once over the whole array, so every slice of a stack and
 every tile of an image gets the same mapping, and the mapping is inverted on
-the output. Values beyond the percentiles are *not* clipped on the way in (the
-round trip keeps the full range); the output is clipped to the range the input
-actually covered (the dtype's range for uint8 RGB), then rounded and cast for
-integer dtypes.
+the output. When the two percentiles coincide (a sparse image: a few bright
+beads on zero) the mapping falls back to the minimum and maximum, so the
+beads enter the network at 1, not at thousands. Values beyond the percentiles
+are *not* clipped on the way in (the round trip keeps the full range).
+
+The output is clipped only to what its dtype can hold (integers: the dtype's
+limits, strictly inside them so float64 rounding never wraps), not to the
+input's own range: a bright peak smaller than one input pixel may come back
+brighter than the brightest input pixel. Float outputs get a documented
+headroom instead, ``FLOAT_HEADROOM`` times the input's range above its maximum
+(and below its minimum; non-negative inputs stay non-negative), so a float
+image and the same image as uint16 give the same output to rounding.
+
+Wide integers (32/64-bit) are offset in float64 before they are narrowed to
+the network's float32 (4e9 + [0, 100) keeps all 100 levels).
 
 Statistics are computed chunk by chunk (exact histograms for 8/16-bit
 integers, a deterministic subsample of at most ``MAX_SAMPLES`` values for the
@@ -24,6 +35,8 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_PERCENTILES",
+    "FLOAT_HEADROOM",
+    "output_limits",
     "IntensityMapping",
     "check_dtype",
     "compute_mappings",
@@ -32,6 +45,9 @@ __all__ = [
 DEFAULT_PERCENTILES = (1.0, 99.8)  # CSBDeep's convention for fluorescence images
 MAX_SAMPLES = 1 << 22  # values kept for percentiles of float / wide-integer data
 CHUNK_ELEMENTS = 1 << 22  # values read at a time while computing statistics
+# Float outputs may exceed the input's range by this fraction of it (above the
+# maximum; below the minimum unless the input is non-negative).
+FLOAT_HEADROOM = 1.0
 
 
 def check_dtype(dtype: Any) -> np.dtype:
@@ -53,9 +69,11 @@ class IntensityMapping:
     """An affine map between input values and model units, and its inverse.
 
     ``unit = (value - low) / (high - low)``; the inverse is clipped to
-    ``[clip_min, clip_max]`` (input units) and cast to ``dtype``.
-    ``mode`` is ``fixed`` (uint8 RGB, /255), ``percentile`` or ``identity``
-    (RGBA alpha, upscaled in its own units).
+    ``[clip_min, clip_max]`` (input units: the dtype's limits for integers,
+    the input range plus ``FLOAT_HEADROOM`` for floats) and cast to ``dtype``.
+    ``mode`` is ``fixed`` (uint8 RGB, /255), ``percentile``, ``minmax`` (the
+    percentiles coincided) or ``identity`` (RGBA alpha, upscaled in its own
+    units and clipped to the input's alpha range).
     """
 
     dtype: np.dtype
@@ -77,10 +95,14 @@ class IntensityMapping:
 
         Non-finite float values (NaN, inf: masked regions) become 0 (= ``low``).
         """
-        unit = values.astype(np.float32, copy=True)
-        if self.mode != "identity":
-            unit -= np.float32(self.low)
-            unit *= np.float32(1.0 / self.span)
+        if self.mode != "identity" and (self.dtype.itemsize >= 4 and self.dtype.kind in "ui" or self.dtype == np.float64):
+            # Offset in float64 first: float32 holds 24 bits, 4e9 + [0, 100) needs 32.
+            unit = ((values.astype(np.float64) - self.low) * (1.0 / self.span)).astype(np.float32)
+        else:
+            unit = values.astype(np.float32, copy=True)
+            if self.mode != "identity":
+                unit -= np.float32(self.low)
+                unit *= np.float32(1.0 / self.span)
         if self.dtype.kind == "f":
             np.nan_to_num(unit, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return unit
@@ -139,7 +161,34 @@ def compute_mappings(
     colour_size = int(np.prod(array.shape[:-1])) * 3 if rgb else int(np.prod(array.shape))
     stats = _percentile_stats(_chunks(array, leading_shape, rgb, channel=None), dtype, (low_p, high_p), colour_size)
     low, high, v_min, v_max = stats
-    return IntensityMapping(dtype, low, high, v_min, v_max, "percentile"), alpha
+    mode = "percentile"
+    if not high > low:  # sparse data: both percentiles on the background
+        low, high, mode = v_min, v_max, "minmax"
+    clip_min, clip_max = output_limits(dtype, v_min, v_max)
+    return IntensityMapping(dtype, low, high, clip_min, clip_max, mode), alpha
+
+
+def output_limits(dtype: np.dtype, v_min: float, v_max: float) -> tuple[float, float]:
+    """The range an output of ``dtype`` is clipped to, for an input covering [v_min, v_max].
+
+    Integers: the dtype's limits, as the largest float64 values that convert
+    back without wrapping (int64's 2**63 - 1 is not a float64; 2**63 - 1024 is).
+    Floats: [v_min - h, v_max + h] with h = FLOAT_HEADROOM * (v_max - v_min)
+    (at least FLOAT_HEADROOM * |v_max| for a constant image), the lower end at
+    0 for a non-negative input.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        low, high = float(info.min), float(info.max)
+        if int(high) > info.max:
+            high = float(np.nextafter(high, 0.0))
+        if int(low) < info.min:  # pragma: no cover (min of signed types is a power of two)
+            low = float(np.nextafter(low, 0.0))
+        return low, high
+    headroom = FLOAT_HEADROOM * ((v_max - v_min) or abs(v_max) or 1.0)
+    top = float(np.finfo(dtype).max)
+    return (0.0 if v_min >= 0 else max(v_min - headroom, -top)), min(v_max + headroom, top)
 
 
 def _chunks(array: Any, leading_shape: tuple[int, ...], rgb: bool, channel: int | None) -> Iterator[np.ndarray]:

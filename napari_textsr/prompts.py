@@ -399,6 +399,27 @@ class PromptEncoder(nn.Module):
     def tokenize(self, captions: Sequence[str]) -> torch.Tensor:
         return self.tokenizer(list(captions)).to(self.device)
 
+    def fit_caption(self, caption: str) -> CaptionFit:
+        """What of ``caption`` fits the text encoder's context (CLIP: 77 tokens with start and end).
+
+        The encoder silently keeps the first ``context_length - 2`` BPE tokens;
+        this says how many the caption has and gives the text actually encoded
+        (the tokenizer's decoding of the kept tokens: lower case, normalised
+        spaces) so callers can warn and record it. Tokenizers that cannot tell
+        report the caption unchanged.
+        """
+        text = " ".join(caption.split())
+        context = int(getattr(self.tokenizer, "context_length", 0) or 0)
+        encode = getattr(self.tokenizer, "encode", None)
+        decode = getattr(self.tokenizer, "decode", None)
+        if not text or context < 3 or encode is None or decode is None:
+            return CaptionFit(text, text, 0, 0)
+        ids = list(encode(text))
+        room = context - 2  # start- and end-of-text tokens
+        if len(ids) <= room:
+            return CaptionFit(text, text, len(ids), len(ids))
+        return CaptionFit(text, str(decode(ids[:room])).strip(), room, len(ids))
+
     # no_grad, not inference_mode: cached features feed training graphs, and
     # inference tensors cannot be saved for backward.
     @torch.no_grad()
@@ -497,6 +518,26 @@ class PromptEncoder(nn.Module):
     def clear_cache(self) -> None:
         with self._cache_lock:
             self._cache.clear()
+
+
+@dataclass(frozen=True)
+class CaptionFit:
+    """A caption and the part of it the text encoder used (see :meth:`PromptEncoder.fit_caption`)."""
+
+    caption: str  # whitespace-normalised
+    encoded: str  # the text of the tokens kept
+    tokens_used: int
+    tokens_total: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.tokens_total > self.tokens_used
+
+    def message(self) -> str:
+        return (
+            f"the caption has {self.tokens_total} tokens but the text encoder reads {self.tokens_used}; "
+            f"only this part was used: {self.encoded!r}"
+        )
 
 
 def _project(x: torch.Tensor, projection) -> torch.Tensor:

@@ -10,19 +10,32 @@ from pathlib import Path
 
 from napari_textsr.cli import add_threads_option, command_help
 
+# Outputs of more than this many bytes written to .tif are streamed tile by
+# tile into a tiled BigTIFF (memory independent of the output's size) instead
+# of being held whole; --stream forces it.
+STREAM_BYTES = 1 << 30
+
 
 def register(subparsers) -> None:
     upscale = subparsers.add_parser(
         "upscale",
         help=command_help("upscale"),
         description=(
-            "Upscale IN (png, jpg, tif: 8/16-bit, float, multi-page stacks, RGB/RGBA) and write OUT "
-            "(.tif keeps any dtype and stack; .png uint8 or 16-bit grey; .jpg uint8). Same dtype and "
-            "intensity range as the input; the caption, model and settings are stored in OUT's metadata."
+            "Upscale IN (png, jpg, tif: 8/16-bit, float, multi-page stacks, RGB/RGBA, ImageJ/OME) and write OUT "
+            "(.tif keeps any dtype, stack and series; .png 8/16-bit grey, RGB, RGBA; .jpg 8-bit grey or RGB). "
+            "Same dtype as the input; the physical pixel size is divided by the scale (units, z spacing and "
+            "channel names kept); the caption, model and settings are stored in OUT's metadata. "
+            "With a folder or a glob pattern as IN and --out-dir, every image in it is upscaled "
+            "(other files skipped with a note; a file that fails is reported and the rest go on). "
+            "OUT is checked (format, dtype, not the input) before any work."
         ),
     )
-    upscale.add_argument("input", type=Path, metavar="IN", help="image to upscale")
-    upscale.add_argument("output", type=Path, metavar="OUT", help="where to write the result")
+    upscale.add_argument("input", metavar="IN", help="image file, folder of images or glob pattern ('scans/*.tif')")
+    upscale.add_argument("output", type=Path, nargs="?", default=None, metavar="OUT", help="output file (one input)")
+    upscale.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
+                         help="write each output here, named like its input (batch mode)")
+    upscale.add_argument("--format", default=None, choices=("tif", "png", "jpg"),
+                         help="output format in batch mode (default: each input's own)")
     upscale.add_argument("--caption", default="", metavar="TEXT", help="what the image shows (default: none)")
     upscale.add_argument(
         "--model", default="default", metavar="SPEC",
@@ -44,6 +57,12 @@ def register(subparsers) -> None:
                          help="write the attention maps (and the consistency map) here")
     upscale.add_argument("--attention-format", choices=("tif", "png"), default="tif",
                          help="float32 TIFF (default) or 8-bit PNG scaled to each map's maximum")
+    upscale.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                         help="refuse inputs that decode to more pixels than this (default: 2**28 = 16384^2)")
+    upscale.add_argument("--stream", action="store_true",
+                         help="write a .tif output tile by tile (tiled BigTIFF; automatic above 1 GiB)")
+    upscale.add_argument("--zarr-levels", type=int, default=3, metavar="N",
+                         help="pyramid levels of a .zarr output (OME-Zarr, NGFF 0.5; default: %(default)s)")
     regions = upscale.add_argument_group(
         "region captions",
         "a caption per labelled region; the rest of the image keeps --caption (see docs/api-and-cli.md)",
@@ -82,96 +101,294 @@ def _half(precision: str) -> bool | None:
     return {"auto": None, "full": False, "half": True}[precision]
 
 
+def _max_pixels(args: argparse.Namespace) -> int | None:
+    from napari_textsr.imageio import DEFAULT_MAX_PIXELS
+
+    if args.max_pixels is None:
+        return DEFAULT_MAX_PIXELS
+    return None if args.max_pixels <= 0 else args.max_pixels
+
+
+def _batch_inputs(text: str) -> list[Path] | None:
+    """The files of a folder or glob pattern, sorted; None for a single file."""
+    import glob
+
+    from napari_textsr.imageio import is_zarr
+
+    path = Path(text)
+    if is_zarr(path):
+        return None
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() or is_zarr(p))
+    if any(ch in text for ch in "*?["):
+        return sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file() or is_zarr(p))
+    return None
+
+
 def run_upscale(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from napari_textsr.imageio import check_output
 
-    from napari_textsr.imageio import read_image_file, write_image_file, write_map
-    from napari_textsr.inference import load_model
-    from napari_textsr.report import sha256_file
-
-    if args.output.resolve() == args.input.resolve():
-        raise ValueError("OUT must differ from IN")
+    batch = _batch_inputs(args.input)
     if args.deterministic:
         from napari_textsr.report import enable_deterministic
 
         enable_deterministic()
-    source = read_image_file(args.input)
-    regions = _regions(args)
-    upscaler = load_model(args.model, scale=args.scale, device=args.device, half=_half(args.precision))
-    reference = _reference(args.reference, source)
-    with tqdm(total=None, unit="tile", desc="upscale", file=sys.stderr, disable=args.quiet, leave=False) as bar:
+    if batch is not None or args.out_dir is not None:
+        if args.regions is not None or args.text_effect is not None or args.report is not None:
+            raise ValueError("--regions, --text-effect and --report are for one input file, not --out-dir batches")
+        if args.output is not None:
+            raise ValueError("give OUT for one input, or --out-dir DIR for a folder or pattern, not both")
+        if args.out_dir is None:
+            raise ValueError(f"{args.input} is a folder or pattern: give --out-dir DIR")
+        return _run_batch(args, batch if batch is not None else [Path(args.input)])
+    if args.output is None:
+        raise ValueError("OUT is missing (or use --out-dir DIR)")
+    source_path = Path(args.input)
+    check_output(args.output, "uint8", False)  # the suffix, before anything is read
+    job = _Job.plan(source_path, args.output, _max_pixels(args))  # every check before any work
+    job.regions = _regions(args)
+    if (job.regions is not None or args.text_effect is not None or args.report is not None) and len(job.images) > 1:
+        raise ValueError(f"{source_path} holds {len(job.images)} series: --regions, --text-effect and --report "
+                         "take one image")
+    upscaler = _load(args)
+    with _bar(args, "tile") as bar:
+        message = job.run(upscaler, args, _tile_progress(bar, set_total=True))
+    print(message)
+    if not upscaler.description.trained:
+        print(f"note: {upscaler.description.name} is untrained; its output shows the plumbing, "
+              "not super-resolution", file=sys.stderr)
+    return 0
 
-        def progress(event) -> None:
+
+def _load(args: argparse.Namespace):
+    from napari_textsr.inference import load_model
+
+    return load_model(args.model, scale=args.scale, device=args.device, half=_half(args.precision))
+
+
+def _bar(args: argparse.Namespace, unit: str, total: int | None = None):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc="upscale", file=sys.stderr, disable=args.quiet, leave=False)
+
+
+def _tile_progress(bar, set_total: bool):
+    def progress(event) -> None:
+        if set_total:
             if bar.total != event.total:
                 bar.reset(total=event.total)
             bar.n = event.done
-            bar.set_postfix_str(event.message, refresh=False)
-            bar.refresh()
+        bar.set_postfix_str(event.message, refresh=False)
+        bar.refresh()
 
-        result = upscaler.upscale(
-            source.data,
-            args.caption,
-            rgb=source.rgb,
-            tile=args.tile,
-            consistency=args.consistency,
-            reference=reference,
-            attention=args.attention_dir is not None,
-            progress=progress,
-            regions=regions,
-            text_effect=args.text_effect is not None,
+    return progress
+
+
+def _run_batch(args: argparse.Namespace, inputs: list[Path]) -> int:
+    from napari_textsr.imageio import is_image_path
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    images = [p for p in inputs if is_image_path(p)]
+    for skipped in (p for p in inputs if not is_image_path(p)):
+        print(f"skipped {skipped}: not an image file", file=sys.stderr)
+    if not images:
+        raise ValueError(f"no image files in {args.input}")
+    upscaler = _load(args)
+    written, failed = 0, []
+    with _bar(args, "file", total=len(images)) as bar:
+        for path in images:
+            suffix = f".{args.format}" if args.format else path.suffix
+            target = args.out_dir / (path.stem + suffix)
+            bar.set_description_str(path.name, refresh=False)
+            try:
+                job = _Job.plan(path, target, _max_pixels(args))
+                message = job.run(upscaler, args, _tile_progress(bar, set_total=False))
+            except Exception as error:  # one bad file must not stop the rest
+                failed.append(path)
+                bar.write(f"failed {path}: {error}", file=sys.stderr)
+            else:
+                written += 1
+                bar.write(message)
+            bar.update(1)
+    print(f"{written} written to {args.out_dir}, {len(inputs) - len(images)} skipped, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+class _Job:
+    """One input file, read and checked against its output before any model runs."""
+
+    def __init__(self, source: Path, target: Path, images: list) -> None:
+        self.source, self.target, self.images = source, target, images
+        self.regions = None  # RegionCaptions from --regions/--region-captions (one-image jobs)
+
+    @classmethod
+    def plan(cls, source: Path, target: Path, max_pixels: int | None) -> "_Job":
+        from napari_textsr.imageio import check_not_same_file, check_output, read_image_series
+
+        check_output(target, "uint8", False)
+        check_not_same_file(source, target)
+        images = read_image_series(source, max_pixels=max_pixels)
+        first = images[0]
+        check_output(
+            target,
+            first.data.dtype,
+            first.rgb,
+            channels=first.data.shape[-1] if first.rgb else 1,
+            stack=bool(first.leading_axes),
+            series=len(images),
         )
-    provenance = result.provenance()
-    provenance["input"] = str(args.input)
-    if reference is not None:
-        provenance["reference"] = args.reference
-    if args.report is not None:  # the report keeps the times; the file stays the same on a rerun
-        provenance.pop("time", None)
-        provenance.pop("seconds", None)
-        provenance["report"] = args.report.name  # the name only: a rerun elsewhere writes the same bytes
-    write_image_file(args.output, result.image, source.rgb, metadata=provenance)
-    written = [args.output]
-    if args.text_effect is not None:
-        write_map(args.text_effect, result.text_effect)
-    if args.attention_dir is not None:
-        stem = args.output.name.split(".")[0]
-        suffix = args.attention_format
-        # Numbered in the model's order, which also keeps repeated words apart.
-        for i, (name, values) in enumerate(result.attention.items(), start=1):
-            written += write_map(args.attention_dir / f"{stem}_attention{i:02d}_{_safe(name)}.{suffix}", values)
-        if result.consistency_map is not None:
-            written += write_map(args.attention_dir / f"{stem}_consistency.{suffix}", result.consistency_map)
-    d = result.model
-    line = (
-        f"wrote {args.output} {result.image.shape} {result.image.dtype} "
-        f"(x{result.scale}, {d.name}, {result.seconds:.1f} s"
-        + (f", tile {result.tile}" if result.tile else "")
-        + ")"
-    )
-    print(line)
-    if result.consistency_error is not None:
-        print(f"consistency error (RMS, fraction of the intensity range): {result.consistency_error:.4g}")
-    if args.attention_dir is not None:
-        print(f"wrote {len(written) - 1} map file(s) to {args.attention_dir}")
-    if result.regions is not None:
-        print(f"{len(result.regions['regions'])} region caption(s) blended (feather {result.regions['feather']:g} px)")
-    if args.text_effect is not None:
-        stats = result.text_effect_stats
-        print(f"wrote {args.text_effect}: |text effect| mean {stats['mean_abs']:.4g}, "
-              f"99th percentile {stats['p99_abs']:.4g} (output intensity units)")
-    if args.report is not None:
-        from napari_textsr.report import build_report, write_report
+        return cls(source, target, images)
 
-        parameters = {k: v for k, v in vars(args).items() if k != "func"}
-        report = build_report(result, upscaler, parameters=parameters, input_path=args.input,
-                              input_array=source.data, output_path=args.output)
-        if args.regions is not None:
-            report["input"]["regions_file_sha256"] = sha256_file(args.regions)
-            report["input"]["region_captions_file_sha256"] = sha256_file(args.region_captions)
-        write_report(args.report, report)
-        print(f"wrote {args.report}: output sha256 {report['output']['file_sha256'][:16]}...")
-    if not d.trained:
-        print(f"note: {d.name} is untrained; its output shows the plumbing, not super-resolution", file=sys.stderr)
-    return 0
+    def run(self, upscaler, args: argparse.Namespace, progress) -> str:
+        """Upscale every series and write the output; returns the line to print."""
+        from napari_textsr.imageio import TIFF_SUFFIXES, ZARR_SUFFIXES, write_image_file, write_map, write_tiff_series
+
+        outputs, results = [], []
+        for image in self.images:
+            reference = _reference(args.reference, image)
+            out_bytes = image.data.nbytes * upscaler.scale**2
+            stream = self.target.suffix.lower() in TIFF_SUFFIXES and len(self.images) == 1 and (
+                args.stream or out_bytes > STREAM_BYTES
+            )
+            kwargs = dict(
+                rgb=image.rgb,
+                tile=args.tile,
+                consistency=args.consistency,
+                reference=reference,
+                attention=args.attention_dir is not None,
+                progress=progress,
+            )
+            composite = self.regions is not None or getattr(args, "text_effect", None) is not None
+            if composite and (stream or self.target.suffix.lower() in ZARR_SUFFIXES):
+                raise ValueError("--regions and --text-effect write an in-memory output: not with --stream or .zarr")
+            if composite:
+                kwargs.update(regions=self.regions, text_effect=args.text_effect is not None)
+            if self.target.suffix.lower() in ZARR_SUFFIXES:
+                result = self._zarr(upscaler, image, args.caption, kwargs, args, reference)
+            elif stream:
+                result = self._stream(upscaler, image, args.caption, kwargs, args, reference)
+            else:
+                result = upscaler.upscale(image.data, args.caption, **kwargs)
+                outputs.append(image.upscaled(result.image, result.scale, self._provenance(result, args, reference)))
+            results.append(result)
+        if len(outputs) > 1:
+            write_tiff_series(self.target, outputs)
+        elif outputs:
+            write_image_file(self.target, outputs[0])
+        result = results[0]
+        maps = 0
+        if args.attention_dir is not None:
+            stem = self.target.name.split(".")[0]
+            suffix = args.attention_format
+            for number, r in enumerate(results):
+                series = f"_s{number}" if len(results) > 1 else ""
+                # Numbered in the model's order, which also keeps repeated words apart.
+                for i, (name, values) in enumerate(r.attention.items(), start=1):
+                    maps += len(write_map(args.attention_dir / f"{stem}{series}_attention{i:02d}_{_safe(name)}.{suffix}", values))
+                if r.consistency_map is not None:
+                    maps += len(write_map(args.attention_dir / f"{stem}{series}_consistency.{suffix}", r.consistency_map))
+        d = result.model
+        shapes = ", ".join(f"{r.image.shape}" for r in results)
+        line = (
+            f"wrote {self.target} {shapes} {result.image.dtype} "
+            f"(x{result.scale}, {d.name}, {sum(r.seconds for r in results):.1f} s"
+            + (f", tile {result.tile}" if result.tile else "")
+            + (f", {len(results)} series" if len(results) > 1 else "")
+            + ")"
+        )
+        if result.consistency_error is not None:
+            line += f"\nconsistency error (RMS, fraction of the intensity range): {result.consistency_error:.4g}"
+        if args.attention_dir is not None:
+            line += f"\nwrote {maps} map file(s) to {args.attention_dir}"
+        if result.regions is not None:
+            line += (f"\n{len(result.regions['regions'])} region caption(s) blended "
+                     f"(feather {result.regions['feather']:g} px)")
+        if getattr(args, "text_effect", None) is not None:
+            write_map(args.text_effect, result.text_effect)
+            stats = result.text_effect_stats
+            line += (f"\nwrote {args.text_effect}: |text effect| mean {stats['mean_abs']:.4g}, "
+                     f"99th percentile {stats['p99_abs']:.4g} (output intensity units)")
+        if getattr(args, "report", None) is not None:
+            from napari_textsr.report import build_report, sha256_file, write_report
+
+            parameters = {k: v for k, v in vars(args).items() if k != "func"}
+            report = build_report(result, upscaler, parameters=parameters, input_path=self.source,
+                                  input_array=self.images[0].data, output_path=self.target)
+            if args.regions is not None:
+                report["input"]["regions_file_sha256"] = sha256_file(args.regions)
+                report["input"]["region_captions_file_sha256"] = sha256_file(args.region_captions)
+            write_report(args.report, report)
+            line += f"\nwrote {args.report}: output sha256 {report['output']['file_sha256'][:16]}..."
+        return line
+
+    def _provenance(self, result, args: argparse.Namespace, reference) -> dict:
+        provenance = result.provenance()
+        provenance["input"] = str(self.source)
+        if reference is not None:
+            provenance["reference"] = args.reference
+        if getattr(args, "report", None) is not None:  # the report keeps the times; a rerun writes the same bytes
+            provenance.pop("time", None)
+            provenance.pop("seconds", None)
+            provenance["report"] = args.report.name  # the name only: a rerun elsewhere writes the same bytes
+        return provenance
+
+    @staticmethod
+    def _output_shape(image, scale: int) -> tuple[int, ...]:
+        shape = tuple(image.data.shape)
+        lead = len(shape) - (3 if image.rgb else 2)
+        return shape[:lead] + (shape[lead] * scale, shape[lead + 1] * scale) + shape[lead + 2 :]
+
+    def _zarr(self, upscaler, image, caption: str, kwargs: dict, args: argparse.Namespace, reference):
+        """Upscale straight into an OME-Zarr (NGFF 0.5) through napari_textsr.ngff; then its pyramid."""
+        from napari_textsr.imageio import create_zarr_output, finish_zarr_output, metadata_only
+
+        out_shape = self._output_shape(image, upscaler.scale)
+        placeholder = metadata_only(image, out_shape, image.data.dtype).data
+        target, sink = create_zarr_output(self.target, image.upscaled(placeholder, upscaler.scale), levels=args.zarr_levels)
+        result = upscaler.upscale(image.data, caption, out=sink, **kwargs)
+        finish_zarr_output(target, self._provenance(result, args, reference))
+        return result
+
+    def _stream(self, upscaler, image, caption: str, kwargs: dict, args: argparse.Namespace, reference):
+        """Upscale into a tiled BigTIFF, band by band; the output is never whole in memory."""
+        from napari_textsr.imageio import TiffTileBands, metadata_only, write_tiled_tiff
+        from napari_textsr.inference import UpscaleCancelled
+
+        out_shape = self._output_shape(image, upscaler.scale)
+        sink = TiffTileBands(out_shape, image.data.dtype, image.rgb)
+        progress = kwargs.pop("progress")
+        generator = upscaler.iter_upscale(image.data, caption, out=sink, **kwargs)
+        box: list = []
+
+        def tiles():
+            try:
+                while True:
+                    try:
+                        event = next(generator)
+                    except StopIteration as stop:
+                        box.append(stop.value)
+                        break
+                    progress(event)
+                    if not sink.all_written:  # tifffile closes this iterator at its last tile,
+                        yield from sink.pop_ready()  # so the engine must have returned by then
+                yield from sink.pop_ready()
+            finally:
+                generator.close()
+
+        # The provenance is known only at the end; record what is known now.
+        placeholder = metadata_only(image, out_shape, image.data.dtype).data
+        meta = image.upscaled(placeholder, upscaler.scale)
+        meta.provenance = {
+            "caption": upscaler.encoder.fit_caption(caption).encoded,
+            "model": upscaler.description.name,
+            "scale": upscaler.scale,
+            "input": str(self.source),
+            "streamed": True,
+        }
+        write_tiled_tiff(self.target, meta, tiles(), out_shape)
+        if not box or not sink.all_written:
+            raise UpscaleCancelled(f"{self.target} is incomplete")
+        return box[0]
 
 
 def _regions(args: argparse.Namespace):

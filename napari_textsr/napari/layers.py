@@ -273,6 +273,9 @@ def result_layer_data(
     layers: list[LayerDataTuple] = [(image, output_kwargs, "image")]
 
     names = _shared_attention_names(results) if stacked else list(results[0].attention)
+    # Maps come on the input grid above inference.MAX_ATTENTION_OUTPUT_PIXELS.
+    map_factor = results[0].attention_scale or factor
+    map_geometry = geometry if map_factor == factor else output_geometry(source, map_factor, offset, stacked=stacked)
     for key in names:
         amap = np.stack([r.attention[key] for r in results]) if stacked else results[0].attention[key]
         name = unique_name(f"{out_name} attention: {key}", taken)
@@ -288,7 +291,7 @@ def result_layer_data(
                     "visible": False,
                     "contrast_limits": map_contrast_limits(amap),
                     "metadata": {"attention": key, "output_layer": out_name, "caption": metadata.get("caption")},
-                    **geometry,
+                    **map_geometry,
                 },
                 "image",
             )

@@ -140,25 +140,18 @@ def captioned_images_from_arrays(
 def read_image(path: Path | str) -> np.ndarray:
     """An image file -> float32 (H, W, 3) in [0, 1] (see :func:`to_unit_rgb`).
 
-    TIFF through tifffile (uint16 microscopy), everything else through Pillow.
-    Raises DataError when the file cannot be decoded.
+    Read by the product's one reader (:func:`napari_textsr.imageio.read_image_file`:
+    every PNG/TIFF/JPEG encoding, EXIF orientation applied), so training sees
+    files exactly as ``textsr upscale`` and napari do. Raises DataError when the
+    file cannot be decoded or is not one 2D image.
     """
-    path = Path(path)
+    from napari_textsr.imageio import read_image_file
+
     try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            array = tifffile.imread(str(path))
-        else:
-            from PIL import Image
-
-            with Image.open(path) as image:
-                if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1", "LA"):
-                    image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
-                array = np.asarray(image)
-    except Exception as error:  # decoders raise many types; the user needs the file name
+        image = read_image_file(path)
+    except (ValueError, OSError) as error:
         raise DataError(f"cannot read image {path}: {error}") from error
-    return to_unit_rgb(array, name=str(path))
+    return to_unit_rgb(image.data, name=str(path))
 
 
 def load_captioned_folder(path: Path | str) -> list[CaptionedImage]:

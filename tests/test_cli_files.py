@@ -1,0 +1,114 @@
+"""``textsr upscale`` with real files: issue 10 rows 7, 8, 11, 12, batch folders and streamed output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from napari_textsr import inference
+from napari_textsr.cli import main
+from napari_textsr.imageio import read_image_file, read_image_series
+
+MODEL = "random:pdn:2:tiny"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(3)
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if the CLI gets as far as loading a model (i.e. starts the work)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded: the check came too late")
+
+    monkeypatch.setattr(inference, "load_model", refuse)
+
+
+def test_row7_cli_divides_the_pixel_size_and_keeps_unit_and_z_spacing(tmp_path, rng):
+    stack = rng.integers(0, 4000, size=(2, 12, 14), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", stack, imagej=True, resolution=(5.0, 5.0),
+                     metadata={"axes": "ZYX", "unit": "micron", "spacing": 0.5})
+    assert main(["upscale", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), "--caption", "nuclei",
+                 "--model", "random:pdn:4:tiny", "--quiet"]) == 0
+    out = read_image_file(tmp_path / "out.tif")
+    assert out.data.shape == (2, 48, 56) and out.data.dtype == np.uint16
+    assert out.spacing == pytest.approx({"X": 0.05, "Y": 0.05, "Z": 0.5})
+    assert out.units == {"X": "µm", "Y": "µm", "Z": "µm"}
+    assert out.provenance["caption"] == "nuclei" and out.provenance["scale"] == 4
+    assert out.provenance["model"] == "random:pdn:4:tiny"
+
+
+def test_row8_every_series_is_upscaled_into_one_tif(tmp_path):
+    small = np.full((10, 10), 50, np.uint8)
+    large = np.arange(12 * 16, dtype=np.uint8).reshape(12, 16)
+    Image.fromarray(small).save(tmp_path / "mp.tif", save_all=True, append_images=[Image.fromarray(large)])
+    assert main(["upscale", str(tmp_path / "mp.tif"), str(tmp_path / "out.tif"), "--model", MODEL, "--quiet"]) == 0
+    series = read_image_series(tmp_path / "out.tif")
+    assert [s.data.shape for s in series] == [(20, 20), (24, 32)]
+    expected = inference.load_model(MODEL, device="cpu").upscale(large, "").image
+    np.testing.assert_array_equal(series[1].data, expected)
+    assert all(s.provenance["scale"] == 2 for s in series)
+    # A format holding one image refuses before any work.
+    assert main(["upscale", str(tmp_path / "mp.tif"), str(tmp_path / "out.png"), "--model", MODEL, "--quiet"]) == 1
+
+
+@pytest.mark.parametrize(
+    "name, make, message",
+    [
+        ("out.xyz", lambda: np.zeros((16, 16), np.uint8), "cannot write '.xyz'"),
+        ("out.jpg", lambda: np.zeros((16, 16), np.uint16), "JPEG holds 8-bit grey or RGB images, not uint16 grey"),
+    ],
+)
+def test_row11_unwritable_output_is_refused_before_any_work(tmp_path, capsys, no_model, name, make, message):
+    tifffile.imwrite(tmp_path / "in.tif", make())
+    assert main(["upscale", str(tmp_path / "in.tif"), str(tmp_path / name), "--model", MODEL]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / name).exists()
+
+
+def test_row12_hard_link_output_is_refused_and_the_input_kept(tmp_path, capsys, no_model, rng):
+    image = rng.integers(0, 255, size=(16, 16), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    (tmp_path / "link.tif").hardlink_to(tmp_path / "in.tif")
+    assert main(["upscale", str(tmp_path / "in.tif"), str(tmp_path / "link.tif"), "--model", MODEL]) == 1
+    assert "same file" in capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "in.tif"), image)
+
+
+def test_batch_folder_skips_non_images_and_reports_one_failure(tmp_path, capsys, rng):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(rng.integers(0, 255, size=(12, 12, 3), dtype=np.uint8)).save(folder / "a.png")
+    tifffile.imwrite(folder / "b.tif", rng.integers(0, 60000, size=(10, 14), dtype=np.uint16))
+    (folder / "broken.png").write_bytes(b"not a png at all")
+    (folder / "notes.txt").write_text("not an image")
+    code = main(["upscale", str(folder), "--out-dir", str(tmp_path / "out"), "--model", MODEL, "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 1  # one file failed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.tif"]
+    assert read_image_file(tmp_path / "out" / "b.tif").data.shape == (20, 28)
+    assert "skipped" in captured.err and "notes.txt" in captured.err
+    assert "failed" in captured.err and "broken.png" in captured.err
+    assert "2 written" in captured.out and "1 skipped, 1 failed" in captured.out
+    # A glob pattern, with the output format chosen.
+    code = main(["upscale", str(folder / "*.png"), "--out-dir", str(tmp_path / "g"), "--format", "tif",
+                 "--model", MODEL, "--quiet"])
+    assert code == 1 and sorted(p.name for p in (tmp_path / "g").iterdir()) == ["a.tif"]
+
+
+def test_streamed_output_equals_the_in_memory_one(tmp_path, rng):
+    image = rng.integers(0, 255, size=(40, 36, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "in.png")
+    common = ["--model", MODEL, "--tile", "16", "--quiet", "--caption", "a cat"]
+    assert main(["upscale", str(tmp_path / "in.png"), str(tmp_path / "mem.tif"), *common]) == 0
+    assert main(["upscale", str(tmp_path / "in.png"), str(tmp_path / "tiled.tif"), "--stream", *common]) == 0
+    with tifffile.TiffFile(tmp_path / "tiled.tif") as tif:
+        assert tif.is_bigtiff and tif.pages[0].is_tiled
+    streamed, in_memory = read_image_file(tmp_path / "tiled.tif"), read_image_file(tmp_path / "mem.tif")
+    np.testing.assert_array_equal(streamed.data, in_memory.data)
+    assert streamed.provenance["caption"] == "a cat" and streamed.provenance["scale"] == 2
