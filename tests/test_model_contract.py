@@ -70,7 +70,8 @@ def test_the_rest_is_derived_from_the_table():
     assert [method_title(m) for m in METHOD_NAMES] == ["TGSR", "CLIP-SR", "PDN"]
     assert method_title("custom") == "custom"
     assert default_preference(4) == default_preference(None) == ("pdn", "tgsr", "clipsr")
-    assert default_preference(8) == ("tgsr", "pdn", "clipsr")  # TGSR measured best at x8
+    # PDN first at every scale: the bundled PDNs are the realistic-family models (README, "Bundled models")
+    assert default_preference(8) == default_preference(16) == ("pdn", "tgsr", "clipsr")
     with pytest.raises(UnknownMethodError, match=r"unknown method 'esrgan'; choose from \['tgsr', 'clipsr', 'pdn'\]"):
         create_model("esrgan")
     with pytest.raises(ValueError, match="unknown method"):

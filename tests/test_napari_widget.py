@@ -364,16 +364,21 @@ def test_scale_picker_lists_the_method_scales_and_switches_model(viewer, qtbot):
     from napari_textsr.inference import list_models
 
     bundled = {(m.method, m.scale): m.name for m in list_models()}
-    if ("pdn", 4) not in bundled or ("pdn", 8) not in bundled:
-        pytest.skip("needs the bundled PDN x4 and x8")
+    if not all(("pdn", s) in bundled for s in (2, 4, 8, 16)) or ("tgsr", 8) not in bundled:
+        pytest.skip("needs the bundled PDN x2, x4, x8, x16 and TGSR x8")
     widget = dock(viewer, SuperResolutionWidget(viewer, store=ModelStore()), qtbot)
     widget.select_model(bundled[("pdn", 4)])
     items = {widget.scale_combo.itemData(i): widget.scale_combo.itemText(i) for i in range(widget.scale_combo.count())}
-    assert items == {2: "x2 (untrained)", 4: "x4", 8: "x8", 16: "x16 (untrained)"}
+    assert items == {2: "x2", 4: "x4", 8: "x8", 16: "x16"}  # a trained PDN at every scale
     widget.scale_combo.activated.emit(widget.scale_combo.findData(8))  # what a user's choice emits
     assert widget.selected_model() == bundled[("pdn", 8)]
     widget.scale_combo.activated.emit(widget.scale_combo.findData(2))
-    assert widget.selected_model() == "random:pdn:2:tiny"
+    assert widget.selected_model() == bundled[("pdn", 2)]
+    widget.select_model(bundled[("tgsr", 8)])  # TGSR is bundled at x8 only
+    items = {widget.scale_combo.itemData(i): widget.scale_combo.itemText(i) for i in range(widget.scale_combo.count())}
+    assert items == {2: "x2 (untrained)", 4: "x4 (untrained)", 8: "x8", 16: "x16 (untrained)"}
+    widget.scale_combo.activated.emit(widget.scale_combo.findData(2))
+    assert widget.selected_model() == "random:tgsr:2:tiny"
     widget.select_model("random:tgsr:4:tiny")
     assert widget.scale_combo.currentData() == 4
     wait_model_loaded(widget, qtbot)
