@@ -848,8 +848,16 @@ class SuperResolutionWidget(DockWidget):
         self._fail(f"Super-resolution failed unexpectedly: {error!r}")
 
     def _on_finished(self) -> None:
+        # `finished` can arrive re-entrantly while `returned` is still being handled (napari's
+        # progress bar processes events when its description changes), before _on_returned has
+        # queued the layers: decide on the next event-loop turn, once `returned` is through.
+        QTimer.singleShot(0, self._after_finished)
+
+    def _after_finished(self) -> None:
+        if not is_alive(self):
+            return
         if self._pending_layers is not None and not self.closed:
-            QTimer.singleShot(0, self._add_next_layer)  # _finish_run once every layer is in
+            self._add_next_layer()  # _finish_run once every layer is in
             return
         self._finish_run()
 
