@@ -193,3 +193,35 @@ def test_clipsr_training_freezes_the_encoders_vit(tmp_path):
     torch.manual_seed(config.seed)
     initial = create_model("clipsr", 2, "tiny", prompt_dim=encoder.embed_dim)
     assert not torch.equal(initial.out_conv.weight, model.out_conv.weight)
+
+
+def test_batches_drawn_in_worker_processes_train_the_same_model(tmp_path):
+    # The realistic family draws blur, noise and JPEG per sample: every draw must
+    # come out the same in a forked worker as in the training process.
+    _, inline = run_all(Trainer(tiny_config(tmp_path / "inline", "pdn", steps=5)))
+    _, workers = run_all(Trainer(tiny_config(tmp_path / "workers", "pdn", steps=5, workers=2)))
+    a = load_checkpoint(inline.checkpoint).model.state_dict()
+    b = load_checkpoint(workers.checkpoint).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_prefetcher_gives_the_sampler_batches_in_step_order():
+    from napari_textsr.synthetic import synthetic_dataset
+    from napari_textsr.training.captions import CaptionPolicy
+    from napari_textsr.training.data import BatchPrefetcher, PatchSampler, step_rng
+    from napari_textsr.training.degradations import DegradationFamily
+
+    sampler = PatchSampler(
+        synthetic_dataset(4, seed=1, size=64), DegradationFamily.preset_family("realistic", 4), lr_patch=8,
+        captions=CaptionPolicy(),
+    )  # fmt: skip
+    with BatchPrefetcher(sampler, 3, seed=5, rank=1, start=7, workers=2) as prefetcher:
+        assert prefetcher.workers == 2
+        for step in (7, 8, 9, 10, 11):
+            got, want = prefetcher.get(step), sampler.batch(3, step_rng(5, 1, step))
+            assert torch.equal(got.lr, want.lr) and torch.equal(got.hr, want.hr)
+            assert got.captions == want.captions and got.names == want.names
+        with pytest.raises(ValueError, match="step order"):
+            prefetcher.get(20)
+    with pytest.raises(ValueError, match="workers"):
+        BatchPrefetcher(sampler, 3, seed=0, workers=-1)

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
     "threads": None,
+    "workers": 0,
 }
 
 
@@ -104,6 +105,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
       help="seed of the train/validation split by image name, independent of --seed (default 0)")
     a("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default auto)")
     a("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; split over torchrun ranks)")
+    a("--workers", type=int, default=None, metavar="N",
+      help="processes drawing the coming batches while the model trains (default 0: in the training process); "
+           "the batches are the same for any N, a GPU needs a few to stay busy")
     a("--no-progress", action="store_true", help="no progress bar; print one line per validation instead")
     parser.set_defaults(func=run)
 
@@ -276,7 +280,7 @@ def build_config(args: argparse.Namespace):
         "patch": "lr_patch", "lr": "learning_rate", "val_fraction": "val_fraction", "val_every": "val_every",
         "checkpoint_every": "checkpoint_every", "warmup": "warmup_steps", "grad_clip": "grad_clip", "seed": "seed",
         "split_seed": "split_seed",
-        "device": "device", "threads": "num_threads", "init": "init", "name": "name",
+        "device": "device", "threads": "num_threads", "workers": "workers", "init": "init", "name": "name",
     }  # fmt: skip
     for arg_name, field in mapping.items():
         if arg_name in given:

@@ -42,6 +42,8 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "TrainingBatch",
     "PatchSampler",
+    "BatchPrefetcher",
+    "step_rng",
     "load_captioned_folder",
     "captioned_images_from_arrays",
     "load_data_source",
@@ -423,3 +425,99 @@ def validation_pair(
     pipeline = degradation.draw(np.random.default_rng(seed))
     lr = pipeline(hr, generator=torch.Generator().manual_seed(seed))
     return lr, hr
+
+
+def step_rng(seed: int, rank: int, step: int) -> np.random.Generator:
+    """The generator that draws the batch of one optimiser step (the same on any machine and worker count)."""
+    return np.random.default_rng([seed, rank, step])
+
+
+# Worker-process state of BatchPrefetcher (set once per worker by its initializer).
+_WORKER_SAMPLER: "PatchSampler | None" = None
+
+
+def _init_batch_worker(sampler: "PatchSampler") -> None:
+    import torch
+
+    global _WORKER_SAMPLER
+    _WORKER_SAMPLER = sampler
+    torch.set_num_threads(1)
+
+
+def _draw_in_worker(batch_size: int, seed: int, rank: int, step: int) -> tuple[np.ndarray, np.ndarray, list, list]:
+    assert _WORKER_SAMPLER is not None
+    batch = _WORKER_SAMPLER.batch(batch_size, step_rng(seed, rank, step))
+    # numpy, not tensors: tensors would cross processes as shared-memory file descriptors.
+    return batch.lr.numpy(), batch.hr.numpy(), batch.captions, batch.names
+
+
+class BatchPrefetcher:
+    """The batches of steps ``start, start+1, ...`` drawn ahead in worker processes.
+
+    A training step's batch depends only on ``(seed, rank, step)``
+    (:func:`step_rng`), so drawing it in another process gives bit-identical
+    batches and exact resume is kept; with ``workers == 0`` every batch is drawn
+    in the calling process when asked for. On a GPU the CPU-side degradations
+    (blur, resizing, noise, JPEG) are the bottleneck of small models; each
+    worker is one process with one torch thread. Workers are forked (Linux,
+    macOS): the sampler's images are shared copy-on-write, not pickled; where
+    fork is not available the batches are drawn in the calling process.
+
+    At most ``2 * workers`` batches are in flight. Use as a context manager or
+    call :meth:`close`; batches must be asked for in step order.
+    """
+
+    def __init__(self, sampler: "PatchSampler", batch_size: int, *, seed: int, rank: int = 0, start: int = 0,
+                 workers: int = 0) -> None:  # fmt: skip
+        import multiprocessing
+
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        self.sampler, self.batch_size, self.seed, self.rank = sampler, int(batch_size), int(seed), int(rank)
+        self._next_submit = self._next_get = int(start)
+        self._pending: dict[int, object] = {}
+        self._pool = None
+        if workers and "fork" in multiprocessing.get_all_start_methods():
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=_init_batch_worker,
+                initargs=(sampler,),
+            )
+            self._depth = 2 * workers
+
+    @property
+    def workers(self) -> int:
+        return 0 if self._pool is None else self._pool._max_workers  # type: ignore[attr-defined]
+
+    def get(self, step: int) -> TrainingBatch:
+        """The batch of ``step`` (the step after the previous call's)."""
+        import torch
+
+        if step != self._next_get:
+            raise ValueError(f"batches are drawn in step order: expected step {self._next_get}, got {step}")
+        self._next_get += 1
+        if self._pool is None:
+            return self.sampler.batch(self.batch_size, step_rng(self.seed, self.rank, step))
+        while self._next_submit < step + self._depth:
+            self._pending[self._next_submit] = self._pool.submit(
+                _draw_in_worker, self.batch_size, self.seed, self.rank, self._next_submit
+            )
+            self._next_submit += 1
+        lr, hr, captions, names = self._pending.pop(step).result()  # type: ignore[attr-defined]
+        return TrainingBatch(lr=torch.from_numpy(lr), hr=torch.from_numpy(hr), captions=captions, names=names)
+
+    def close(self) -> None:
+        """Stop the workers (batches drawn ahead are dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            self._pending.clear()
+
+    def __enter__(self) -> "BatchPrefetcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -130,6 +130,10 @@ class TrainConfig:
     (e.g. ``text_fusion=False`` for the text-free baseline). ``command``: the
     command line to record (the CLI passes ``sys.argv``); ``None`` records an
     equivalent ``textsr train`` command rebuilt from this config.
+    ``workers``: processes that draw (degrade) the coming steps' batches
+    while the model trains (:class:`~napari_textsr.training.data.BatchPrefetcher`;
+    0 = drawn in the training process). Batches, and so the trained model, are
+    the same for any value; on a GPU a few workers keep it busy.
     """
 
     method: str
@@ -154,6 +158,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
+    workers: int = 0
     # Additions to the documented contract.
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
@@ -668,13 +673,18 @@ class Trainer:
                 validation=s.last_validation,
                 message="; ".join(s.messages),
             )
+        from napari_textsr.training.data import BatchPrefetcher
+
+        prefetcher = BatchPrefetcher(
+            s.sampler, s.local_batch, seed=config.seed, rank=dist_info.rank, start=s.start_step,
+            workers=config.workers,
+        )  # fmt: skip
         try:
             for step in range(s.start_step, config.steps):
                 t0 = time.perf_counter()
                 with torch.random.fork_rng(devices=fork_devices):
                     torch.manual_seed(_step_seed(config.seed, dist_info.rank, step))
-                    rng = np.random.default_rng([config.seed, dist_info.rank, step])
-                    batch = s.sampler.batch(s.local_batch, rng)
+                    batch = prefetcher.get(step)
                     prompt = PromptEmbedding.cat([s.caption_cache[c] for c in batch.captions])
                     extra = s.criterion.schedule(s.model, step, s.steps_per_epoch)
                     learning_rate = s.scheduler.get_last_lr()[0]
@@ -720,6 +730,8 @@ class Trainer:
             if completed != saved_at:
                 self._write_checkpoint(s, completed)
             return self._summary(completed, True, s.last_validation, run_start, s.start_step)
+        finally:
+            prefetcher.close()
         return self._summary(completed, stopped_early, s.last_validation, run_start, s.start_step)
 
     # ------------------------------------------------------------------ setup
