@@ -8,7 +8,7 @@
 # Each scale first trains PROBE_STEPS steps to measure its speed beside the
 # others, then a new run of as many steps as fit in BUDGET_SECONDS (so the
 # cosine schedule reaches its end); a run still going at BUDGET+60 s gets
-# SIGINT, which saves its checkpoint. Batches are drawn by --workers processes
+# SIGTERM, which saves its checkpoint. Batches are drawn by --workers processes
 # per run (the CPU-side degradations, not the GPU, limit small models).
 # Writes OUT_DIR/pdn-xS/ (model, training state, train.log) and OUT_DIR/*.log.
 set -uo pipefail
@@ -27,7 +27,7 @@ WEIGHTS=$("$PY" -c "from napari_textsr.loading import WEIGHTS_DIR; print(WEIGHTS
 run() {  # SCALE OUT STEPS TIME_LIMIT [more options]
   local s=$1 out=$2 steps=$3 limit=$4
   shift 4
-  timeout -s INT -k 30 "$limit" "$PY" -m napari_textsr train \
+  timeout -s TERM -k 30 "$limit" "$PY" -m napari_textsr train \
     --data "$DATA/bsd200" --data "$DATA/t91" --method pdn --degradations realistic \
     --scale "$s" --patch "${PATCH[$s]}" --batch-size "$BATCH" --workers "${WORKERS[$s]}" \
     --init "$WEIGHTS/pdn-x$s.textsr.safetensors" --name "pdn-x$s" \

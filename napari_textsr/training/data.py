@@ -437,8 +437,15 @@ _WORKER_SAMPLER: "PatchSampler | None" = None
 
 
 def _init_batch_worker(sampler: "PatchSampler") -> None:
+    import signal
+
     import torch
 
+    # Ctrl-C, SIGTERM (timeout, SLURM) reach the whole process group: the
+    # training process finishes its step, saves and then stops the workers.
+    for signum in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+        if signum is not None:
+            signal.signal(signum, signal.SIG_IGN)
     global _WORKER_SAMPLER
     _WORKER_SAMPLER = sampler
     torch.set_num_threads(1)
