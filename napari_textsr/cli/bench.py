@@ -43,6 +43,8 @@ def register(subparsers) -> None:
                         + "; or 'all'. Repeatable (default bicubic-aa)")
     parser.add_argument("--limit", type=int, default=None, help="at most N images per dataset")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--float32", action="store_true",
+                        help="no float16 autocast on a GPU, so the numbers match a CPU's (default: float16 on GPUs)")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
     add_threads_option(parser)
     parser.set_defaults(func=run)
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in NAMED_DEGRADATIONS]
     if unknown:
         raise ValueError(f"unknown --degradation {', '.join(unknown)}; choose from {', '.join(NAMED_DEGRADATIONS)} or all")
-    upscaler = load_model(args.model, scale=args.scale, device=args.device)
+    upscaler = load_model(args.model, scale=args.scale, device=args.device, half=False if args.float32 else None)
     datasets = list(_datasets(args))
     reports = []
     for degradation in names:
