@@ -685,7 +685,7 @@ class Trainer:
                 with torch.random.fork_rng(devices=fork_devices):
                     torch.manual_seed(_step_seed(config.seed, dist_info.rank, step))
                     batch = prefetcher.get(step)
-                    prompt = PromptEmbedding.cat([s.caption_cache[c] for c in batch.captions])
+                    prompt = PromptEmbedding.cat([s.caption_cache[c] for c in batch.captions]).to(s.device)
                     extra = s.criterion.schedule(s.model, step, s.steps_per_epoch)
                     learning_rate = s.scheduler.get_last_lr()[0]
                     terms, grad_norm = self._train_step(
@@ -1203,7 +1203,7 @@ class Trainer:
             for v in s.val_images:
                 lr, hr = v.lr.to(s.device), v.hr.to(s.device)
                 with torch.autocast(s.device.type, dtype=s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None):
-                    out = model(lr, s.caption_cache[v.caption]).image.float()
+                    out = model(lr, s.caption_cache[v.caption].to(s.device)).image.float()
                 bicubic = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
                 for names, image in (
                     (("psnr", "ssim", "psnr_rgb", "ssim_rgb"), out),
@@ -1228,7 +1228,7 @@ class Trainer:
         was_training = model.training
         model.eval()
         try:
-            out = model(v.lr.to(s.device), s.caption_cache[v.caption])
+            out = model(v.lr.to(s.device), s.caption_cache[v.caption].to(s.device))
         finally:
             model.train(was_training)
         bicubic = F.interpolate(v.lr, scale_factor=config.scale, mode="bicubic", align_corners=False)
