@@ -52,6 +52,7 @@ from napari_textsr.checkpoints import (
     load_checkpoint,
     read_metadata,
     save_checkpoint,
+    training_stages,
 )
 from napari_textsr.devices import configure_threads, select_device
 from napari_textsr.durable import atomic_write, load_torch_state
@@ -967,7 +968,8 @@ class Trainer:
                 "preset": config.preset if config.init is None else f"from {config.init}",
                 "encoder": s.encoder_spec,
                 "init": str(config.init) if config.init else None,
-                "init_training": s.init_training,
+                # The --init model's stages, flat (a chain nested per stage grows too deep to read).
+                "earlier_stages": training_stages(s.init_training),
                 "losses": config.losses.to_dict(),
                 "captions": config.captions.to_dict(),  # type: ignore[union-attr]
                 "init_transfer": config.init_transfer,
