@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                      "peak_rss_mib": round(peak / 2**20, 1),
                      "output_gib": round(float(np.prod(output["shape"])) / 2**30, 2),
                      "command": "python " + " ".join(command)})
+        print(json.dumps(runs[-1]), flush=True)  # each run as it ends: a long second run may be stopped
         if not args.keep:
             shutil.rmtree(target) if target.is_dir() else target.unlink()
     load = os.getloadavg()
