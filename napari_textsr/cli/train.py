@@ -12,6 +12,7 @@ import shlex
 import sys
 from typing import Any
 
+from napari_textsr._generators import drive
 from napari_textsr.cli import command_help
 from napari_textsr.methods import method_names
 
@@ -327,43 +328,40 @@ def run(args: argparse.Namespace) -> int:
     rank = int(os.environ.get("RANK", "0"))
     trainer = Trainer(config, overwrite=getattr(args, "overwrite", False))
 
+    bar = None
+    val_text = ""
+
+    def show(event) -> None:
+        """One TrainingEvent on rank 0: messages, the progress bar, or a line per validation."""
+        nonlocal bar, val_text
+        if rank != 0:
+            return
+        if event.message:
+            _write(bar, f"[step {event.step}] {event.message}")
+        if bar is None and not args.no_progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=event.total_steps, initial=event.step - (1 if event.losses else 0),
+                       unit="step", dynamic_ncols=True, desc=f"{config.method} x{config.scale}")
+        if event.validation is not None:
+            v = event.validation
+            val_text = f"{v.psnr:.2f} dB (bicubic {v.psnr_bicubic:.2f})"
+            if args.no_progress:
+                print(f"step {event.step}/{event.total_steps}: val PSNR-Y {val_text}, SSIM-Y {v.ssim:.4f} "
+                      f"(bicubic {v.ssim_bicubic:.4f})", flush=True)
+        if bar is not None and event.losses:
+            postfix = {"loss": f"{event.losses.get('total', float('nan')):.4f}", "lr": f"{event.learning_rate:.2e}"}
+            if val_text:
+                postfix["val PSNR"] = val_text
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(event.step - bar.n)
+
     # First Ctrl-C or SIGTERM: finish the step, save and stop (on every torchrun
     # rank); a second one interrupts at once.
-    bar = None
     with contextlib.ExitStack() as stack:
         stack.enter_context(stop_on_signals(trainer.request_stop, lambda: trainer.stop_requested, announce=rank == 0))
         stack.callback(lambda: bar.close() if bar is not None else None)
-        events = trainer.run()
-        summary = None
-        val_text = ""
-        while True:
-            try:
-                event = next(events)
-            except StopIteration as stop:
-                summary = stop.value
-                break
-            if rank != 0:
-                continue
-            if event.message:
-                _write(bar, f"[step {event.step}] {event.message}")
-            if bar is None and not args.no_progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=event.total_steps, initial=event.step - (1 if event.losses else 0),
-                           unit="step", dynamic_ncols=True, desc=f"{config.method} x{config.scale}")
-            if event.validation is not None:
-                v = event.validation
-                val_text = f"{v.psnr:.2f} dB (bicubic {v.psnr_bicubic:.2f})"
-                if args.no_progress:
-                    print(f"step {event.step}/{event.total_steps}: val PSNR-Y {val_text}, SSIM-Y {v.ssim:.4f} "
-                          f"(bicubic {v.ssim_bicubic:.4f})", flush=True)
-            if bar is not None and event.losses:
-                postfix = {"loss": f"{event.losses.get('total', float('nan')):.4f}", "lr": f"{event.learning_rate:.2e}"}
-                if val_text:
-                    postfix["val PSNR"] = val_text
-                bar.set_postfix(postfix, refresh=False)
-                bar.update(event.step - bar.n)
-    assert summary is not None
+        summary = drive(trainer.run(), show)
     if rank == 0:
         state = "stopped" if summary.cancelled else "finished"
         print(f"{state} at step {summary.steps_completed}/{summary.total_steps} "
