@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_textsr._generators import drive
+from napari_textsr._generators import drive, relay
 from napari_textsr._version import __version__
 from napari_textsr.consistency import BackProjection, back_project, upsample
 from napari_textsr.devices import autocast_dtype, available_memory_bytes, select_device
@@ -751,16 +751,11 @@ class Upscaler:
         results: list[UpscaleResult] = []
         for (label, part, text, part_prompt, part_attention), count in zip(runs, counts):
             generator = self._generate(part, text, part_prompt, tile, consistency, part_attention, start, label)
-            try:
-                while True:
-                    try:
-                        event = next(generator)
-                    except StopIteration as stop:
-                        results.append(stop.value)
-                        break
-                    yield dataclasses.replace(event, done=done + event.done, total=total)
-            finally:
-                generator.close()
+
+            def counted(event: UpscaleProgress, before: int = done) -> tuple[UpscaleProgress]:
+                return (dataclasses.replace(event, done=before + event.done, total=total),)  # over all runs
+
+            results.append((yield from relay(generator, counted)))
             done += count
 
         result = results[0]
