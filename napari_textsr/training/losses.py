@@ -44,7 +44,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Generic, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -305,6 +305,9 @@ class CLIPImageFeatures(nn.Module):
     pooled vector. The weights are frozen; gradients flow to the image.
     """
 
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers: the tower's input normalisation
+    std: torch.Tensor
+
     def __init__(self, encoder: PromptEncoder) -> None:
         super().__init__()
         self.visual = encoder.clip.visual
@@ -484,6 +487,9 @@ def _warn_once(key: str, message: str) -> None:
 class VGGPerceptual(nn.Module):
     """Frozen VGG19 features at five ReLU layers; forward(sr, hr) -> weighted L1 sum (scalar)."""
 
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers: ImageNet normalisation
+    std: torch.Tensor
+
     def __init__(self, weights_path: Path, layer_weights: Sequence[float]) -> None:
         super().__init__()
         from napari_textsr._torchvision_compat import ensure_torchvision_importable
@@ -532,17 +538,20 @@ class VGGPerceptual(nn.Module):
 
 
 # ---------------------------------------------------------------- criteria
-class SRCriterion(nn.Module):
-    """Base: a method's losses. ``discriminator`` is None unless adversarial terms are on."""
+Weights = TypeVar("Weights", bound=LossWeights)
 
-    def __init__(self, weights: LossWeights) -> None:
+
+class SRCriterion(nn.Module, Generic[Weights]):
+    """Base: a method's losses, for its loss-weights class ``Weights``. ``discriminator`` is None unless adversarial terms are on."""
+
+    def __init__(self, weights: Weights) -> None:
         super().__init__()
-        self.weights = weights
+        self.weights: Weights = weights
         self.discriminator: nn.Module | None = None
         self.notes: list[str] = []  # what was switched off and why (recorded in checkpoints)
 
     @classmethod
-    def build(cls, weights: LossWeights, encoder: PromptEncoder, scale: int) -> SRCriterion:
+    def build(cls, weights: Weights, encoder: PromptEncoder, scale: int) -> SRCriterion[Weights]:
         """The criterion for ``weights``; every method's is built this way (:func:`build_criterion`).
 
         A subclass whose losses need the prompt encoder (CLIP features) or the
@@ -583,7 +592,7 @@ class SRCriterion(nn.Module):
         return self
 
 
-class TGSRCriterion(SRCriterion):
+class TGSRCriterion(SRCriterion[TGSRLossWeights]):
     """TGSR's L_global + L_fine (see :class:`TGSRLossWeights`)."""
 
     @classmethod
@@ -658,7 +667,7 @@ class TGSRCriterion(SRCriterion):
         return damsm_loss(regions, pooled, prompt, captions, w.damsm_gamma1, w.damsm_gamma2, w.damsm_gamma3)
 
     def generator_loss(self, output, hr, prompt, captions):
-        w: TGSRLossWeights = self.weights  # type: ignore[assignment]
+        w = self.weights
         sr = output.image.float()
         coarse = output.aux.get("coarse")
         terms: LossTerms = {}
@@ -716,7 +725,7 @@ class TGSRCriterion(SRCriterion):
         return total, terms
 
 
-class CLIPSRCriterion(SRCriterion):
+class CLIPSRCriterion(SRCriterion[CLIPSRLossWeights]):
     """CLIP-SR's L_rec + L_per + lambda_adv * L_adv (see :class:`CLIPSRLossWeights`)."""
 
     @classmethod
@@ -745,7 +754,7 @@ class CLIPSRCriterion(SRCriterion):
             self.discriminator = CLIPDiscriminatorHead(encoder.embed_dim)
 
     def generator_loss(self, output, hr, prompt, captions):
-        w: CLIPSRLossWeights = self.weights  # type: ignore[assignment]
+        w = self.weights
         sr = output.image.float()
         terms: LossTerms = {}
         if w.l1 > 0:
@@ -766,7 +775,7 @@ class CLIPSRCriterion(SRCriterion):
         if self.discriminator is None:
             return super().discriminator_loss(output, hr, prompt, captions)
         assert self.clip_features is not None
-        w: CLIPSRLossWeights = self.weights  # type: ignore[assignment]
+        w = self.weights
         sentence = prompt.pooled.float()
         with torch.no_grad():
             real_pooled, real_regions = self.clip_features(hr)
@@ -791,7 +800,7 @@ class CLIPSRCriterion(SRCriterion):
         return loss, terms
 
 
-class PDNCriterion(SRCriterion):
+class PDNCriterion(SRCriterion[PDNLossWeights]):
     """PDN's L1 and its kernel-temperature schedule (see :class:`PDNLossWeights`)."""
 
     def __init__(self, weights: PDNLossWeights) -> None:
@@ -800,7 +809,7 @@ class PDNCriterion(SRCriterion):
 
     def temperature_at(self, step: int, steps_per_epoch: int) -> float | None:
         """Kernel temperature for ``step`` (0-based): T0 / decay ** floor(epoch / every)."""
-        w: PDNLossWeights = self.weights  # type: ignore[assignment]
+        w = self.weights
         if self.initial_temperature is None:
             return None
         epoch = step // max(1, w.epoch_steps or steps_per_epoch)
@@ -827,13 +836,13 @@ class PDNCriterion(SRCriterion):
         self.initial_temperature = state.get("initial_temperature", self.initial_temperature)
 
     def generator_loss(self, output, hr, prompt, captions):
-        w: PDNLossWeights = self.weights  # type: ignore[assignment]
+        w = self.weights
         sr = output.image.float()
         terms: LossTerms = {"l1": w.l1 * F.l1_loss(sr, hr)} if w.l1 > 0 else {}
         return sum(terms.values(), sr.new_zeros(())), terms
 
 
-def build_criterion(weights: LossWeights, encoder: PromptEncoder, scale: int) -> SRCriterion:
+def build_criterion(weights: LossWeights, encoder: PromptEncoder, scale: int) -> SRCriterion[Any]:
     """The criterion of ``weights.method`` from the method table (frozen feature networks built from ``encoder``).
 
     ValueError when ``weights`` is not the table's loss-weights class of its method.

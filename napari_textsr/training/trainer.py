@@ -484,7 +484,7 @@ class Trainer:
                 step=s.start_step,
                 total_steps=config.steps,
                 losses={},
-                learning_rate=s.scheduler.get_last_lr()[0],
+                learning_rate=float(s.scheduler.get_last_lr()[0]),
                 images_per_second=0.0,
                 eta_seconds=0.0,
                 validation=s.last_validation,
@@ -504,7 +504,7 @@ class Trainer:
                     batch = prefetcher.get(step)
                     prompt = s.caption_cache.batch(batch.captions).to(s.device)
                     extra = s.criterion.schedule(s.model, step, s.steps_per_epoch)
-                    learning_rate = s.scheduler.get_last_lr()[0]
+                    learning_rate = float(s.scheduler.get_last_lr()[0])
                     terms, grad_norm = self._train_step(
                         s, batch.lr.to(s.device, non_blocking=True), batch.hr.to(s.device, non_blocking=True),
                         prompt, batch.captions,
@@ -610,6 +610,7 @@ class Trainer:
         from napari_textsr.training.data import PatchSampler, split_train_val
 
         train_items, val_items = split_train_val(items, config.val_fraction, config.split_seed)
+        assert config.degradation is not None  # TrainConfig fills it in
         sampler = PatchSampler(
             train_items, config.degradation, lr_patch=config.lr_patch, augment=config.augment, captions=config.captions
         )
@@ -755,7 +756,7 @@ class Trainer:
         factor = cosine_factor(s.start_step, config.steps, config.warmup_steps, config.min_lr_ratio)
         for group in s.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
-        s.scheduler._last_lr = [group["lr"] for group in s.optimizer.param_groups]  # type: ignore[attr-defined]
+        s.scheduler._last_lr = [group["lr"] for group in s.optimizer.param_groups]
         s.history = list(state.get("loss_history", []))
         # The first session's command, then each resume's: a resumed checkpoint is made by all of them.
         s.commands = list(state.get("commands", [])) + s.commands
