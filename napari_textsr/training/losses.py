@@ -44,7 +44,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Sequence, TypeVar
+from typing import Any, ClassVar, Generic, Sequence, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -666,7 +666,9 @@ class TGSRCriterion(SRCriterion[TGSRLossWeights]):
         w = self.weights
         return damsm_loss(regions, pooled, prompt, captions, w.damsm_gamma1, w.damsm_gamma2, w.damsm_gamma3)
 
-    def generator_loss(self, output, hr, prompt, captions):
+    def generator_loss(
+        self, output: SROutput, hr: torch.Tensor, prompt: PromptEmbedding, captions: Sequence[str]
+    ) -> tuple[torch.Tensor, LossTerms]:
         w = self.weights
         sr = output.image.float()
         coarse = output.aux.get("coarse")
@@ -691,14 +693,16 @@ class TGSRCriterion(SRCriterion[TGSRLossWeights]):
             for name, image in (("fine", sr), ("coarse", coarse)):
                 if image is None:
                     continue
-                cond, uncond = self.discriminator[name](image.float(), sentence)
+                cond, uncond = self.discriminator.get_submodule(name)(image.float(), sentence)
                 ones = torch.ones_like(cond)
                 g = g + F.binary_cross_entropy_with_logits(cond, ones) + F.binary_cross_entropy_with_logits(uncond, ones)
             terms["cgan"] = w.cgan * g
         total = sum(terms.values(), sr.new_zeros(()))
         return total, terms
 
-    def discriminator_loss(self, output, hr, prompt, captions):
+    def discriminator_loss(
+        self, output: SROutput, hr: torch.Tensor, prompt: PromptEmbedding, captions: Sequence[str]
+    ) -> tuple[torch.Tensor, LossTerms]:
         if self.discriminator is None:
             return super().discriminator_loss(output, hr, prompt, captions)
         sentence = prompt.pooled.float()
@@ -710,7 +714,7 @@ class TGSRCriterion(SRCriterion[TGSRLossWeights]):
         for name, fake, real in (("fine", output.image, hr), ("coarse", coarse, self.lowpass(hr) if coarse is not None else None)):
             if fake is None:
                 continue
-            d = self.discriminator[name]
+            d = self.discriminator.get_submodule(name)
             real_cond, real_uncond = d(real, sentence)
             fake_cond, fake_uncond = d(fake.detach().float(), sentence)
             ones, zeros = torch.ones_like(real_cond), torch.zeros_like(real_cond)
@@ -753,7 +757,9 @@ class CLIPSRCriterion(SRCriterion[CLIPSRLossWeights]):
             self.clip_features = CLIPImageFeatures(encoder)
             self.discriminator = CLIPDiscriminatorHead(encoder.embed_dim)
 
-    def generator_loss(self, output, hr, prompt, captions):
+    def generator_loss(
+        self, output: SROutput, hr: torch.Tensor, prompt: PromptEmbedding, captions: Sequence[str]
+    ) -> tuple[torch.Tensor, LossTerms]:
         w = self.weights
         sr = output.image.float()
         terms: LossTerms = {}
@@ -771,7 +777,9 @@ class CLIPSRCriterion(SRCriterion[CLIPSRLossWeights]):
         total = sum(terms.values(), sr.new_zeros(()))
         return total, terms
 
-    def discriminator_loss(self, output, hr, prompt, captions):
+    def discriminator_loss(
+        self, output: SROutput, hr: torch.Tensor, prompt: PromptEmbedding, captions: Sequence[str]
+    ) -> tuple[torch.Tensor, LossTerms]:
         if self.discriminator is None:
             return super().discriminator_loss(output, hr, prompt, captions)
         assert self.clip_features is not None
@@ -794,7 +802,8 @@ class CLIPSRCriterion(SRCriterion[CLIPSRLossWeights]):
         if w.gradient_penalty > 0:
             # Matching-aware gradient penalty on (real image features, matching text).
             grads = torch.autograd.grad(real_logits.sum(), (real_regions, real_sentence), create_graph=True)
-            norm = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads) + 1e-12)
+            squared = cast(torch.Tensor, sum(g.flatten(1).pow(2).sum(1) for g in grads))  # (B,)
+            norm = torch.sqrt(squared + 1e-12)
             terms["d_gp"] = w.gradient_penalty * norm.pow(w.gradient_penalty_power).mean()
             loss = loss + terms["d_gp"]
         return loss, terms
@@ -835,7 +844,9 @@ class PDNCriterion(SRCriterion[PDNLossWeights]):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.initial_temperature = state.get("initial_temperature", self.initial_temperature)
 
-    def generator_loss(self, output, hr, prompt, captions):
+    def generator_loss(
+        self, output: SROutput, hr: torch.Tensor, prompt: PromptEmbedding, captions: Sequence[str]
+    ) -> tuple[torch.Tensor, LossTerms]:
         w = self.weights
         sr = output.image.float()
         terms: LossTerms = {"l1": w.l1 * F.l1_loss(sr, hr)} if w.l1 > 0 else {}
