@@ -522,7 +522,7 @@ class PromptEncoder(nn.Module):
             self._cache.clear()
 
 
-def _pool_like_encode_text(clip: nn.Module, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+def _pool_like_encode_text(clip: OpenClipModel, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """open_clip ``CLIP.encode_text``'s pooling and projection of the final token features ``x`` (B, L, W):
     the same numbers as ``clip.encode_text(text)`` without running the text tower a second time."""
     pool_type = getattr(clip, "text_pool_type", None)
