@@ -51,6 +51,7 @@ __all__ = [
     "EncoderMismatchError",
     "CheckpointMetadata",
     "TrainingRecord",
+    "training_stages",
     "LoadedCheckpoint",
     "save_checkpoint",
     "load_checkpoint",
@@ -86,6 +87,35 @@ class TrainingRecord:
     steps: int = 0
     validation: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def stages(self) -> list[dict[str, Any]]:
+        """Every training stage of the model, newest first: this run, then the runs it was fine-tuned from.
+
+        Each stage is a plain dict of a record's fields whose ``extra`` holds no
+        earlier stages. Earlier stages are kept flat in ``extra["earlier_stages"]``
+        (newest first); checkpoints written before that nested each one in the
+        next one's ``extra["init_training"]``, and both are read.
+        """
+        return training_stages(dataclasses.asdict(self))
+
+
+_HISTORY_KEYS = ("earlier_stages", "init_training")
+
+
+def training_stages(record: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """:meth:`TrainingRecord.stages` of a record given as a dict (``dataclasses.asdict``); ``[]`` for None."""
+    stages: list[dict[str, Any]] = []
+    while record:
+        extra = dict(record.get("extra") or {})
+        earlier, nested = extra.get("earlier_stages"), extra.get("init_training")
+        for key in _HISTORY_KEYS:
+            extra.pop(key, None)
+        stages.append({**record, "extra": extra})
+        if earlier:
+            stages.extend(training_stages(stage)[0] for stage in earlier)
+            break
+        record = nested
+    return stages
 
 
 @dataclass

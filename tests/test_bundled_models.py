@@ -52,7 +52,7 @@ def test_the_defaults_record_their_degradation_family_and_stages():
         assert record.degradation["kind"] == "family" and record.degradation["preset"] == "realistic"
         assert "--degradations realistic" in record.command
         assert record.extra["captions"]["p_empty"] > 0  # caption dropout: the empty caption is unconditional
-        assert record.extra["init_training"]["steps"] > 0  # fine-tuned (or transferred) from an earlier model
+        assert len(record.stages()) > 1 and record.stages()[1]["steps"] > 0  # fine-tuned or transferred
     for name in ("tgsr-x8", "clipsr-x4"):  # benchmark-convention models
         assert models[name].training.degradation.get("blur_sigma", 0) == 0
         assert models[name].training.degradation["kind"] == "bicubic-antialias"

@@ -43,4 +43,4 @@ def test_cli_fine_tune_takes_the_init_checkpoints_encoder(tmp_path, capsys):
     assert main(args) == 0, capsys.readouterr().err
     meta = read_metadata(tmp_path / "ft" / "model.textsr.safetensors")
     assert meta.encoder_spec == f"textsr-tiny:{weights}"
-    assert meta.training.extra["init_training"]["steps"] == 1
+    assert [stage["steps"] for stage in meta.training.stages()] == [1, 1]

@@ -105,8 +105,9 @@ def test_fine_tune_from_a_checkpoint(tmp_path):
     assert record.extra["init"] == str(base.checkpoint) and "--init" in record.command
     # The starting point's own recipe travels with the fine-tune.
     base_record = load_checkpoint(base.checkpoint).metadata.training
-    assert record.extra["init_training"]["command"] == base_record.command
-    assert record.extra["init_training"]["steps"] == 2
+    stages = record.stages()
+    assert [stage["steps"] for stage in stages] == [1, 2]
+    assert stages[1]["command"] == base_record.command
 
 
 def test_mismatched_init_is_refused(tmp_path):
@@ -225,3 +226,18 @@ def test_prefetcher_gives_the_sampler_batches_in_step_order():
             prefetcher.get(20)
     with pytest.raises(ValueError, match="workers"):
         BatchPrefetcher(sampler, 3, seed=0, workers=-1)
+
+
+def test_a_model_fine_tuned_many_times_stays_readable_and_lists_every_stage(tmp_path):
+    # Stages used to nest one inside the next; the fourth fine-tune of a bundled
+    # model could then not be read back (header nested deeper than allowed).
+    previous, steps = None, []
+    for stage in range(7):
+        config = tiny_config(tmp_path / f"s{stage}", "pdn", steps=stage + 1, init=previous, val_every=100)
+        _, summary = run_all(Trainer(config))
+        previous = summary.checkpoint
+        steps.insert(0, stage + 1)
+    record = read_metadata(previous).training
+    assert [stage["steps"] for stage in record.stages()] == steps  # newest first
+    assert all("earlier_stages" not in stage["extra"] for stage in record.stages())
+    assert load_checkpoint(previous).model.method == "pdn"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 from napari_textsr.cli import command_help
@@ -52,13 +51,10 @@ def run(args: argparse.Namespace) -> int:
         if record.validation:
             figures = ", ".join(f"{k}={_number(v)}" for k, v in record.validation.items())
             print(f"    validation: {figures}")
-        stage, depth = dataclasses.asdict(record), 0
-        while stage:
-            extra = stage.get("extra") or {}
+        for depth, stage in enumerate(record.stages()):
             label = "trained" if depth == 0 else "fine-tuned from a model trained"
             print(f"    {label} {stage.get('steps')} steps on: {'; '.join(stage.get('data', []))}")
             print(f"        degradation: {describe_degradation_record(stage.get('degradation') or {})}")
-            stage, depth = extra.get("init_training"), depth + 1
     return 0
 
 

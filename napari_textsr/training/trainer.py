@@ -52,6 +52,7 @@ from napari_textsr.checkpoints import (
     load_checkpoint,
     read_metadata,
     save_checkpoint,
+    training_stages,
 )
 from napari_textsr.devices import configure_threads, select_device
 from napari_textsr.durable import atomic_write, load_torch_state
@@ -489,32 +490,30 @@ def _encode_captions(encoder: PromptEncoder, captions: list[str]) -> dict[str, P
 
 
 class _CaptionCache:
-    """Prompt embeddings of the training captions; the encoder is frozen, so each is encoded once.
+    """Prompt embeddings of the training captions; the encoder is frozen, so content captions are encoded once.
 
     The content captions are encoded up front. Captions composed per sample
     (content plus degradation words, :mod:`napari_textsr.training.captions`)
-    are encoded one at a time on first use and kept in a bounded LRU, so an
-    embedding never depends on what else was in the cache (a resumed run
-    gets the same numbers).
+    are rarely drawn twice, so they are not kept: :meth:`batch` encodes the
+    distinct composed captions of one step together, in sorted order, in one
+    encoder call (one at a time, they were what limited training on a GPU).
+    A step's embeddings so depend only on that step's captions, and a resumed
+    run gets the same numbers.
     """
 
-    def __init__(self, encoder: PromptEncoder, captions: list[str], max_composed: int = 4096) -> None:
+    def __init__(self, encoder: PromptEncoder, captions: list[str]) -> None:
         self.encoder = encoder
         self.fixed = _encode_captions(encoder, captions)
-        self.composed: dict[str, PromptEmbedding] = {}
-        self.max_composed = max_composed
 
     def __getitem__(self, caption: str) -> PromptEmbedding:
         found = self.fixed.get(caption)
-        if found is not None:
-            return found
-        found = self.composed.pop(caption, None)
-        if found is None:
-            found = _encode_captions(self.encoder, [caption])[caption]
-            while len(self.composed) >= self.max_composed:
-                self.composed.pop(next(iter(self.composed)))
-        self.composed[caption] = found  # most recently used last
-        return found
+        return found if found is not None else _encode_captions(self.encoder, [caption])[caption]
+
+    def batch(self, captions: list[str]) -> PromptEmbedding:
+        """The embeddings of one step's captions, in order, as one batch."""
+        composed = sorted({c for c in captions if c not in self.fixed})
+        encoded = _encode_captions(self.encoder, composed) if composed else {}
+        return PromptEmbedding.cat([self.fixed[c] if c in self.fixed else encoded[c] for c in captions])
 
 
 @dataclass
@@ -685,7 +684,7 @@ class Trainer:
                 with torch.random.fork_rng(devices=fork_devices):
                     torch.manual_seed(_step_seed(config.seed, dist_info.rank, step))
                     batch = prefetcher.get(step)
-                    prompt = PromptEmbedding.cat([s.caption_cache[c] for c in batch.captions])
+                    prompt = s.caption_cache.batch(batch.captions).to(s.device)
                     extra = s.criterion.schedule(s.model, step, s.steps_per_epoch)
                     learning_rate = s.scheduler.get_last_lr()[0]
                     terms, grad_norm = self._train_step(
@@ -967,7 +966,8 @@ class Trainer:
                 "preset": config.preset if config.init is None else f"from {config.init}",
                 "encoder": s.encoder_spec,
                 "init": str(config.init) if config.init else None,
-                "init_training": s.init_training,
+                # The --init model's stages, flat (a chain nested per stage grows too deep to read).
+                "earlier_stages": training_stages(s.init_training),
                 "losses": config.losses.to_dict(),
                 "captions": config.captions.to_dict(),  # type: ignore[union-attr]
                 "init_transfer": config.init_transfer,
@@ -1203,7 +1203,7 @@ class Trainer:
             for v in s.val_images:
                 lr, hr = v.lr.to(s.device), v.hr.to(s.device)
                 with torch.autocast(s.device.type, dtype=s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None):
-                    out = model(lr, s.caption_cache[v.caption]).image.float()
+                    out = model(lr, s.caption_cache[v.caption].to(s.device)).image.float()
                 bicubic = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
                 for names, image in (
                     (("psnr", "ssim", "psnr_rgb", "ssim_rgb"), out),
@@ -1228,7 +1228,7 @@ class Trainer:
         was_training = model.training
         model.eval()
         try:
-            out = model(v.lr.to(s.device), s.caption_cache[v.caption])
+            out = model(v.lr.to(s.device), s.caption_cache[v.caption].to(s.device))
         finally:
             model.train(was_training)
         bicubic = F.interpolate(v.lr, scale_factor=config.scale, mode="bicubic", align_corners=False)
