@@ -62,11 +62,13 @@ def test_grey_2d_output_overlays_input_with_provenance(viewer, qtbot):
     # hidden: an additive map over the output would tint it; the output stays the active layer
     assert [lay.visible for lay in attention] == [False] * len(attention)
     assert viewer.layers.selection.active is out
-    for amap in attention:
-        assert amap.data.shape == out.data.shape and amap.data.dtype == np.float32
-        np.testing.assert_allclose(amap.scale, out.scale)
-        np.testing.assert_allclose(amap.translate, out.translate)
-        assert amap.blending == "additive"
+    for amap in attention:  # PDN's maps on its own (input) grid, covering exactly the output's area
+        assert amap.data.shape == layer.data.shape and amap.data.dtype == np.float32
+        np.testing.assert_allclose(amap.scale, layer.scale)
+        np.testing.assert_allclose(amap.translate, layer.translate)
+        for corner_map, corner_out in ((-0.5, -0.5), (np.array(amap.data.shape) - 0.5, np.array(out.data.shape) - 0.5)):
+            np.testing.assert_allclose(amap.translate + amap.scale * corner_map, out.translate + out.scale * corner_out)
+        assert amap.blending == "additive" and amap.interpolation2d == "linear"
     assert widget.status_label.text().startswith("Done in")
     assert widget.progress_bar.value() == widget.progress_bar.maximum()
     assert widget.controls.isEnabled() and widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
@@ -140,7 +142,8 @@ def test_caption_comparison_gives_distinct_slices(viewer, qtbot):
         for j in range(i + 1, 3):
             assert np.abs(stack.data[i] - stack.data[j]).mean() > 1e-4, (i, j)
     attention = [lay for lay in viewer.layers if lay.name.startswith("img x2 captions attention: ")]
-    assert attention and all(lay.data.shape == (3, 64, 64) for lay in attention)
+    assert attention and all(lay.data.shape == (3, 32, 32) for lay in attention)  # on PDN's (input) grid
+    assert all(np.allclose(lay.scale, [1.0, 1.0, 1.0]) for lay in attention)
 
 
 def test_cancel_mid_run_adds_nothing_and_widget_stays_usable(viewer, qtbot, monkeypatch, notifications):
@@ -410,3 +413,23 @@ def test_eta_from_the_pace_after_the_first_tile(viewer, qtbot, monkeypatch):
     now[0] = 104.0
     widget._on_event(JobProgress(done=3, total=10))  # 2 tiles in 4 s -> 2 s per tile, 7 left
     assert widget.eta_seconds() == pytest.approx(14.0)
+
+
+def test_bundled_headers_are_read_once_per_file_version(monkeypatch, tmp_path):
+    """The pickers refill on every checkpoint a training run writes: no disk reads of the bundled headers then."""
+    import shutil
+    from pathlib import Path
+
+    from napari_textsr import checkpoints, loading
+    from napari_textsr.napari import model_store
+
+    shutil.copy(loading.WEIGHTS_DIR / "pdn-x2.textsr.safetensors", tmp_path / "mine-x2.textsr.safetensors")
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", tmp_path)
+    reads = []
+    original = checkpoints.read_metadata
+    monkeypatch.setattr(loading, "read_metadata", lambda path: reads.append(Path(path).name) or original(path))
+    first = model_store.bundled_choices()
+    assert [c.spec for c in first] == ["mine-x2"] and reads == ["mine-x2.textsr.safetensors"]
+    assert [c.spec for c in model_store.bundled_choices()] == ["mine-x2"] and len(reads) == 1
+    shutil.copy(loading.WEIGHTS_DIR / "mine-x2.textsr.safetensors", tmp_path / "other-x2.textsr.safetensors")
+    assert [c.spec for c in model_store.bundled_choices()] == ["mine-x2", "other-x2"] and len(reads) == 3
