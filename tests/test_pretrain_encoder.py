@@ -157,4 +157,50 @@ def test_pretraining_reads_captioned_folders(tmp_path, folder):
     )
     summary, _ = _run(config, None)
     assert summary.n_train + summary.n_val == 91
-    assert set(summary.retrieval_after) == {"all", "t91"}
+    assert set(summary.retrieval_after) == {"all", "t91", "degradation words"}
+
+
+def test_degraded_pairs_share_content_and_differ_in_their_words():
+    from napari_textsr.training.captions import TRAIN_VOCABULARY
+    from napari_textsr.training.degradations import DegradationFamily
+
+    items = _items(8)
+    data = EncoderTrainingSet.from_items(items, 32, 1.0)
+    data.degradation = DegradationFamily.preset_family("realistic", 2)
+    images, captions = data.random_batch(8, np.random.default_rng(3))
+    assert images.shape == (8, 3, 32, 32) and 0 <= float(images.min()) <= float(images.max()) <= 1
+    assert len(set(captions)) == 8  # no false negatives in the contrastive batch
+    words = [w for ws in TRAIN_VOCABULARY.values() for w in ws]
+    contents = {c.strip().rstrip(".") for item, _ in items for c in item.captions}
+    for first, second in zip(captions[::2], captions[1::2]):
+        assert any(c in first and c in second for c in contents)  # one image, one content caption
+        assert first != second
+        assert any(w in first for w in words) and any(w in second for w in words)
+    again, captions_again = data.random_batch(8, np.random.default_rng(3))
+    assert torch.equal(images, again) and captions == captions_again  # seeded
+
+
+def test_degradation_retrieval_is_scored_on_four_ways(tiny_encoder):
+    from napari_textsr.training.pretrain_encoder import degradation_retrieval
+
+    data = EncoderTrainingSet.from_items(_items(3), tiny_encoder.image_size, 1.0)
+    result = degradation_retrieval(tiny_encoder.clip, tiny_encoder.tokenizer, data)
+    assert result.n_images == 12 and result.n_captions == 4 and result.chance == 0.25
+    assert 0.0 <= result.top1 <= 1.0 and -1.0 <= result.text_cosine < 1.0
+
+
+def test_pretraining_with_degradations_records_them_and_refuses_a_different_resume(tmp_path):
+    items = _items(12)
+    out = tmp_path / "enc.safetensors"
+    config = PretrainConfig(
+        arch="textsr-tiny", out=out, steps=3, batch_size=8, learning_rate=1e-3, warmup_steps=1,
+        val_fraction=0.25, seed=0, checkpoint_every=1, num_threads=1, degradations="realistic",
+    )  # fmt: skip
+    summary, _ = _run(config, items)
+    assert "degradation words" in summary.retrieval_after
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["config"]["degradations"] == "realistic"
+    with pytest.raises(ValueError, match="degradations"):
+        _run(PretrainConfig(**{**config.__dict__, "resume": True, "degradations": None, "steps": 3}), items)
+    with pytest.raises(ValueError, match="even"):
+        PretrainConfig(batch_size=5, degradations="realistic")

@@ -41,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="continue exactly where an interrupted run with the same --out and settings stopped")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--degradations", default=None, metavar="PRESET",
+                        help="also learn words for how an image was taken: crops made small by a draw from this "
+                             "degradation family (e.g. realistic), captions with degradation words, each image twice "
+                             "per batch degraded two ways (default: off)")
+    parser.add_argument("--degradation-scale", type=int, default=2, choices=(2, 4),
+                        help="down-sampling factor of those degradations (default 2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -76,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
         resume=args.resume,
+        degradations=args.degradations,
+        degradation_scale=args.degradation_scale,
         command=_command_line(args),
     )
     stop = threading.Event()
@@ -99,6 +107,8 @@ def _command_line(args: argparse.Namespace) -> str:
         ("--init", args.init), ("--steps", args.steps), ("--out", args.out), ("--batch-size", args.batch_size),
         ("--lr", args.lr), ("--weight-decay", args.weight_decay), ("--val-fraction", args.val_fraction),
         ("--crop-min", args.crop_min), ("--seed", args.seed), ("--threads", args.threads),
+        ("--degradations", args.degradations),
+        ("--degradation-scale", args.degradation_scale if args.degradations else None),
     ]
     for flag, value in options:
         if value is not None:

@@ -484,6 +484,7 @@ class BatchPrefetcher:
         self._next_submit = self._next_get = int(start)
         self._pending: dict[int, object] = {}
         self._pool = None
+        self._workers = 0
         if workers and "fork" in multiprocessing.get_all_start_methods():
             from concurrent.futures import ProcessPoolExecutor
 
@@ -493,11 +494,12 @@ class BatchPrefetcher:
                 initializer=_init_batch_worker,
                 initargs=(sampler,),
             )
-            self._depth = 2 * workers
+            self._workers, self._depth = int(workers), 2 * int(workers)
 
     @property
     def workers(self) -> int:
-        return 0 if self._pool is None else self._pool._max_workers  # type: ignore[attr-defined]
+        """Worker processes drawing batches (0: drawn in the calling process)."""
+        return self._workers if self._pool is not None else 0
 
     def get(self, step: int) -> TrainingBatch:
         """The batch of ``step`` (the step after the previous call's)."""

@@ -13,6 +13,17 @@ The saved file is an open_clip state dict in safetensors, loadable by
 ``open_clip.create_model(arch, pretrained=path)``. A JSON record with the
 exact command, the data and the retrieval accuracies is written beside it.
 
+With ``degradations`` (a family preset, e.g. ``realistic``), the encoder also
+learns words for how an image was taken: each training crop is made small by
+a degradation drawn from the family (at ``degradation_scale``) and brought back
+to the encoder's size by bicubic interpolation, and its caption is the content
+caption joined with words for that degradation ("out of focus", "grainy",
+"JPEG-compressed", "sharp": :mod:`napari_textsr.training.captions`). Each image
+appears twice in a batch, degraded two ways whose words differ, so only the
+degradation words tell the pair apart and the text tower must separate them.
+:func:`degradation_retrieval` measures it on held-out images degraded four
+named ways, against captions in a phrasing training never uses.
+
 Retrieval accuracy (image -> text top-1 on a held-out split): each validation
 image is matched against every distinct caption of the validation set; a hit
 is a best caption that belongs to the image (captions shared by several
@@ -27,7 +38,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Generator, Sequence
+from typing import TYPE_CHECKING, Generator, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +57,9 @@ from napari_textsr.training.data import CaptionedImage, DataError, load_data_sou
 from napari_textsr.training.runlock import RunLock
 from napari_textsr.training.schedule import cosine_factor
 
+if TYPE_CHECKING:  # pragma: no cover
+    from napari_textsr.training.degradations import DegradationFamily
+
 __all__ = [
     "PretrainConfig",
     "RetrievalResult",
@@ -55,6 +69,7 @@ __all__ = [
     "iter_pretrain",
     "pretrain_encoder",
     "retrieval_accuracy",
+    "degradation_retrieval",
     "contrastive_loss",
     "encode_text",
     "train_state_path",
@@ -76,6 +91,11 @@ class PretrainConfig:
         default: random init of ``arch`` seeded by ``seed``.
     crop_min: smallest random crop, as a fraction of the image's short side.
     eval_every: steps between retrieval evaluations (0: only before and after).
+    degradations: None, or a degradation family preset (``realistic``,
+        ``microscopy``, ...): train on degraded crops with degradation words,
+        each image twice per batch (see the module docstring).
+    degradation_scale: the down-sampling factor of those degradations (the
+        encoder sees 64-px images, so 2 keeps them recognisable).
     resume: continue exactly from ``train_state_path(out)`` (written with every
         checkpoint: weights, optimizer, schedule, random states) if it exists.
     """
@@ -100,9 +120,20 @@ class PretrainConfig:
     eval_every: int = 0
     resume: bool = False
     command: str = ""
+    degradations: str | None = None
+    degradation_scale: int = 2
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        if self.degradations is not None:
+            from napari_textsr.training.degradations import DEGRADATION_PRESETS
+
+            if self.degradations not in DEGRADATION_PRESETS:
+                raise ValueError(f"unknown degradation preset {self.degradations!r}; choose from {sorted(DEGRADATION_PRESETS)}")
+            if self.batch_size < 4 or self.batch_size % 2:
+                raise ValueError("with degradations, batch_size must be even and >= 4 (each image appears twice)")
+            if self.degradation_scale not in (2, 4):
+                raise ValueError(f"degradation_scale must be 2 or 4, got {self.degradation_scale}")
         if self.steps < 1 or self.batch_size < 2:
             raise ValueError("steps must be >= 1 and batch_size >= 2 (a contrastive batch needs negatives)")
         if not 0 < self.crop_min <= 1:
@@ -160,14 +191,24 @@ class _Entry:
 
 
 class EncoderTrainingSet:
-    """Captioned images held compactly, with the random crops CLIP training uses."""
+    """Captioned images held compactly, with the random crops CLIP training uses.
 
-    def __init__(self, entries: Sequence[_Entry], image_size: int, crop_min: float) -> None:
+    ``degradation``: a :class:`~napari_textsr.training.degradations.DegradationFamily`
+    whose scale divides ``image_size``; then :meth:`random_batch` returns each
+    crop twice, degraded two ways with different words in their captions.
+    """
+
+    def __init__(
+        self, entries: Sequence[_Entry], image_size: int, crop_min: float, degradation: "DegradationFamily | None" = None
+    ) -> None:
         if not entries:
             raise DataError("no images to train the encoder on")
+        if degradation is not None and image_size % degradation.scale:
+            raise ValueError(f"image size {image_size} is not a multiple of the degradation scale {degradation.scale}")
         self.entries = list(entries)
         self.image_size = image_size
         self.crop_min = crop_min
+        self.degradation = degradation
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -198,11 +239,35 @@ class EncoderTrainingSet:
             low = min(short, max(int(self.crop_min * short), self.image_size))
             side = int(rng.integers(low, short + 1))
             y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-            images.append(self._resize(entry.image[y : y + side, x : x + side]))
-            captions.append(caption)
-            if len(images) == batch_size:
+            crop = self._resize(entry.image[y : y + side, x : x + side])
+            if self.degradation is None:
+                images.append(crop)
+                captions.append(caption)
+            else:
+                for view, view_caption in self._degraded_pair(crop, caption, rng):
+                    images.append(view)
+                    captions.append(view_caption)
+            if len(images) >= batch_size:
                 break
         return torch.cat(images), captions
+
+    def _degraded_pair(self, crop: torch.Tensor, caption: str, rng: np.random.Generator):
+        """Two views of ``crop`` (1, 3, S, S) made small two ways whose words differ, with their captions."""
+        from napari_textsr.training.captions import TRAIN_TEMPLATES, compose_caption, describe_degradation
+
+        assert self.degradation is not None
+        first = self.degradation.draw(rng)
+        second = self.degradation.draw(rng)
+        for _ in range(20):  # the same kind of degradation twice would make two captions alike
+            if _said(first) != _said(second):
+                break
+            second = self.degradation.draw(rng)
+        for degradation in (first, second):
+            generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+            small = degradation(crop, generator=generator)
+            view = F.interpolate(small, size=crop.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+            template = TRAIN_TEMPLATES[int(rng.integers(len(TRAIN_TEMPLATES)))]
+            yield view, compose_caption(caption, describe_degradation(degradation, rng), template)
 
     def centre_crops(self) -> torch.Tensor:
         """(N, 3, S, S): each image's central square, resized (the validation view)."""
@@ -213,6 +278,13 @@ class EncoderTrainingSet:
             y, x = (h - side) // 2, (w - side) // 2
             crops.append(self._resize(entry.image[y : y + side, x : x + side]))
         return torch.cat(crops)
+
+
+def _said(degradation) -> frozenset[str]:
+    """The properties of a degradation that its words name (blur, noise, JPEG, or clean)."""
+    from napari_textsr.training.captions import degradation_properties
+
+    return frozenset(degradation_properties(degradation)) - {"binned", "aliased"}
 
 
 def _open_clip():
@@ -267,10 +339,11 @@ def contrastive_loss(clip: torch.nn.Module, tokenizer, images: torch.Tensor, cap
 
 @torch.no_grad()
 def retrieval_accuracy(
-    clip: torch.nn.Module, tokenizer, data: EncoderTrainingSet, chunk: int = 128
+    clip: torch.nn.Module, tokenizer, data: EncoderTrainingSet, chunk: int = 128, degradation_scale: int = 2
 ) -> dict[str, RetrievalResult]:
     """Image -> text top-1 on ``data`` (centre crops), overall ("all") and per group, plus
-    ``attribute:<family>`` results for synthetic scenes (see :func:`_attribute_retrieval`)."""
+    ``attribute:<family>`` results for synthetic scenes (see :func:`_attribute_retrieval`)
+    and ``degradation words`` (:func:`degradation_retrieval` at ``degradation_scale``)."""
     was_training = clip.training
     clip.eval()
     try:
@@ -304,7 +377,54 @@ def retrieval_accuracy(
         for name, idx in groups.items()
     }
     results.update(attributes)
+    results["degradation words"] = degradation_retrieval(clip, tokenizer, data, degradation_scale)
     return results
+
+
+DEGRADATION_RETRIEVAL_WAYS = ("blur", "noise", "jpeg", "bicubic-aa")  # bicubic-aa: "sharp and clean"
+
+
+@torch.no_grad()
+def degradation_retrieval(clip: torch.nn.Module, tokenizer, data: EncoderTrainingSet, scale: int = 2) -> RetrievalResult:
+    """Can the encoder tell from words how an image was made small?
+
+    Each held-out image's centre crop (the encoder's size) is made small ``scale``
+    times in each of four named ways (:data:`~napari_textsr.training.degradations.NAMED_DEGRADATIONS`:
+    blur sigma 1.3, noise sigma 5/255, JPEG quality 60, antialiased bicubic) and
+    brought back by bicubic interpolation; each view is matched against its own
+    content caption joined with the four held-out phrases
+    (:data:`~napari_textsr.training.captions.HELD_OUT_PHRASES`: "soft and out of
+    focus", "grainy and noisy", "blocky and JPEG-compressed", "sharp and clean",
+    in a template training never uses). top1: share of views whose best caption
+    names their degradation (chance 1/4); text_cosine: mean cosine between the
+    four captions' text embeddings (1.0: the words change nothing).
+    """
+    from napari_textsr.training.captions import HELD_OUT_PHRASES, held_out_caption
+    from napari_textsr.training.degradations import NAMED_DEGRADATIONS
+
+    phrases = [HELD_OUT_PHRASES[w if w != "bicubic-aa" else "clean"] for w in DEGRADATION_RETRIEVAL_WAYS]
+    was_training = clip.training
+    clip.eval()
+    try:
+        crops = data.centre_crops()
+        hits, cosines = [], []
+        for index, (entry, crop) in enumerate(zip(data.entries, crops)):
+            views = []
+            for way in DEGRADATION_RETRIEVAL_WAYS:
+                generator = torch.Generator().manual_seed(index)
+                small = NAMED_DEGRADATIONS[way](scale)(crop[None], generator=generator)
+                views.append(F.interpolate(small, size=crop.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1))
+            image_features = clip.encode_image(_clip_input(torch.cat(views), clip), normalize=True)
+            text = encode_text(clip, tokenizer([held_out_caption(entry.captions[0], p) for p in phrases]))
+            hits += ((image_features @ text.T).argmax(dim=1) == torch.arange(len(phrases))).tolist()
+            cosine = text @ text.T
+            cosines.append(float(cosine[~torch.eye(len(phrases), dtype=torch.bool)].mean()))
+    finally:
+        clip.train(was_training)
+    return RetrievalResult(
+        top1=float(np.mean(hits)), n_images=len(hits), n_captions=len(phrases), chance=1 / len(phrases),
+        text_cosine=float(np.mean(cosines)),
+    )  # fmt: skip
 
 
 @torch.no_grad()
@@ -367,8 +487,13 @@ def _build_sets(
     train, val = split_train_val(entries, config.val_fraction, seed=config.seed)  # by name, as for SR training
     if not val:
         raise DataError("the validation split is empty: give more images or a larger val_fraction")
+    degradation = None
+    if config.degradations is not None:
+        from napari_textsr.training.degradations import DegradationFamily
+
+        degradation = DegradationFamily.preset_family(config.degradations, config.degradation_scale)
     return (
-        EncoderTrainingSet(train, image_size, config.crop_min),
+        EncoderTrainingSet(train, image_size, config.crop_min, degradation),
         EncoderTrainingSet(val, image_size, config.crop_min),
     )
 
@@ -464,9 +589,14 @@ def _pretrain(
         state = load_torch_state(state_path)
         if not isinstance(state, dict) or not _PRETRAIN_STATE_KEYS <= set(state):
             raise ValueError(f"{state_path} is not a pretrain-encoder training state")
-        if state["steps"] != config.steps or state["arch"] != config.arch or state["seed"] != config.seed:
+        settings = (state.get("degradations"), state.get("degradation_scale", config.degradation_scale))
+        if (
+            state["steps"] != config.steps or state["arch"] != config.arch or state["seed"] != config.seed
+            or settings != (config.degradations, config.degradation_scale)
+        ):  # fmt: skip
             raise ValueError(
-                f"{state_path} is from a run with steps={state['steps']}, arch={state['arch']}, seed={state['seed']}; "
+                f"{state_path} is from a run with steps={state['steps']}, arch={state['arch']}, seed={state['seed']}, "
+                f"degradations={settings[0]} x{settings[1]}; "
                 "resume with the same settings or start afresh without --resume"
             )
         clip.load_state_dict(state["model"])
@@ -479,7 +609,7 @@ def _pretrain(
         retrieval = {k: RetrievalResult(**v) for k, v in state["retrieval"].items()}
         retrieval_step = state["retrieval_step"]
     else:
-        before = retrieval_accuracy(clip, tokenizer, val_set)
+        before = retrieval_accuracy(clip, tokenizer, val_set, degradation_scale=config.degradation_scale)
         retrieval, retrieval_step = before, 0
     yield PretrainEvent(first_step - 1, config.steps, loss_value, optimizer.param_groups[0]["lr"], 0.0, retrieval=before)
 
@@ -493,6 +623,7 @@ def _pretrain(
             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "retrieval_before": {k: asdict(v) for k, v in before.items()},
             "retrieval": {k: asdict(v) for k, v in retrieval.items()}, "retrieval_step": retrieval_step,
+            "degradations": config.degradations, "degradation_scale": config.degradation_scale,
         }
         with atomic_write(state_path) as tmp:
             torch.save(state, tmp)
@@ -525,7 +656,7 @@ def _pretrain(
         seen += len(captions)
         evaluate = step == config.steps or (config.eval_every and step % config.eval_every == 0)
         if evaluate:
-            retrieval, retrieval_step = retrieval_accuracy(clip, tokenizer, val_set), step
+            retrieval, retrieval_step = retrieval_accuracy(clip, tokenizer, val_set, degradation_scale=config.degradation_scale), step
         checkpoint = None
         stopping = stop is not None and stop.is_set() and step < config.steps
         if stopping or step == config.steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
