@@ -86,26 +86,6 @@ def test_layer_data_names_visibility_and_contrast(pdn_results):
     assert stack[-1][1]["metadata"]["consistency_error"] == [r.consistency_error for r in results]
 
 
-def test_hidden_layers_are_added_without_becoming_active(pdn_results):
-    from napari.components import ViewerModel
-
-    from napari_textsr.napari.layers import add_layer_data
-
-    image, results = pdn_results
-    viewer = ViewerModel()
-    viewer.add_image(image, name="in")
-    activations = []
-    viewer.layers.selection.events.active.connect(lambda event: activations.append(getattr(event.value, "name", None)))
-    layer_data = result_layer_data(source_from_layer(viewer.layers["in"]), results[:1], existing_names=["in"])
-    added = add_layer_data(viewer, layer_data)
-    assert [lay.name for lay in added] == [kwargs["name"] for _, kwargs, _ in layer_data]
-    assert set(activations) - {None} == {"in x2"}  # the output only; none of its hidden maps
-    assert viewer.layers.selection.active is added[0] and viewer.layers.selection == {added[0]}
-    assert viewer.layers._activate_on_insert is True  # napari's behaviour is back for other code
-    viewer.add_image(image, name="later", visible=False)
-    assert viewer.layers.selection.active.name == "later"
-
-
 def test_scripted_function_adds_the_same_layers_as_the_widget(viewer, qtbot):
     from napari.components import ViewerModel
 

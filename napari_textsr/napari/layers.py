@@ -359,31 +359,21 @@ def add_layer_data(viewer: napari.components.ViewerModel, layer_data: Sequence[L
 
     The tuples may have been built off the GUI thread against an older list of
     names: a name taken since gets napari's ``[n]`` suffix, and the maps'
-    ``metadata["output_layer"]`` follows their output's new name. A hidden
-    layer (the maps) does not become the active layer: in a Qt viewer every
-    activation rebuilds the layer controls, a GUI-thread cost per layer.
+    ``metadata["output_layer"]`` follows their output's new name. (napari makes
+    each added layer the active one; its only switch for that is private and
+    refused to plugins, so the caller re-activates the output afterwards.)
     """
     renamed: dict[str, str] = {}
     added = []
-    layers = viewer.layers
     for data, kwargs, _kind in layer_data:
         kwargs = dict(kwargs)
-        name = unique_name(kwargs["name"], [layer.name for layer in layers])
+        name = unique_name(kwargs["name"], [layer.name for layer in viewer.layers])
         renamed[kwargs["name"]] = name
         kwargs["name"] = name
         meta = kwargs.get("metadata")
         if isinstance(meta, dict) and meta.get("output_layer") in renamed:
             kwargs["metadata"] = {**meta, "output_layer": renamed[meta["output_layer"]]}
-        # napari's SelectableEventedList activates what is inserted unless this (private) flag is off
-        quiet = kwargs.get("visible", True) is False and isinstance(getattr(layers, "_activate_on_insert", None), bool)
-        before = layers._activate_on_insert if quiet else None
-        if quiet:
-            layers._activate_on_insert = False
-        try:
-            added.append(viewer.add_image(data, **kwargs))
-        finally:
-            if quiet:
-                layers._activate_on_insert = before
+        added.append(viewer.add_image(data, **kwargs))
     return added
 
 
