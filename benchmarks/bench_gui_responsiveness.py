@@ -166,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     sr.attention_check.setChecked(True)
 
     recorder = GapRecorder()
+    inserts: list[tuple[str, float, float]] = []  # (layer, start, end) of each insertion into the layer list
+    viewer.layers.events.inserting.connect(lambda event: inserts.append(("", time.perf_counter(), 0.0)))
+    viewer.layers.events.inserted.connect(
+        lambda event: inserts.__setitem__(-1, (event.value.name, inserts[-1][1], time.perf_counter()))
+    )
     sampler = StackSampler() if args.why else None
     if sampler is not None:
         sampler.start()
@@ -213,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         if sampler is not None:
             for a, b in recorder.long_gaps(begin, end, args.why):
                 print(f"  gap of {(b - a) * 1000:.0f} ms at {a - recorder.ticks[0]:.1f} s:")
+                within = [f"{name} {1000 * (e - s):.0f} ms" for name, s, e in inserts if a <= s <= b]
+                if within:
+                    print(f"    layers inserted in it (napari's own insertion time): {'; '.join(within)}")
                 print(sampler.explain(a, b))
     if sampler is not None:
         sampler.stop()

@@ -433,3 +433,28 @@ def test_bundled_headers_are_read_once_per_file_version(monkeypatch, tmp_path):
     assert [c.spec for c in model_store.bundled_choices()] == ["mine-x2"] and len(reads) == 1
     shutil.copy(loading.WEIGHTS_DIR / "mine-x2.textsr.safetensors", tmp_path / "other-x2.textsr.safetensors")
     assert [c.spec for c in model_store.bundled_choices()] == ["mine-x2", "other-x2"] and len(reads) == 3
+
+
+def test_the_event_loop_runs_between_two_layer_additions(viewer, qtbot):
+    """Each output/map layer is added on its own event-loop turn, with timers (and paints, input) between."""
+    from qtpy.QtCore import QTimer
+
+    viewer.add_image(grey_image((32, 32)), name="cells")
+    widget = make_widget(viewer, qtbot)
+    widget.device_combo.setCurrentText("cpu")
+    widget.consistency_check.setChecked(True)
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(lambda: ticks.append(1))
+    ticks_at_insert = []
+    viewer.layers.events.inserted.connect(lambda event: ticks_at_insert.append((event.value.name, len(ticks))))
+    timer.start()
+    try:
+        run_and_wait(widget, qtbot)
+    finally:
+        timer.stop()
+    names = [name for name, _ in ticks_at_insert]
+    assert names[0] == "cells x2" and names[-1] == "cells x2 consistency" and len(names) >= 3
+    counts = [n for _, n in ticks_at_insert]
+    assert all(later > earlier for earlier, later in zip(counts, counts[1:])), ticks_at_insert
