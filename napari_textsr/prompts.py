@@ -480,8 +480,7 @@ class PromptEncoder(nn.Module):
             x = clip.token_embedding(text).to(cast) + clip.positional_embedding.to(cast)
             x = clip.transformer(x, attn_mask=clip.attn_mask)
             x = clip.ln_final(x)
-            pooled = clip.encode_text(text)
-            return _project(x, clip.text_projection), pooled
+            return _project(x, clip.text_projection), _pool_like_encode_text(clip, x, text)
         text_tower = getattr(clip, "text", None)
         if text_tower is not None and hasattr(text_tower, "output_tokens"):
             previous = text_tower.output_tokens
@@ -518,6 +517,21 @@ class PromptEncoder(nn.Module):
     def clear_cache(self) -> None:
         with self._cache_lock:
             self._cache.clear()
+
+
+def _pool_like_encode_text(clip: nn.Module, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """open_clip ``CLIP.encode_text``'s pooling and projection of the final token features ``x`` (B, L, W):
+    the same numbers as ``clip.encode_text(text)`` without running the text tower a second time."""
+    pool_type = getattr(clip, "text_pool_type", None)
+    if pool_type is None:  # an open_clip without text_global_pool: let it pool itself
+        return clip.encode_text(text)
+    from open_clip.transformer import text_global_pool
+
+    pooled = text_global_pool(x, text, pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
+    projection = clip.text_projection
+    if projection is None:
+        return pooled
+    return projection(pooled) if isinstance(projection, nn.Module) else pooled @ projection
 
 
 @dataclass(frozen=True)

@@ -99,3 +99,14 @@ def test_prompt_cat_pads_and_repeat(tiny_encoder):
     assert both.tokens.shape[1] == b.tokens.shape[1] and both.mask[0].sum() == a.mask.sum()
     assert both.whole_words(0) == a.whole_words(0) and both.whole_words(1) == b.whole_words(0)
     assert a.repeat(4).tokens.shape[0] == 4
+
+
+def test_pooled_embedding_is_open_clips_encode_text(tiny_encoder):
+    # The pooled prompt comes from the token features already computed, not a second text-tower pass.
+    captions = ["green filaments", "a much longer caption about vertical stripes in red", ""]
+    tiny_encoder.clear_cache()  # (other tests share the encoder)
+    text = tiny_encoder.tokenize(captions)
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(tiny_encoder.clip.encode_text(text).float(), dim=-1)
+    got = tiny_encoder.encode(captions).pooled
+    assert torch.equal(got, expected)
