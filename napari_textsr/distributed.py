@@ -501,7 +501,7 @@ def upscale_distributed(
     existing = _existing_job(output, job_settings, overwrite)
     if existing is not None:
         image = existing
-        colour = _mapping_from_dict(image.provenance()["intensity"])
+        colour = _mapping_from_dict((image.provenance() or {})["intensity"])  # a resumable job's record has it
     else:
         if min(array.shape[-2:]) < max(info.min_size, 2):
             raise ValueError(f"the image is {array.shape[-2]}x{array.shape[-1]} pixels; this model needs {info.min_size}")
@@ -527,7 +527,7 @@ def upscale_distributed(
 
     if not todo and (image.provenance() or {}).get("complete"):  # nothing left to do
         return DistributedResult(read_ome_zarr(output), len(plan.blocks), 0, skipped, time.perf_counter() - start,
-                                 plan.block_shape, plan.halo, {}, image.provenance())
+                                 plan.block_shape, plan.halo, {}, image.provenance() or {})
 
     job = _Job(spec, caption, colour, str(output), factor)
     client, owned = _open_client(scheduler)

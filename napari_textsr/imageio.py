@@ -446,7 +446,8 @@ def _tiff_metadata(tif: Any, page: Any, number: int, ome: list[dict[str, Any]]) 
             texts.append(str(meta["Info"]))
     else:
         unit_code = getattr(page, "resolutionunit", None)
-        unit = {tifffile.RESUNIT.INCH: "inch", tifffile.RESUNIT.CENTIMETER: "cm"}.get(unit_code, "")
+        resolution_units: dict[Any, str] = {tifffile.RESUNIT.INCH: "inch", tifffile.RESUNIT.CENTIMETER: "cm"}
+        unit = resolution_units.get(unit_code, "")
         if unit and hasattr(page, "resolution"):
             x_res, y_res = page.resolution
             if x_res > 0 and y_res > 0:
@@ -650,7 +651,8 @@ def _read_zarr(path: Path, max_pixels: int | None) -> ImageFile:
             spacing[letter], origin[letter] = float(size), float(shift)
             units[letter] = reverse.get(axis.unit or "", axis.unit or "")
     attrs = image.attrs
-    record = attrs.get(_FILE_KEY) if isinstance(attrs.get(_FILE_KEY), dict) else {}
+    stored = attrs.get(_FILE_KEY)
+    record: dict[str, Any] = stored if isinstance(stored, dict) else {}
     data: Any = image.data
     rgb = bool(record.get("rgb")) and letters == "CYX" and image.shape[0] in (3, 4)
     if rgb:  # written channel-first by write_image_file; napari wants samples last
@@ -836,7 +838,7 @@ def _write_tiff(path: Path, images: list[ImageFile]) -> None:
     several = len(images) > 1
     flavours = {tiff_flavour(i, imagej_allowed=not several) for i in images}
     flavour = "ome" if flavours == {"ome"} else "shaped" if several else flavours.pop()
-    options = {flavour: True} if flavour in ("imagej", "ome") else {}
+    options: dict[str, Any] = {flavour: True} if flavour in ("imagej", "ome") else {}
     with tifffile.TiffWriter(str(path), bigtiff=total > 2**32 - 2**25, **options) as writer:
         for image in images:
             writer.write(image.data, **tiff_write_kwargs(image, flavour))

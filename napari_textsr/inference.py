@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_textsr._generators import drive
+from napari_textsr._generators import drive, relay
 from napari_textsr._version import __version__
 from napari_textsr.consistency import BackProjection, back_project, upsample
 from napari_textsr.devices import autocast_dtype, available_memory_bytes, select_device
@@ -335,7 +335,8 @@ class Upscaler:
         self.model = model.to(self.device).eval()
         self.encoder = encoder.to(self.device)
         self.autocast_dtype = autocast_dtype(self.device, half)
-        self.percentiles = tuple(percentiles)
+        low, high = percentiles
+        self.percentiles = (low, high)
         self.back_projection = back_projection
         self.tile_memory = tile_memory
         is_half = self.autocast_dtype is not None
@@ -536,7 +537,7 @@ class Upscaler:
     def _bytes_per_lr_pixel(self, info: TilingInfo, consistency: bool, attention: bool, channels: int) -> float:
         """Working memory of one padded LR pixel of a tile (activations, output, maps)."""
         s2 = self.scale**2
-        model_bytes = info.bytes_per_lr_pixel or 4 * 64 * (4 + 2 * s2)
+        model_bytes = float(info.bytes_per_lr_pixel or 4 * 64 * (4 + 2 * s2))
         if self.autocast_dtype is not None:
             model_bytes *= 0.6  # fp16 activations; some layers stay in float32
         extra = 4 * 3 * s2 * 2  # output copies: float32 core on the CPU, converted values
@@ -679,6 +680,7 @@ class Upscaler:
                         squared_error += float(core_residual.double().square().sum())
                         error_count += core_residual.numel()
                         disagreement = upsample(residual, scale).abs().mean(1)[0]
+                        assert consistency_map is not None  # made above when consistency is on
                         consistency_map[index + t.core_slices(scale)] = disagreement[core_hr].cpu().numpy()
                     core = sr[0][(slice(None), *core_hr)].cpu().numpy()
                     if attention:
@@ -773,16 +775,11 @@ class Upscaler:
         results: list[UpscaleResult] = []
         for (label, part, text, part_prompt, part_attention), count in zip(runs, counts):
             generator = self._generate(part, text, part_prompt, tile, consistency, part_attention, start, label)
-            try:
-                while True:
-                    try:
-                        event = next(generator)
-                    except StopIteration as stop:
-                        results.append(stop.value)
-                        break
-                    yield dataclasses.replace(event, done=done + event.done, total=total)
-            finally:
-                generator.close()
+
+            def counted(event: UpscaleProgress, before: int = done) -> tuple[UpscaleProgress]:
+                return (dataclasses.replace(event, done=before + event.done, total=total),)  # over all runs
+
+            results.append((yield from relay(generator, counted)))
             done += count
 
         result = results[0]
@@ -791,8 +788,8 @@ class Upscaler:
         if regions is not None:
             region_results = results[1 : 1 + len(plans)]
             region_ops.blend_into(image, consistency_map, regions, plans, region_results, layout.leading, scale)
-            for plan, part in zip(plans, region_results):
-                for name, values in part.attention.items():
+            for plan, region_result in zip(plans, region_results):
+                for name, values in region_result.attention.items():
                     full = np.zeros(layout.map_shape(scale), dtype=np.float32)
                     full[(..., *plan.core_slices(scale))] = values[(..., *plan.core_in_crop(scale))]
                     maps[f"region {plan.label}: {name}"] = full

@@ -116,8 +116,8 @@ class IntensityMapping:
         work = np.float64 if self.dtype.itemsize >= 4 and self.dtype.kind in "ui" or self.dtype == np.float64 else np.float32
         values = unit.astype(work, copy=True)
         if self.mode != "identity":
-            values *= work(self.span)
-            values += work(self.low)
+            np.multiply(values, work(self.span), out=values)
+            np.add(values, work(self.low), out=values)
         np.clip(values, self.clip_min, self.clip_max, out=values)
         if self.dtype.kind in "ui":
             np.rint(values, out=values)

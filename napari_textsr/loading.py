@@ -259,6 +259,7 @@ def resolve_checkpoint(spec: ModelSpec, scale: int | None = None) -> tuple[Path,
         return bundled.path, f"bundled:{bundled.name}"
     if spec.kind == "file":
         path = spec.path
+        assert path is not None  # a file spec always has one
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         return path, str(path)

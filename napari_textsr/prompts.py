@@ -24,7 +24,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 SENTENCE_TOKEN = "<sentence>"
+# An open_clip model (CLIP, CustomTextCLIP, CoCa...): its towers and attributes
+# differ by architecture and open_clip ships no type information, so it is Any.
+OpenClipModel = Any
 _CONFIG_DIR = Path(__file__).parent / "encoder_configs"
 _register_lock = threading.Lock()
 _registered = False
@@ -165,12 +168,12 @@ class EncoderIdentity:
         }
 
     @classmethod
-    def from_dict(cls, values: dict[str, object]) -> "EncoderIdentity":
+    def from_dict(cls, values: dict[str, Any]) -> "EncoderIdentity":
         return cls(
             arch=str(values["arch"]),
             source=str(values["source"]),
             pretrained=str(values["pretrained"]),
-            embed_dim=int(values["embed_dim"]),  # type: ignore[arg-type]
+            embed_dim=int(values["embed_dim"]),
             fingerprint=str(values["fingerprint"]),
         )
 
@@ -295,9 +298,9 @@ class PromptEncoder(nn.Module):
     caption (on the CPU, at most ``cache_size`` captions).
     """
 
-    def __init__(self, clip_model: nn.Module, tokenizer, spec: EncoderSpec, cache_size: int = 1024) -> None:
+    def __init__(self, clip_model: OpenClipModel, tokenizer, spec: EncoderSpec, cache_size: int = 1024) -> None:
         super().__init__()
-        self.clip = clip_model.eval().requires_grad_(False)
+        self.clip: OpenClipModel = clip_model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.spec = spec
         self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], list[int]]] = (
@@ -519,7 +522,7 @@ class PromptEncoder(nn.Module):
             self._cache.clear()
 
 
-def _pool_like_encode_text(clip: nn.Module, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+def _pool_like_encode_text(clip: OpenClipModel, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """open_clip ``CLIP.encode_text``'s pooling and projection of the final token features ``x`` (B, L, W):
     the same numbers as ``clip.encode_text(text)`` without running the text tower a second time."""
     pool_type = getattr(clip, "text_pool_type", None)

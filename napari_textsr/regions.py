@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "DEFAULT_FEATHER",
@@ -292,7 +293,7 @@ def region_window_mask(labels: np.ndarray, plan: RegionPlan) -> np.ndarray:
 def blend_regions(
     base: np.ndarray,
     parts: Sequence[tuple[tuple[slice, slice], np.ndarray, np.ndarray]],
-    dtype: np.dtype,
+    dtype: npt.DTypeLike,
 ) -> np.ndarray:
     """Weighted mean of a base output and region outputs over one window (formula in the module doc).
 
@@ -314,11 +315,11 @@ def blend_regions(
     numerator += (w0[..., None] if colour else w0) * base
     denominator = total + w0
     blended = numerator / (denominator[..., None] if colour else denominator)
-    dtype = np.dtype(dtype)
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(blended), info.min, info.max).astype(dtype)
-    return blended.astype(dtype)
+    target = np.dtype(dtype)
+    if target.kind in "ui":
+        info = np.iinfo(target)
+        return np.clip(np.rint(blended), info.min, info.max).astype(target)
+    return blended.astype(target)
 
 
 def blend_into(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 from napari_textsr.checkpoints import read_metadata
 from napari_textsr.prompts import PromptEncoder, save_encoder_state
-from napari_textsr.training.trainer import Trainer
+from napari_textsr.training.trainer import TrainConfig, Trainer
 from trainer_support import DATA, run_all, tiny_config
 
 
@@ -27,6 +29,8 @@ def test_cli_trains_and_resumes(tmp_path, capsys):
     assert record.extra["losses"]["kernel_temperature_every"] == 5
     assert record.command.startswith("textsr train --data synthetic:6:0:64 --method pdn")
     assert record.extra["resume_commands"] and "psnr_y" in record.validation
+    resumed = TrainConfig.from_run(out)  # options not typed on --resume keep the run's values, not the defaults
+    assert (resumed.steps, resumed.batch_size, resumed.lr_patch, resumed.val_every) == (5, 4, 8, 3)
     assert main(["train", "--out", str(tmp_path / "x"), "--data", DATA]) == 1  # no --method: a clear error
     assert "--method is required" in capsys.readouterr().err
 
@@ -44,3 +48,35 @@ def test_cli_fine_tune_takes_the_init_checkpoints_encoder(tmp_path, capsys):
     meta = read_metadata(tmp_path / "ft" / "model.textsr.safetensors")
     assert meta.encoder_spec == f"textsr-tiny:{weights}"
     assert [stage["steps"] for stage in meta.training.stages()] == [1, 1]
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    from napari_textsr.cli import build_parser
+
+    sub = next(a for a in build_parser(["train"])._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["train"]
+
+
+def test_cli_defaults_are_train_configs(tmp_path):
+    from napari_textsr.cli.train import build_config
+
+    parser = _train_parser()
+    args = parser.parse_args(["--out", str(tmp_path / "run"), "--method", "pdn", "--data", DATA])
+    # Nothing typed beyond the data: the config is TrainConfig's defaults, field for field.
+    assert build_config(args) == TrainConfig(method="pdn", data=[DATA], out_dir=tmp_path / "run")
+    defaults = TrainConfig(method="pdn")
+    assert (defaults.scale, defaults.steps, defaults.batch_size) == (4, 1000, 16)
+    # Every option that sets a field shows that field's default in its help.
+    shown = {a.dest: a.help for a in parser._actions if a.dest in args.config_fields}
+    assert set(shown) == set(args.config_fields) and {"scale", "lr_patch", "learning_rate", "workers"} <= set(shown)
+    for field, text in shown.items():
+        default = getattr(defaults, field)
+        if default is not None and "(default " in text:
+            assert text.endswith(f"(default {default})"), (field, text)
+    assert shown["learning_rate"].endswith(f"(default {defaults.learning_rate})")
+    # A typed option reaches its field.
+    typed = parser.parse_args(["--out", str(tmp_path / "b"), "--method", "pdn", "--data", DATA, "--patch", "12",
+                               "--workers", "2", "--lr", "1e-3", "--scale", "8"])  # fmt: skip
+    config = build_config(typed)
+    assert (config.lr_patch, config.workers, config.learning_rate, config.scale) == (12, 2, 1e-3, 8)
+    assert config.degradation.scale == 8 and config.steps == defaults.steps

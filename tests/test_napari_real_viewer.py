@@ -94,14 +94,10 @@ def test_closing_the_dock_during_a_run_cancels_it_and_adds_nothing(real_viewer, 
 
     def held_iter_job(job, upscaler, cancel):  # after the first tile, hold until released (or cancelled)
         generator = original(job, upscaler, cancel)
-        try:
-            yield next(generator)
-            while not (cancel.is_set() or release.is_set()):
-                time.sleep(0.01)
-            while True:
-                yield generator.send(None)
-        except StopIteration as stop:
-            return stop.value
+        yield next(generator)
+        while not (cancel.is_set() or release.is_set()):
+            time.sleep(0.01)
+        return (yield from generator)
 
     monkeypatch.setattr(jobs, "iter_job", held_iter_job)
     real_viewer.add_image(grey_image((64, 64)), name="big")

@@ -153,14 +153,9 @@ def test_cancel_mid_run_adds_nothing_and_widget_stays_usable(viewer, qtbot, monk
 
     def held_iter_job(job, upscaler, cancel):  # after the first tile, wait for Cancel (at most 30 s)
         generator = original(job, upscaler, cancel)
-        try:
-            event = next(generator)
-            yield event
-            cancel.wait(timeout=30)
-            while True:
-                yield generator.send(None)
-        except StopIteration as stop:
-            return stop.value
+        yield next(generator)
+        cancel.wait(timeout=30)
+        return (yield from generator)
 
     monkeypatch.setattr(jobs, "iter_job", held_iter_job)
     viewer.add_image(grey_image((64, 64)), name="big")

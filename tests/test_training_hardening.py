@@ -26,6 +26,7 @@ from napari_textsr.training.data import DataError, load_captioned_folder
 from napari_textsr.training.pretrain_encoder import PretrainConfig, iter_pretrain, train_state_path
 from napari_textsr.training.runlock import RunLock, RunLockedError
 from napari_textsr.training.trainer import STATE_NAME, TrainConfig, Trainer, _load_state
+from trainer_support import run_all
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "training_runs").glob("*/train_state.pt"))
@@ -88,19 +89,10 @@ def test_a_shipped_run_resumes_one_more_step(tmp_path):
     shutil.copytree(REPO / "training_runs" / "tgsr-x8-v2", run)
     config = TrainConfig.from_run(run)
     config.resume, config.steps, config.num_threads, config.val_max_images, config.val_crop = True, 3001, 1, 1, 64
-    events = list(_events(Trainer(config, items=synthetic_dataset(4, seed=0, size=256))))
+    events, _ = run_all(Trainer(config, items=synthetic_dataset(4, seed=0, size=256)))
     assert events[0].message.endswith("resumed from step 3000") and events[-1].step == 3001
     assert _load_state(run / STATE_NAME)["step"] == 3001
     assert read_metadata(run / "model.textsr.safetensors").training.steps == 3001
-
-
-def _events(trainer):
-    generator = trainer.run()
-    while True:
-        try:
-            yield next(generator)
-        except StopIteration:
-            return
 
 
 # ---------------------------------------------------------------- row 7

@@ -12,30 +12,28 @@ import shlex
 import sys
 from typing import Any
 
+from napari_textsr._generators import drive
 from napari_textsr.cli import command_help
 from napari_textsr.methods import method_names
 
-# Defaults live here, not in argparse, so that ``--resume`` can tell what the
-# user typed (overrides) from what the resumed run already fixed.
-DEFAULTS: dict[str, Any] = {
-    "scale": 4,
-    "preset": "default",
-    "steps": 1000,
-    "batch_size": 16,
-    "patch": 32,
-    "lr": 2e-4,
-    "degradations": "realistic",
-    "loss_weights": "",
-    "val_fraction": 0.1,
-    "val_every": 200,
-    "checkpoint_every": 200,
-    "warmup": 0,
-    "grad_clip": 1.0,
-    "seed": 0,
-    "device": "auto",
-    "threads": None,
-    "workers": 0,
-}
+# Every default is TrainConfig's: the options default to None, so ``--resume``
+# can tell what the user typed (overrides) from what the resumed run already
+# fixed, and a new run leaves what was not typed to the dataclass.
+
+
+def config_defaults() -> dict[str, Any]:
+    """TrainConfig's field defaults (``default_factory`` fields called), by field name."""
+    import dataclasses
+
+    from napari_textsr.training.config import TrainConfig
+
+    values = {}
+    for field in dataclasses.fields(TrainConfig):
+        if field.default is not dataclasses.MISSING:
+            values[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            values[field.name] = field.default_factory()
+    return values
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,25 +48,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "torchrun --nproc_per_node 2 -m napari_textsr.cli train ..."
         ),
     )
+    defaults = config_defaults()
+    settings: list[str] = []  # the TrainConfig fields options set directly
     a = parser.add_argument
+
+    def setting(flag: str, field: str, text: str, *, note: str | None = "", **kwargs: Any) -> None:
+        """An option that sets TrainConfig.<field> (its dest); the help ends with the field's default
+        (or ``note``; ``note=None``: no default shown)."""
+        settings.append(field)
+        ending = "" if note is None else f" (default: {note})" if note else f" (default {defaults[field]})"
+        kwargs.setdefault("metavar", flag.lstrip("-").replace("-", "_").upper())
+        a(flag, dest=field, default=None, help=text + ending, **kwargs)
+
     a("--data", action="append", default=[], metavar="DIR",
       help="captioned image folder (images + captions.csv), or synthetic:N:SEED[:SIZE]; repeatable")
     a("--method", choices=method_names(), default=None, help="method to train (required unless --resume)")
-    a("--scale", type=int, default=None, help=f"upscaling factor 2, 4, 8 or 16 (default {DEFAULTS['scale']})")
-    a("--encoder", default=None, metavar="SPEC",
-      help="prompt encoder ARCH:PRETRAINED (default: the --init checkpoint's, else textsr-tiny:none)")
-    a("--steps", type=int, default=None, help=f"total optimiser steps (default {DEFAULTS['steps']})")
+    setting("--scale", "scale", "upscaling factor 2, 4, 8 or 16", type=int)
+    setting("--encoder", "encoder", "prompt encoder ARCH:PRETRAINED", metavar="SPEC",
+            note="the --init checkpoint's, else textsr-tiny:none")
+    setting("--steps", "steps", "total optimiser steps", type=int)
     a("--out", required=True, metavar="DIR", help="output folder for the checkpoint and training state")
-    a("--init", default=None, metavar="CKPT", help="fine-tune from this checkpoint (same method, scale and encoder)")
+    setting("--init", "init", "fine-tune from this checkpoint (same method, scale and encoder)", metavar="CKPT",
+            note=None)
     a("--resume", action="store_true",
       help="continue the run in --out exactly where it stopped (its settings are reused; options given here override "
            "steps, intervals, device and threads)")
     a("--overwrite", action="store_true",
       help="start a new run in an --out folder that already holds a model or a run, replacing them")
-    a("--preset", default=None, help="model size preset, e.g. tiny, small, default, paper (default: default)")
-    a("--batch-size", type=int, default=None, help=f"global batch size (default {DEFAULTS['batch_size']})")
-    a("--patch", type=int, default=None, help=f"LR patch side in pixels (default {DEFAULTS['patch']})")
-    a("--lr", type=float, default=None, help=f"peak learning rate, cosine schedule (default {DEFAULTS['lr']})")
+    setting("--preset", "preset", "model size preset, e.g. tiny, small, default, paper")
+    setting("--batch-size", "batch_size", "global batch size", type=int)
+    setting("--patch", "lr_patch", "LR patch side in pixels", type=int)
+    setting("--lr", "learning_rate", "peak learning rate, cosine schedule", type=float)
     a("--degradations", default=None, metavar="PRESET",
       help="how LR training inputs are made: a family drawn per sample, 'realistic' (default: blur, five resize "
            "kernels, camera noise, JPEG), 'microscopy' (optics blur, binning, shot noise, no JPEG), 'bicubic' "
@@ -93,23 +103,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a("--adversarial", action="store_true", help="switch on the method's adversarial loss (tgsr, clipsr; off by default)")
     a("--paper-losses", action="store_true",
       help="the paper's full objective: also TGSR's text-image consistency term (off by default, see the docs)")
-    a("--val-fraction", type=float, default=None, help="held-out fraction of the images (default 0.1)")
-    a("--val-every", type=int, default=None, metavar="STEPS", help="validation interval (default 200)")
-    a("--checkpoint-every", type=int, default=None, metavar="STEPS", help="checkpoint interval (default 200)")
-    a("--warmup", type=int, default=None, metavar="STEPS", help="linear learning-rate warm-up (default 0)")
-    a("--grad-clip", type=float, default=None, help="max gradient norm, 0 = off (default 1.0)")
+    setting("--val-fraction", "val_fraction", "held-out fraction of the images", type=float)
+    setting("--val-every", "val_every", "validation interval", type=int, metavar="STEPS")
+    setting("--checkpoint-every", "checkpoint_every", "checkpoint interval", type=int, metavar="STEPS")
+    setting("--warmup", "warmup_steps", "linear learning-rate warm-up", type=int, metavar="STEPS")
+    setting("--grad-clip", "grad_clip", "max gradient norm, 0 = off", type=float)
     a("--model-option", default=None, metavar="NAME=VALUE,...", help="model config overrides, e.g. text_fusion=false")
-    a("--name", default=None, help="name stored in the checkpoint")
-    a("--seed", type=int, default=None, help="seed of the batches and the model's initialisation (default 0)")
-    a("--split-seed", type=int, default=None,
-      help="seed of the train/validation split by image name, independent of --seed (default 0)")
-    a("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default auto)")
-    a("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; split over torchrun ranks)")
-    a("--workers", type=int, default=None, metavar="N",
-      help="processes drawing the coming batches while the model trains (default 0: in the training process); "
-           "the batches are the same for any N, a GPU needs a few to stay busy")
+    setting("--name", "name", "name stored in the checkpoint", note=None)
+    setting("--seed", "seed", "seed of the batches and the model's initialisation", type=int)
+    setting("--split-seed", "split_seed", "seed of the train/validation split by image name, independent of --seed",
+            type=int)
+    setting("--device", "device", "auto, cpu, cuda, cuda:1, mps")
+    setting("--threads", "num_threads", "torch CPU threads", type=int, note="torch's choice; split over torchrun ranks")
+    setting("--workers", "workers", "processes drawing the coming batches while the model trains (0: in the "
+            "training process); the batches are the same for any N, a GPU needs a few to stay busy",
+            type=int, metavar="N")
     a("--no-progress", action="store_true", help="no progress bar; print one line per validation instead")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, config_fields=tuple(settings))
 
 
 def _parse_noise(text: str | None) -> tuple[float | None, float]:
@@ -161,7 +171,7 @@ def _build_degradation(given: dict[str, Any], previous: Any, scale: int, kind: s
     """
     import dataclasses
 
-    from napari_textsr.training.degradations import Degradation, DegradationFamily
+    from napari_textsr.training.degradations import DEFAULT_PRESET, Degradation, DegradationFamily
 
     legacy = "blur_sigma" in given or "noise" in given
     options = {}
@@ -179,7 +189,7 @@ def _build_degradation(given: dict[str, Any], previous: Any, scale: int, kind: s
         elif previous is not None:
             kind = "fixed" if isinstance(previous, Degradation) else previous.preset
         else:
-            kind = DEFAULTS["degradations"]
+            kind = DEFAULT_PRESET
     if kind == "fixed":
         base = previous if isinstance(previous, Degradation) else None
         values = (base or Degradation(scale=scale)).to_dict()
@@ -249,16 +259,20 @@ def _recorded_command() -> str | None:
 
 
 def build_config(args: argparse.Namespace):
-    """TrainConfig from parsed arguments (for --resume: the run's config plus overrides)."""
+    """TrainConfig from parsed arguments (for --resume: the run's config plus overrides).
+
+    A new run takes TrainConfig's defaults for every option not given.
+    """
     from pathlib import Path
 
+    from napari_textsr.training.config import TrainConfig
     from napari_textsr.training.losses import default_loss_weights, parse_loss_overrides
-    from napari_textsr.training.trainer import TrainConfig
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder for the checkpoint and training state")
     given = {k: v for k, v in vars(args).items() if v is not None}
+    values: dict[str, Any]
     if args.resume and (out / "train_state.pt").is_file():
         config = TrainConfig.from_run(out)
         values = config.to_dict()
@@ -269,26 +283,15 @@ def build_config(args: argparse.Namespace):
         if not args.data:
             raise ValueError("no training data: give --data DIR or --data synthetic:N:SEED")
         values = {"method": args.method, "data": [], "out_dir": out}
-        for key, value in DEFAULTS.items():
-            given.setdefault(key, value)
-        given.setdefault("loss_weights", "")
     method = given.get("method") or values["method"]
-    scale = int(given.get("scale", values.get("scale") or DEFAULTS["scale"]))
-
-    mapping = {
-        "scale": "scale", "preset": "preset", "encoder": "encoder", "steps": "steps", "batch_size": "batch_size",
-        "patch": "lr_patch", "lr": "learning_rate", "val_fraction": "val_fraction", "val_every": "val_every",
-        "checkpoint_every": "checkpoint_every", "warmup": "warmup_steps", "grad_clip": "grad_clip", "seed": "seed",
-        "split_seed": "split_seed",
-        "device": "device", "threads": "num_threads", "workers": "workers", "init": "init", "name": "name",
-    }  # fmt: skip
-    for arg_name, field in mapping.items():
-        if arg_name in given:
-            values[field] = given[arg_name]
+    # Options whose dest is a TrainConfig field (see register) override the run's values.
+    values.update({name: given[name] for name in args.config_fields if name in given})
+    scale = int(values.get("scale", config_defaults()["scale"]))
     values["method"] = method
     if args.data:
         values["data"] = list(args.data)
-    values["preview_every"] = values.get("val_every", 200)
+    if "val_every" in values:
+        values["preview_every"] = values["val_every"]
     if args.init_transfer:
         values["init_transfer"] = True
     if args.caption_rates:
@@ -325,43 +328,40 @@ def run(args: argparse.Namespace) -> int:
     rank = int(os.environ.get("RANK", "0"))
     trainer = Trainer(config, overwrite=getattr(args, "overwrite", False))
 
+    bar = None
+    val_text = ""
+
+    def show(event) -> None:
+        """One TrainingEvent on rank 0: messages, the progress bar, or a line per validation."""
+        nonlocal bar, val_text
+        if rank != 0:
+            return
+        if event.message:
+            _write(bar, f"[step {event.step}] {event.message}")
+        if bar is None and not args.no_progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=event.total_steps, initial=event.step - (1 if event.losses else 0),
+                       unit="step", dynamic_ncols=True, desc=f"{config.method} x{config.scale}")
+        if event.validation is not None:
+            v = event.validation
+            val_text = f"{v.psnr:.2f} dB (bicubic {v.psnr_bicubic:.2f})"
+            if args.no_progress:
+                print(f"step {event.step}/{event.total_steps}: val PSNR-Y {val_text}, SSIM-Y {v.ssim:.4f} "
+                      f"(bicubic {v.ssim_bicubic:.4f})", flush=True)
+        if bar is not None and event.losses:
+            postfix = {"loss": f"{event.losses.get('total', float('nan')):.4f}", "lr": f"{event.learning_rate:.2e}"}
+            if val_text:
+                postfix["val PSNR"] = val_text
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(event.step - bar.n)
+
     # First Ctrl-C or SIGTERM: finish the step, save and stop (on every torchrun
     # rank); a second one interrupts at once.
-    bar = None
     with contextlib.ExitStack() as stack:
         stack.enter_context(stop_on_signals(trainer.request_stop, lambda: trainer.stop_requested, announce=rank == 0))
         stack.callback(lambda: bar.close() if bar is not None else None)
-        events = trainer.run()
-        summary = None
-        val_text = ""
-        while True:
-            try:
-                event = next(events)
-            except StopIteration as stop:
-                summary = stop.value
-                break
-            if rank != 0:
-                continue
-            if event.message:
-                _write(bar, f"[step {event.step}] {event.message}")
-            if bar is None and not args.no_progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=event.total_steps, initial=event.step - (1 if event.losses else 0),
-                           unit="step", dynamic_ncols=True, desc=f"{config.method} x{config.scale}")
-            if event.validation is not None:
-                v = event.validation
-                val_text = f"{v.psnr:.2f} dB (bicubic {v.psnr_bicubic:.2f})"
-                if args.no_progress:
-                    print(f"step {event.step}/{event.total_steps}: val PSNR-Y {val_text}, SSIM-Y {v.ssim:.4f} "
-                          f"(bicubic {v.ssim_bicubic:.4f})", flush=True)
-            if bar is not None and event.losses:
-                postfix = {"loss": f"{event.losses.get('total', float('nan')):.4f}", "lr": f"{event.learning_rate:.2e}"}
-                if val_text:
-                    postfix["val PSNR"] = val_text
-                bar.set_postfix(postfix, refresh=False)
-                bar.update(event.step - bar.n)
-    assert summary is not None
+        summary = drive(trainer.run(), show)
     if rank == 0:
         state = "stopped" if summary.cancelled else "finished"
         print(f"{state} at step {summary.steps_completed}/{summary.total_steps} "

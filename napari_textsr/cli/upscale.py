@@ -351,6 +351,7 @@ class _Job:
 
     def _stream(self, upscaler, image, caption: str, kwargs: dict, args: argparse.Namespace, reference):
         """Upscale into a tiled BigTIFF, band by band; the output is never whole in memory."""
+        from napari_textsr._generators import relay
         from napari_textsr.imageio import TiffTileBands, metadata_only, write_tiled_tiff
         from napari_textsr.inference import UpscaleCancelled
 
@@ -360,20 +361,14 @@ class _Job:
         generator = upscaler.iter_upscale(image.data, caption, out=sink, **kwargs)
         box: list = []
 
+        def ready_tiles(event):
+            progress(event)
+            # tifffile closes the tile iterator at its last tile, so the engine must have returned by then.
+            return () if sink.all_written else sink.pop_ready()
+
         def tiles():
-            try:
-                while True:
-                    try:
-                        event = next(generator)
-                    except StopIteration as stop:
-                        box.append(stop.value)
-                        break
-                    progress(event)
-                    if not sink.all_written:  # tifffile closes this iterator at its last tile,
-                        yield from sink.pop_ready()  # so the engine must have returned by then
-                yield from sink.pop_ready()
-            finally:
-                generator.close()
+            box.append((yield from relay(generator, ready_tiles)))
+            yield from sink.pop_ready()
 
         # The provenance is known only at the end; record what is known now.
         placeholder = metadata_only(image, out_shape, image.data.dtype).data

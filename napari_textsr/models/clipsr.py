@@ -151,8 +151,8 @@ class TextAffine(nn.Module):
         # leaves the backbone intact, yet not exactly at it: captions then
         # already differ slightly and the first layers receive gradients.
         for mlp, bias in ((self.gamma, 1.0), (self.beta, 0.0)):
-            nn.init.normal_(mlp[2].weight, std=0.01)
-            nn.init.constant_(mlp[2].bias, bias)
+            nn.init.normal_(mlp[2].get_parameter("weight"), std=0.01)
+            nn.init.constant_(mlp[2].get_parameter("bias"), bias)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """x (B, C, h, w), text (B, D) re-weighted sentence vector -> (B, C, h, w)."""
@@ -300,7 +300,7 @@ class CLIPViTStage(nn.Module):
         n_prompts = 0 if prompts is None else prompts.shape[1]
         for i, block in enumerate(self.resblocks):
             k = i - self.first_prompt_block
-            if 0 <= k < n_prompts:
+            if prompts is not None and 0 <= k < n_prompts:
                 # The same prompt token joins every window of its image.
                 prompt = prompts[:, k, None, None, :].to(x.dtype).expand(batch, n_windows, 1, dim)
                 x = block(torch.cat([x, prompt.reshape(-1, 1, dim)], dim=1))[:, :-1]

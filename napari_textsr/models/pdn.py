@@ -94,7 +94,7 @@ class DynamicCorrelationModule(nn.Module):
         with the same result.
         """
         w = self.proj.weight[:, :, 0, 0]  # (D, C)
-        b = self.proj.bias  # (D,)
+        b = self.proj.get_parameter("bias")  # (D,)
         q = F.normalize(prompt, dim=-1)  # (B, D)
         dot = torch.einsum("bchw,bc->bhw", f, q @ w) + (q @ b)[:, None, None]
         gram = (w.t() @ w)[:, :, None, None]  # (C, C, 1, 1)
@@ -200,7 +200,7 @@ class PDN(TextSRModel):
         """Anneal the softmax temperature of every DCM's kernel attention."""
         if self.config.text_fusion:
             for dcm in self.dcms:
-                dcm.temperature.fill_(value)
+                dcm.get_buffer("temperature").fill_(value)
 
     def forward(self, lr: torch.Tensor, prompt: PromptEmbedding) -> SROutput:
         config: PDNConfig = self.config  # type: ignore[assignment]

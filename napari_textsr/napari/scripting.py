@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from napari_textsr._generators import drive
 from napari_textsr.napari.jobs import JobProgress, iter_job, make_job
 from napari_textsr.napari.layers import add_result_layers
 from napari_textsr.napari.model_store import MODEL_STORE
@@ -77,13 +78,5 @@ def upscale_layer(
         **engine_kwargs,
     )
     with MODEL_STORE.using(job.model, job.device, job.scale) as upscaler:
-        work = iter_job(job, upscaler)
-        while True:
-            try:
-                event = next(work)
-            except StopIteration as stop:
-                results = stop.value
-                break
-            if progress is not None:
-                progress(event)
+        results = drive(iter_job(job, upscaler), progress)
     return add_result_layers(viewer, job.source, results, offset=job.offset, compare=job.compare)

@@ -22,7 +22,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -252,9 +252,17 @@ def _name_fraction(name: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+Named = TypeVar("Named", bound=_Named)
+
+
 def split_train_val(
-    items: Sequence[CaptionedImage], val_fraction: float = 0.1, seed: int = 0
-) -> tuple[list[CaptionedImage], list[CaptionedImage]]:
+    items: Sequence[Named], val_fraction: float = 0.1, seed: int = 0
+) -> tuple[list[Named], list[Named]]:
     """Deterministic split by a hash of each item's name (and ``seed``); order kept.
 
     Works on anything with a ``name`` attribute (CaptionedImage or lighter records).

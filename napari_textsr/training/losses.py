@@ -44,7 +44,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Generic, Sequence, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -305,6 +305,9 @@ class CLIPImageFeatures(nn.Module):
     pooled vector. The weights are frozen; gradients flow to the image.
     """
 
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers: the tower's input normalisation
+    std: torch.Tensor
+
     def __init__(self, encoder: PromptEncoder) -> None:
         super().__init__()
         self.visual = encoder.clip.visual
@@ -484,6 +487,9 @@ def _warn_once(key: str, message: str) -> None:
 class VGGPerceptual(nn.Module):
     """Frozen VGG19 features at five ReLU layers; forward(sr, hr) -> weighted L1 sum (scalar)."""
 
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers: ImageNet normalisation
+    std: torch.Tensor
+
     def __init__(self, weights_path: Path, layer_weights: Sequence[float]) -> None:
         super().__init__()
         from napari_textsr._torchvision_compat import ensure_torchvision_importable
@@ -532,17 +538,20 @@ class VGGPerceptual(nn.Module):
 
 
 # ---------------------------------------------------------------- criteria
-class SRCriterion(nn.Module):
-    """Base: a method's losses. ``discriminator`` is None unless adversarial terms are on."""
+Weights = TypeVar("Weights", bound=LossWeights)
 
-    def __init__(self, weights: LossWeights) -> None:
+
+class SRCriterion(nn.Module, Generic[Weights]):
+    """Base: a method's losses, for its loss-weights class ``Weights``. ``discriminator`` is None unless adversarial terms are on."""
+
+    def __init__(self, weights: Weights) -> None:
         super().__init__()
-        self.weights = weights
+        self.weights: Weights = weights
         self.discriminator: nn.Module | None = None
         self.notes: list[str] = []  # what was switched off and why (recorded in checkpoints)
 
     @classmethod
-    def build(cls, weights: LossWeights, encoder: PromptEncoder, scale: int) -> SRCriterion:
+    def build(cls, weights: Weights, encoder: PromptEncoder, scale: int) -> SRCriterion[Weights]:
         """The criterion for ``weights``; every method's is built this way (:func:`build_criterion`).
 
         A subclass whose losses need the prompt encoder (CLIP features) or the
@@ -583,7 +592,7 @@ class SRCriterion(nn.Module):
         return self
 
 
-class TGSRCriterion(SRCriterion):
+class TGSRCriterion(SRCriterion[TGSRLossWeights]):
     """TGSR's L_global + L_fine (see :class:`TGSRLossWeights`)."""
 
     @classmethod
@@ -657,8 +666,10 @@ class TGSRCriterion(SRCriterion):
         w = self.weights
         return damsm_loss(regions, pooled, prompt, captions, w.damsm_gamma1, w.damsm_gamma2, w.damsm_gamma3)
 
-    def generator_loss(self, output, hr, prompt, captions):
-        w: TGSRLossWeights = self.weights  # type: ignore[assignment]
+    def generator_loss(
+        self, output: SROutput, hr: torch.Tensor, prompt: PromptEmbedding, captions: Sequence[str]
+    ) -> tuple[torch.Tensor, LossTerms]:
+        w = self.weights
         sr = output.image.float()
         coarse = output.aux.get("coarse")
         terms: LossTerms = {}
@@ -682,14 +693,16 @@ class TGSRCriterion(SRCriterion):
             for name, image in (("fine", sr), ("coarse", coarse)):
                 if image is None:
                     continue
-                cond, uncond = self.discriminator[name](image.float(), sentence)
+                cond, uncond = self.discriminator.get_submodule(name)(image.float(), sentence)
                 ones = torch.ones_like(cond)
                 g = g + F.binary_cross_entropy_with_logits(cond, ones) + F.binary_cross_entropy_with_logits(uncond, ones)
             terms["cgan"] = w.cgan * g
         total = sum(terms.values(), sr.new_zeros(()))
         return total, terms
 
-    def discriminator_loss(self, output, hr, prompt, captions):
+    def discriminator_loss(
+        self, output: SROutput, hr: torch.Tensor, prompt: PromptEmbedding, captions: Sequence[str]
+    ) -> tuple[torch.Tensor, LossTerms]:
         if self.discriminator is None:
             return super().discriminator_loss(output, hr, prompt, captions)
         sentence = prompt.pooled.float()
@@ -701,7 +714,7 @@ class TGSRCriterion(SRCriterion):
         for name, fake, real in (("fine", output.image, hr), ("coarse", coarse, self.lowpass(hr) if coarse is not None else None)):
             if fake is None:
                 continue
-            d = self.discriminator[name]
+            d = self.discriminator.get_submodule(name)
             real_cond, real_uncond = d(real, sentence)
             fake_cond, fake_uncond = d(fake.detach().float(), sentence)
             ones, zeros = torch.ones_like(real_cond), torch.zeros_like(real_cond)
@@ -716,7 +729,7 @@ class TGSRCriterion(SRCriterion):
         return total, terms
 
 
-class CLIPSRCriterion(SRCriterion):
+class CLIPSRCriterion(SRCriterion[CLIPSRLossWeights]):
     """CLIP-SR's L_rec + L_per + lambda_adv * L_adv (see :class:`CLIPSRLossWeights`)."""
 
     @classmethod
@@ -744,8 +757,10 @@ class CLIPSRCriterion(SRCriterion):
             self.clip_features = CLIPImageFeatures(encoder)
             self.discriminator = CLIPDiscriminatorHead(encoder.embed_dim)
 
-    def generator_loss(self, output, hr, prompt, captions):
-        w: CLIPSRLossWeights = self.weights  # type: ignore[assignment]
+    def generator_loss(
+        self, output: SROutput, hr: torch.Tensor, prompt: PromptEmbedding, captions: Sequence[str]
+    ) -> tuple[torch.Tensor, LossTerms]:
+        w = self.weights
         sr = output.image.float()
         terms: LossTerms = {}
         if w.l1 > 0:
@@ -762,11 +777,13 @@ class CLIPSRCriterion(SRCriterion):
         total = sum(terms.values(), sr.new_zeros(()))
         return total, terms
 
-    def discriminator_loss(self, output, hr, prompt, captions):
+    def discriminator_loss(
+        self, output: SROutput, hr: torch.Tensor, prompt: PromptEmbedding, captions: Sequence[str]
+    ) -> tuple[torch.Tensor, LossTerms]:
         if self.discriminator is None:
             return super().discriminator_loss(output, hr, prompt, captions)
         assert self.clip_features is not None
-        w: CLIPSRLossWeights = self.weights  # type: ignore[assignment]
+        w = self.weights
         sentence = prompt.pooled.float()
         with torch.no_grad():
             real_pooled, real_regions = self.clip_features(hr)
@@ -785,13 +802,14 @@ class CLIPSRCriterion(SRCriterion):
         if w.gradient_penalty > 0:
             # Matching-aware gradient penalty on (real image features, matching text).
             grads = torch.autograd.grad(real_logits.sum(), (real_regions, real_sentence), create_graph=True)
-            norm = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads) + 1e-12)
+            squared = cast(torch.Tensor, sum(g.flatten(1).pow(2).sum(1) for g in grads))  # (B,)
+            norm = torch.sqrt(squared + 1e-12)
             terms["d_gp"] = w.gradient_penalty * norm.pow(w.gradient_penalty_power).mean()
             loss = loss + terms["d_gp"]
         return loss, terms
 
 
-class PDNCriterion(SRCriterion):
+class PDNCriterion(SRCriterion[PDNLossWeights]):
     """PDN's L1 and its kernel-temperature schedule (see :class:`PDNLossWeights`)."""
 
     def __init__(self, weights: PDNLossWeights) -> None:
@@ -800,7 +818,7 @@ class PDNCriterion(SRCriterion):
 
     def temperature_at(self, step: int, steps_per_epoch: int) -> float | None:
         """Kernel temperature for ``step`` (0-based): T0 / decay ** floor(epoch / every)."""
-        w: PDNLossWeights = self.weights  # type: ignore[assignment]
+        w = self.weights
         if self.initial_temperature is None:
             return None
         epoch = step // max(1, w.epoch_steps or steps_per_epoch)
@@ -826,14 +844,16 @@ class PDNCriterion(SRCriterion):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.initial_temperature = state.get("initial_temperature", self.initial_temperature)
 
-    def generator_loss(self, output, hr, prompt, captions):
-        w: PDNLossWeights = self.weights  # type: ignore[assignment]
+    def generator_loss(
+        self, output: SROutput, hr: torch.Tensor, prompt: PromptEmbedding, captions: Sequence[str]
+    ) -> tuple[torch.Tensor, LossTerms]:
+        w = self.weights
         sr = output.image.float()
         terms: LossTerms = {"l1": w.l1 * F.l1_loss(sr, hr)} if w.l1 > 0 else {}
         return sum(terms.values(), sr.new_zeros(())), terms
 
 
-def build_criterion(weights: LossWeights, encoder: PromptEncoder, scale: int) -> SRCriterion:
+def build_criterion(weights: LossWeights, encoder: PromptEncoder, scale: int) -> SRCriterion[Any]:
     """The criterion of ``weights.method`` from the method table (frozen feature networks built from ``encoder``).
 
     ValueError when ``weights`` is not the table's loss-weights class of its method.

@@ -48,6 +48,7 @@ from napari_textsr._generators import drive
 from napari_textsr.durable import atomic_write, load_torch_state, write_text_atomic
 from napari_textsr.prompts import (
     EncoderSpec,
+    OpenClipModel,
     PromptEncoder,
     register_encoder_configs,
     save_encoder_state,
@@ -295,14 +296,14 @@ def _open_clip():
     return open_clip
 
 
-def _clip_input(images: torch.Tensor, clip: torch.nn.Module) -> torch.Tensor:
+def _clip_input(images: torch.Tensor, clip: OpenClipModel) -> torch.Tensor:
     """[0, 1] images at the model's size -> normalised as ``PromptEncoder.encode_images`` does."""
     mean = torch.tensor(getattr(clip.visual, "image_mean", None) or _OPENAI_MEAN, dtype=images.dtype)
     std = torch.tensor(getattr(clip.visual, "image_std", None) or _OPENAI_STD, dtype=images.dtype)
     return (images - mean[:, None, None]) / std[:, None, None]
 
 
-def encode_text(clip: torch.nn.Module, text: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+def encode_text(clip: OpenClipModel, text: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     """``clip.encode_text`` on token ids (B, L), skipping the padding after the last real token.
 
     The text tower is causal and pools at the end-of-text token, so positions
@@ -328,7 +329,7 @@ def encode_text(clip: torch.nn.Module, text: torch.Tensor, normalize: bool = Tru
     return F.normalize(x, dim=-1) if normalize else x
 
 
-def contrastive_loss(clip: torch.nn.Module, tokenizer, images: torch.Tensor, captions: Sequence[str], loss_fn=None) -> torch.Tensor:
+def contrastive_loss(clip: OpenClipModel, tokenizer, images: torch.Tensor, captions: Sequence[str], loss_fn=None) -> torch.Tensor:
     """open_clip's symmetric InfoNCE (``ClipLoss``) for a batch of (B, 3, S, S) images in [0, 1] and B captions."""
     loss_fn = loss_fn or _open_clip().loss.ClipLoss()
     text = tokenizer([" ".join(c.split()) for c in captions])
@@ -339,7 +340,7 @@ def contrastive_loss(clip: torch.nn.Module, tokenizer, images: torch.Tensor, cap
 
 @torch.no_grad()
 def retrieval_accuracy(
-    clip: torch.nn.Module, tokenizer, data: EncoderTrainingSet, chunk: int = 128, degradation_scale: int = 2
+    clip: OpenClipModel, tokenizer, data: EncoderTrainingSet, chunk: int = 128, degradation_scale: int = 2
 ) -> dict[str, RetrievalResult]:
     """Image -> text top-1 on ``data`` (centre crops), overall ("all") and per group, plus
     ``attribute:<family>`` results for synthetic scenes (see :func:`_attribute_retrieval`)
@@ -385,7 +386,7 @@ DEGRADATION_RETRIEVAL_WAYS = ("blur", "noise", "jpeg", "bicubic-aa")  # bicubic-
 
 
 @torch.no_grad()
-def degradation_retrieval(clip: torch.nn.Module, tokenizer, data: EncoderTrainingSet, scale: int = 2) -> RetrievalResult:
+def degradation_retrieval(clip: OpenClipModel, tokenizer, data: EncoderTrainingSet, scale: int = 2) -> RetrievalResult:
     """Can the encoder tell from words how an image was made small?
 
     Each held-out image's centre crop (the encoder's size) is made small ``scale``
@@ -429,7 +430,7 @@ def degradation_retrieval(clip: torch.nn.Module, tokenizer, data: EncoderTrainin
 
 @torch.no_grad()
 def _attribute_retrieval(
-    clip: torch.nn.Module, tokenizer, data: EncoderTrainingSet, image_features: torch.Tensor
+    clip: OpenClipModel, tokenizer, data: EncoderTrainingSet, image_features: torch.Tensor
 ) -> dict[str, RetrievalResult]:
     """Synthetic scenes against their own caption with the identity swapped
     ("red circles" vs "red squares", ...): does the encoder know what x8 destroys?
@@ -498,7 +499,7 @@ def _build_sets(
     )
 
 
-def _optimizer(clip: torch.nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
+def _optimizer(clip: OpenClipModel, config: PretrainConfig) -> torch.optim.Optimizer:
     # open_clip's rule: no weight decay on gains, biases, norms and the temperature.
     def exclude(name: str, p: torch.nn.Parameter) -> bool:
         return p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name

@@ -55,22 +55,23 @@ from napari_textsr.checkpoints import (
     training_stages,
 )
 from napari_textsr.devices import configure_threads, select_device
-from napari_textsr.durable import atomic_write, load_torch_state
+from napari_textsr.durable import atomic_write
 from napari_textsr.metrics import quality_scores
-from napari_textsr.models import SUPPORTED_SCALES, TextSRModel, available_methods, create_model, model_from_config
+from napari_textsr.models import TextSRModel, create_model, model_from_config
 from napari_textsr.prompts import EncoderSpec, PromptEmbedding, PromptEncoder
-from napari_textsr.training.losses import (
-    LossWeights,
-    SRCriterion,
-    build_criterion,
-    default_loss_weights,
-    loss_weights_from_dict,
+from napari_textsr.training.config import (
+    _STATE_FORMAT,
+    _STATE_VERSION,
+    CHECKPOINT_STEM,
+    STATE_NAME,
+    TrainConfig,
+    _load_state,
 )
+from napari_textsr.training.losses import SRCriterion, build_criterion, default_loss_weights
 from napari_textsr.training.runlock import RunLock
 from napari_textsr.training.schedule import cosine_factor
 
 if TYPE_CHECKING:
-    from napari_textsr.training.captions import CaptionPolicy
     from napari_textsr.training.data import CaptionedImage
     from napari_textsr.training.degradations import DegradationLike
 
@@ -87,181 +88,7 @@ __all__ = [
     "equivalent_command",
 ]
 
-CHECKPOINT_NAME = "model" + SUFFIX
-STATE_NAME = "train_state.pt"
-_STATE_FORMAT = "napari-textsr-train-state"
-_STATE_VERSION = 1
-
-
-def _default_degradation(scale: int) -> "DegradationLike":
-    from napari_textsr.training.degradations import DEFAULT_PRESET, DegradationFamily
-
-    return DegradationFamily.preset_family(DEFAULT_PRESET, scale)
-
-
-# ----------------------------------------------------------------------- config
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run.
-
-    ``batch_size`` is the global batch (split over ``torchrun`` ranks);
-    ``lr_patch`` the LR patch side (HR patches are ``lr_patch * scale``).
-    ``encoder``: an EncoderSpec string; ``None`` takes the ``init``
-    checkpoint's encoder (or ``textsr-tiny:none`` without one).
-    ``degradation``: a fixed pipeline or a family drawn per sample
-    (:mod:`napari_textsr.training.degradations`); ``None`` means the
-    ``realistic`` family. ``captions``: how degradation words and caption
-    dropout enter the captions (:class:`~napari_textsr.training.captions.CaptionPolicy`;
-    ``None`` means its defaults). ``losses``: ``None`` means the method's
-    paper defaults (:func:`~napari_textsr.training.losses.default_loss_weights`).
-    ``init_transfer``: with ``init``, start from a checkpoint of another scale
-    (or preset), taking every tensor whose name and shape fit and
-    initialising the rest (e.g. x16 from x8: all but the last upsampling stage).
-    ``data``: folders with ``captions.csv`` and ``synthetic:N:SEED[:SIZE]``
-    entries (ignored when the Trainer is given ``items``).
-    Learning rate: cosine from ``learning_rate`` to ``learning_rate *
-    min_lr_ratio`` over ``steps`` after ``warmup_steps`` of linear warm-up.
-    ``seed`` sets the initialisation and the batches; ``split_seed`` (default
-    0, like ``textsr bench --split-seed``) which images are held out.
-    ``grad_clip``: max global gradient norm (0 = off). ``mixed_precision``:
-    ``None`` = on for CUDA (bfloat16 where supported, else float16 with loss
-    scaling), off elsewhere. Validation uses at most ``val_max_images``
-    held-out images, centre-cropped to ``val_crop`` HR pixels, so it stays
-    quick on a CPU. ``model_overrides`` set model config fields of a new model
-    (e.g. ``text_fusion=False`` for the text-free baseline). ``command``: the
-    command line to record (the CLI passes ``sys.argv``); ``None`` records an
-    equivalent ``textsr train`` command rebuilt from this config.
-    ``workers``: processes that draw (degrade) the coming steps' batches
-    while the model trains (:class:`~napari_textsr.training.data.BatchPrefetcher`;
-    0 = drawn in the training process). Batches, and so the trained model, are
-    the same for any value; on a GPU a few workers keep it busy.
-    """
-
-    method: str
-    scale: int
-    preset: str = "default"
-    encoder: str | None = None
-    data: list[str] = field(default_factory=list)
-    steps: int = 1000
-    batch_size: int = 16
-    lr_patch: int = 32
-    learning_rate: float = 2e-4
-    degradation: "DegradationLike | None" = None
-    captions: "CaptionPolicy | None" = None
-    losses: LossWeights | None = None
-    val_fraction: float = 0.1
-    val_every: int = 200
-    checkpoint_every: int = 200
-    preview_every: int = 200
-    out_dir: Path = Path("textsr-training")
-    init: Path | None = None
-    resume: bool = False
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int | None = None
-    workers: int = 0
-    # Additions to the documented contract.
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 1.0
-    mixed_precision: bool | None = None
-    # Which images are held out is fixed apart from ``seed``, so a fine-tune or
-    # a rerun with another seed never trains on an earlier run's validation images.
-    split_seed: int = 0
-    augment: bool = True
-    val_max_images: int = 8
-    val_crop: int = 256
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    init_transfer: bool = False
-    name: str = ""
-    command: str | None = None
-
-    # Fields a resumed run must share with the run it continues (others, like
-    # steps, intervals, device and threads, may change between sessions).
-    RESUME_FIXED = (
-        "method", "scale", "preset", "encoder", "data", "batch_size", "lr_patch", "learning_rate",
-        "degradation", "losses", "val_fraction", "split_seed", "seed", "warmup_steps", "min_lr_ratio", "grad_clip",
-        "augment", "model_overrides", "init", "captions", "init_transfer",
-    )  # fmt: skip
-
-    def __post_init__(self) -> None:
-        self.method = self.method.lower()
-        if self.method not in available_methods():
-            raise ValueError(f"unknown method {self.method!r}; choose from {available_methods()}")
-        if self.scale not in SUPPORTED_SCALES:
-            raise ValueError(f"scale must be one of {SUPPORTED_SCALES}, got {self.scale}")
-        for name in ("steps", "batch_size", "lr_patch", "val_every", "checkpoint_every", "preview_every"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        self.out_dir = Path(self.out_dir)
-        self.init = Path(self.init) if self.init else None
-        self.data = [str(d) for d in self.data]
-        if self.degradation is None:
-            self.degradation = _default_degradation(self.scale)
-        elif self.degradation.scale != self.scale:
-            raise ValueError(f"degradation scale {self.degradation.scale} differs from scale {self.scale}")
-        if self.captions is None:
-            from napari_textsr.training.captions import CaptionPolicy
-
-            self.captions = CaptionPolicy()
-        if self.losses is None:
-            self.losses = default_loss_weights(self.method)
-        elif self.losses.method != self.method:
-            raise ValueError(f"loss weights are for {self.losses.method}, not {self.method}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (paths as strings, degradation and losses as dicts)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        values["out_dir"] = str(self.out_dir)
-        values["init"] = str(self.init) if self.init else None
-        values["degradation"] = self.degradation.to_dict()  # type: ignore[union-attr]
-        values["captions"] = self.captions.to_dict()  # type: ignore[union-attr]
-        values["losses"] = self.losses.to_dict()  # type: ignore[union-attr]
-        values["data"] = list(self.data)
-        values["model_overrides"] = dict(self.model_overrides)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        values = dict(values)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"TrainConfig does not take {sorted(unknown)}")
-        from napari_textsr.training.captions import CaptionPolicy
-        from napari_textsr.training.degradations import degradation_from_dict
-
-        # Runs stored before split_seed existed split with their seed; runs stored
-        # before degradation words existed trained on content captions alone.
-        values.setdefault("split_seed", values.get("seed", 0))
-        values.setdefault("captions", CaptionPolicy.content_only().to_dict())
-        if isinstance(values.get("degradation"), dict):
-            values["degradation"] = degradation_from_dict(values["degradation"])
-        if isinstance(values.get("captions"), dict):
-            values["captions"] = CaptionPolicy.from_dict(values["captions"])
-        if isinstance(values.get("losses"), dict):
-            values["losses"] = loss_weights_from_dict(values["method"], values["losses"])
-        return cls(**values)
-
-    @classmethod
-    def from_run(cls, out_dir: str | os.PathLike) -> "TrainConfig":
-        """The config a previous run in ``out_dir`` was started with (to resume it)."""
-        state = _load_state(Path(out_dir) / STATE_NAME)
-        config = cls.from_dict(state["config"])
-        config.out_dir = Path(out_dir)
-        return config
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.out_dir / CHECKPOINT_NAME
-
-    @property
-    def state_path(self) -> Path:
-        return self.out_dir / STATE_NAME
+CHECKPOINT_NAME = CHECKPOINT_STEM + SUFFIX
 
 
 # ----------------------------------------------------------------------- events
@@ -403,18 +230,18 @@ def equivalent_command(config: TrainConfig, data_note: str | None = None) -> str
         args += ["--loss-weights", ",".join(f"{k}={_format_setting(v)}" for k, v in changed.items())]
     if c.init:
         args += ["--init", str(c.init)]
-    if c.val_fraction != 0.1:
-        args += ["--val-fraction", repr(c.val_fraction)]
-    if c.split_seed != 0:
-        args += ["--split-seed", str(c.split_seed)]
-    for flag, value, default in (
-        ("--val-every", c.val_every, 200),
-        ("--checkpoint-every", c.checkpoint_every, 200),
-        ("--warmup", c.warmup_steps, 0),
-        ("--grad-clip", c.grad_clip, 1.0),
+    field_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for flag, name in (
+        ("--val-fraction", "val_fraction"),
+        ("--split-seed", "split_seed"),
+        ("--val-every", "val_every"),
+        ("--checkpoint-every", "checkpoint_every"),
+        ("--warmup", "warmup_steps"),
+        ("--grad-clip", "grad_clip"),
     ):
-        if value != default:
-            args += [flag, str(value)]
+        value = getattr(c, name)
+        if value != field_defaults[name]:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
     if c.model_overrides:
         args += ["--model-option", ",".join(f"{k}={v}" for k, v in c.model_overrides.items())]
     return shlex.join(args)
@@ -451,15 +278,6 @@ def _format_setting(value: Any) -> str:
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     with atomic_write(path) as tmp:
         torch.save(obj, tmp)
-
-
-def _load_state(path: Path) -> dict[str, Any]:
-    state = load_torch_state(path)
-    if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
-        raise ValueError(f"{path} is not a napari-textsr training state")
-    if state.get("version") != _STATE_VERSION:
-        raise ValueError(f"{path}: training state version {state.get('version')} is not supported")
-    return state
 
 
 def _step_seed(seed: int, rank: int, step: int) -> int:
@@ -666,7 +484,7 @@ class Trainer:
                 step=s.start_step,
                 total_steps=config.steps,
                 losses={},
-                learning_rate=s.scheduler.get_last_lr()[0],
+                learning_rate=float(s.scheduler.get_last_lr()[0]),
                 images_per_second=0.0,
                 eta_seconds=0.0,
                 validation=s.last_validation,
@@ -686,7 +504,7 @@ class Trainer:
                     batch = prefetcher.get(step)
                     prompt = s.caption_cache.batch(batch.captions).to(s.device)
                     extra = s.criterion.schedule(s.model, step, s.steps_per_epoch)
-                    learning_rate = s.scheduler.get_last_lr()[0]
+                    learning_rate = float(s.scheduler.get_last_lr()[0])
                     terms, grad_norm = self._train_step(
                         s, batch.lr.to(s.device, non_blocking=True), batch.hr.to(s.device, non_blocking=True),
                         prompt, batch.captions,
@@ -792,6 +610,7 @@ class Trainer:
         from napari_textsr.training.data import PatchSampler, split_train_val
 
         train_items, val_items = split_train_val(items, config.val_fraction, config.split_seed)
+        assert config.degradation is not None  # TrainConfig fills it in
         sampler = PatchSampler(
             train_items, config.degradation, lr_patch=config.lr_patch, augment=config.augment, captions=config.captions
         )
@@ -937,7 +756,7 @@ class Trainer:
         factor = cosine_factor(s.start_step, config.steps, config.warmup_steps, config.min_lr_ratio)
         for group in s.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
-        s.scheduler._last_lr = [group["lr"] for group in s.optimizer.param_groups]  # type: ignore[attr-defined]
+        s.scheduler._last_lr = [group["lr"] for group in s.optimizer.param_groups]
         s.history = list(state.get("loss_history", []))
         # The first session's command, then each resume's: a resumed checkpoint is made by all of them.
         s.commands = list(state.get("commands", [])) + s.commands
