@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from napari.layers import Image
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QEvent, QObject, Qt, Signal
+from qtpy.QtCore import QEvent, QObject, Qt, Signal, Slot
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -504,9 +504,35 @@ class BackgroundRun:
 
 
 class _Delivery(QObject):
-    """Carries a result from a loader thread to the GUI thread (queued signal)."""
+    """Carries a result from a loader thread to the GUI thread (queued signal).
+
+    The receiving slot is a method of this object, a child of the owner
+    widget: when the owner is deleted, Qt deletes this object and drops a
+    delivery still queued for it, so no Python code runs against a widget
+    being torn down (a plain function as receiver ran in that window and
+    could crash the interpreter).
+    """
 
     done = Signal(object, object)
+
+    def __init__(self, owner: QWidget, on_done: Callable[[Any], None], on_fail: Callable[[Exception], None]) -> None:
+        super().__init__(owner)
+        self._owner, self._on_done, self._on_fail = owner, on_done, on_fail
+        self.done.connect(self.deliver, Qt.QueuedConnection)
+
+    @Slot(object, object)
+    def deliver(self, result: Any, error: Any) -> None:
+        owner = self._owner
+        self._owner = None  # one delivery; and no reference kept to a closed widget
+        if owner is None or not is_alive(owner) or getattr(owner, "closed", False):
+            return
+        try:
+            if error is not None:
+                self._on_fail(error)
+            else:
+                self._on_done(result)
+        finally:
+            self.deleteLater()
 
 
 def load_in_background(
@@ -517,24 +543,14 @@ def load_in_background(
 ) -> threading.Thread:
     """Run ``load()`` in a thread; call ``on_done(result)`` or ``on_fail(error)`` on the GUI thread.
 
-    Nothing is called once ``owner`` is deleted, and nothing raises then: the
-    result goes through a QObject child of ``owner``, so when the widget (or
-    the whole viewer) closes during the load, Qt deletes it with the widget and
-    the thread's emit is dropped. The thread is not a daemon: the interpreter
-    waits for a load in progress instead of tearing torch down under it.
+    Nothing is called once ``owner`` is deleted or closed, and nothing raises
+    then: the result goes through a QObject child of ``owner`` (:class:`_Delivery`),
+    so when the widget (or the whole viewer) closes during the load, Qt deletes
+    it with the widget and the thread's emit is dropped. The thread is not a
+    daemon: the interpreter waits for a load in progress instead of tearing
+    torch down under it.
     """
-    delivery = _Delivery(owner)
-
-    def deliver(result: Any, error: Any) -> None:
-        if not is_alive(owner) or getattr(owner, "closed", False):
-            return
-        if error is not None:
-            on_fail(error)
-        else:
-            on_done(result)
-        delivery.deleteLater()
-
-    delivery.done.connect(deliver, Qt.QueuedConnection)
+    delivery = _Delivery(owner, on_done, on_fail)
 
     def body() -> None:
         try:
