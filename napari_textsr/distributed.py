@@ -19,8 +19,9 @@ How a job runs (see :func:`upscale_distributed`):
    the engine's own), and sent to every block, so blocks do not normalise
    themselves differently. A restarted job reuses the stored mapping.
 3. **Workers.** Each worker process loads the model once (:func:`cached_upscaler`,
-   keyed by :class:`WorkerModel`) and runs each block through the engine's own
-   per-tile code (``Upscaler._generate``), then writes the block's core straight
+   keyed by :class:`WorkerModel`) and runs each block through
+   :meth:`Upscaler.upscale_block <napari_textsr.inference.Upscaler.upscale_block>`
+   (the engine's own tiles, with the global mapping), then writes the block's core straight
    into the output OME-Zarr. Output chunks are exactly the blocks' cores scaled,
    so no two blocks write the same chunk.
 4. **Restart.** After its core is written, a block sets its cell of a small
@@ -240,7 +241,6 @@ def _read_plane(source: Any, region: tuple[slice, ...]) -> np.ndarray:
 def _run_block(job: _Job, block: Block, raw: np.ndarray) -> dict[str, Any]:
     """Upscale one padded block and write its core; runs on a worker."""
     zarr = require_zarr()
-    from napari_textsr.inference import _drive, _layout, _Prepared
 
     start = time.perf_counter()
     upscaler = cached_upscaler(job.model)
@@ -249,13 +249,8 @@ def _run_block(job: _Job, block: Block, raw: np.ndarray) -> dict[str, Any]:
     if raw.shape[-2:] != expected:
         raise ValueError(f"block {block.grid}: read {raw.shape[-2:]} pixels, expected {expected}")
     with _INFERENCE_LOCK:
-        # The engine's own per-tile code, with the job's global intensity
-        # mapping (not one computed from this block alone).
-        layout = _layout(raw, False, upscaler.model.tiling_info().min_size)
-        prepared = _Prepared(raw, layout, job.colour, None)
-        prompt, _encoded = upscaler._prompt(job.caption, None)  # (prompt, caption text encoded)
-        generator = upscaler._generate(prepared, job.caption, prompt, None, False, False, start, "")
-        image = _drive(generator, None, lambda: False).image
+        # With the job's global intensity mapping, not one computed from this block alone.
+        image = upscaler.upscale_block(raw, job.caption, job.colour, rgb=False)
     lead = (slice(None),) * (image.ndim - 2)
     core = image[lead + block.tile.core_in_padded(job.scale)]
     group = zarr.open_group(job.output, mode="r+")

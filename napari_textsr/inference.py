@@ -503,6 +503,65 @@ class Upscaler:
             results[-1].caption_encoded = encoded
         return results
 
+    def upscale_block(
+        self,
+        block: np.ndarray,
+        caption: str,
+        intensity: IntensityMapping,
+        *,
+        alpha: IntensityMapping | None = None,
+        rgb: bool | None = None,
+        tile: int | None = None,
+    ) -> np.ndarray:
+        """Upscale one block cut from a larger image, normalised as that whole image is.
+
+        For drivers that split an image into blocks themselves (e.g.
+        :mod:`napari_textsr.distributed`): every block is normalised with the
+        whole image's intensity mapping, not one computed from the block, so
+        the blocks' cores put together equal :meth:`upscale` of the whole image
+        (exactly, up to float summation order, for models whose
+        ``TilingInfo.exact``) when each block carries a halo of at least
+        ``model.tiling_info().receptive_field`` input pixels where the image
+        continues and its origin is a multiple of ``tiling_info().alignment``
+        (:func:`napari_textsr.tiling.plan_tiles` cuts blocks so).
+
+        block: (*leading, Y, X) grey or (*leading, Y, X, 3|4) RGB/RGBA when
+            ``rgb`` (None: last axis 3 or 4 and ndim >= 3), halo included; any
+            dtype :meth:`upscale` takes; a numpy array or array-like.
+        caption: the text prompt ("" = the unconditional prompt); a caption
+            longer than the encoder's context warns, as in :meth:`upscale`.
+        intensity: the whole image's mapping of grey/RGB values, from
+            :func:`napari_textsr.intensity.compute_mappings` (its first result).
+        alpha: the whole image's alpha mapping (the second result of
+            ``compute_mappings``); required for RGBA blocks, refused otherwise.
+        tile: the engine's tiling inside the block, as in :meth:`upscale`
+            (None: from free memory, 0: in one piece).
+
+        Returns the upscaled block, halo included: (*leading, Y*s, X*s[, C])
+        with s = ``self.scale``, in the block's dtype; the caller keeps the
+        core (e.g. ``Tile.core_in_padded(s)``). No attention maps, no
+        consistency back-projection (both are per-image options of
+        :meth:`upscale`). ValueError for a block :meth:`upscale` refuses, or a
+        mapping whose dtype is not the block's, or alpha given/missing
+        against the block's channels.
+        """
+        array = _as_array(block)
+        layout = _layout(array, rgb, self.model.tiling_info().min_size)
+        if not isinstance(intensity, IntensityMapping):
+            raise TypeError(f"intensity must be an IntensityMapping, got {type(intensity).__name__}")
+        for name, mapping in (("intensity", intensity), ("alpha", alpha)):
+            if mapping is not None and np.dtype(mapping.dtype) != layout.dtype:
+                raise ValueError(f"the {name} mapping is for {np.dtype(mapping.dtype)}, the block is {layout.dtype}")
+        if (layout.channels == 4) != (alpha is not None):
+            raise ValueError(
+                "an RGBA block needs the whole image's alpha mapping (alpha=)" if alpha is None
+                else f"alpha= is only for RGBA blocks; this block has {layout.channels} channel(s)"
+            )
+        prompt, _encoded = self._prompt(caption, None)
+        prepared = _Prepared(array, layout, intensity, alpha)
+        generator = self._generate(prepared, caption, prompt, tile, False, False, time.perf_counter(), "")
+        return _drive(generator, None, lambda: False).image
+
     # ------------------------------------------------------------------ preparation
     def _prepare(self, image: Any, rgb: bool | None, percentiles: tuple[float, float] | None) -> _Prepared:
         array = _as_array(image)

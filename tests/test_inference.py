@@ -436,3 +436,47 @@ def test_package_exports_engine_lazily():
     assert napari_textsr.load_model is load_model
     assert napari_textsr.UpscaleCancelled is UpscaleCancelled
     assert callable(napari_textsr.list_models)
+
+
+# --------------------------------------------------------------------------- blocks
+def test_blocks_with_the_whole_images_mapping_put_together_equal_the_whole_upscale(pdn):
+    # A dim left half and a bright right half: a block's own percentiles differ
+    # from the whole image's, so only the whole image's mapping reproduces it.
+    rng = np.random.default_rng(11)
+    image = (300 + 2500 * _smooth((56, 72), seed=3)).astype(np.uint16)
+    image[:, 36:] += 20000
+    image += rng.integers(0, 50, size=image.shape, dtype=np.uint16)
+    info = pdn.model.tiling_info()
+    whole = pdn.upscale(image, "nuclei", tile=0, attention=False).image
+    colour, alpha = compute_mappings(image, (), rgb=False)
+    blocks = plan_tiles(56, 72, 24, info.receptive_field, info.alignment, info.min_size)
+    assert len(blocks) == 9 and all(b.padded_shape != (56, 72) for b in blocks)
+    assembled = np.zeros_like(whole)
+    own_mapping_error = 0
+    for b in blocks:
+        raw = image[b.padded_slices()]
+        out = pdn.upscale_block(raw, "nuclei", colour, tile=0)
+        assert out.shape == (raw.shape[0] * 4, raw.shape[1] * 4) and out.dtype == np.uint16
+        assembled[b.core_slices(4)] = out[b.core_in_padded(4)]
+        alone = pdn.upscale(raw, "nuclei", tile=0, attention=False).image[b.core_in_padded(4)]
+        own_mapping_error = max(own_mapping_error, int(np.abs(alone.astype(int) - whole[b.core_slices(4)]).max()))
+    assert int(np.abs(assembled.astype(int) - whole).max()) <= 1  # uint16 rounding of float sums
+    assert own_mapping_error > 100  # each block normalised by itself would not be the same image
+
+
+def test_upscale_block_checks_its_mappings(pdn, encoder):
+    grey = (_smooth((24, 24), seed=5) * 4000).astype(np.uint16)
+    colour, _ = compute_mappings(grey, (), rgb=False)
+    with pytest.raises(ValueError, match="mapping is for uint16, the block is float32"):
+        pdn.upscale_block(grey.astype(np.float32), "x", colour)
+    with pytest.raises(ValueError, match="alpha= is only for RGBA"):
+        pdn.upscale_block(grey, "x", colour, alpha=colour)
+    with pytest.raises(TypeError, match="IntensityMapping"):
+        pdn.upscale_block(grey, "x", colour.to_dict())
+    rgba = (_smooth((24, 24, 4), seed=6) * 255).astype(np.uint8)
+    rgba_colour, rgba_alpha = compute_mappings(rgba, (), rgb=True)
+    with pytest.raises(ValueError, match="RGBA block needs the whole image's alpha mapping"):
+        pdn.upscale_block(rgba, "x", rgba_colour)
+    bicubic = _bicubic_upscaler(encoder, scale=2)
+    block = bicubic.upscale_block(rgba, "x", rgba_colour, alpha=rgba_alpha)
+    np.testing.assert_array_equal(block, bicubic.upscale(rgba, "x", attention=False).image)

@@ -1,0 +1,38 @@
+"""The measuring helpers of the benchmark scripts (benchmarks/ is not a package: loaded by path)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is Linux's")
+def test_large_output_peak_is_each_childs_own():
+    bench = _load("bench_large_output")
+    # This test's own process (pytest, numpy, torch) holds more than the small
+    # child ever does; a child's ru_maxrss would start from it at the fork.
+    ballast = b"p" * (200 * 2**20)
+    _seconds, big = bench.run_measured(["-c", "import sys; b = b'x' * (int(sys.argv[1]) * 2**20)", "300"])
+    _seconds, small = bench.run_measured(["-c", "pass"])
+    assert 300 * 2**20 <= big < 400 * 2**20
+    assert small < 60 * 2**20  # a bare interpreter: about 10 MiB
+    # -m runs the module as __main__ with its arguments.
+    _seconds, peak = bench.run_measured(["-m", "platform", "--terse"])
+    assert peak < 60 * 2**20
+    with pytest.raises(subprocess.CalledProcessError):
+        bench.run_measured(["-c", "raise SystemExit(3)"])
+    with pytest.raises(ValueError, match="-m MODULE or -c CODE"):
+        bench.run_measured(["script.py"])
+    del ballast
