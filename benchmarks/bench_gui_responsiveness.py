@@ -31,6 +31,54 @@ sys.path.insert(0, str(ROOT))
 TICK_MS = 50
 
 
+class StackSampler:
+    """Samples the GUI thread's Python stack every ``interval`` s from a daemon thread (``--why``).
+
+    A sample is (time, frames innermost last). A gap with no samples means the
+    GUI thread held the GIL in native code the whole time.
+    """
+
+    def __init__(self, interval: float = 0.02) -> None:
+        import threading
+
+        self.interval = interval
+        self.samples: list[tuple[float, list[tuple[str, int, str]]]] = []
+        self._main = threading.main_thread().ident
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stack sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import traceback
+
+        while not self._stop.wait(self.interval):
+            frame = sys._current_frames().get(self._main)
+            if frame is not None:
+                stack = [(f.filename, f.lineno, f.name) for f in traceback.extract_stack(frame)]
+                self.samples.append((time.perf_counter(), stack))
+
+    def explain(self, begin: float, end: float, top: int = 3) -> str:
+        """The most frequent innermost plugin/napari/vispy frames sampled between ``begin`` and ``end``."""
+        from collections import Counter
+
+        counts: Counter[str] = Counter()
+        n = 0
+        for when, stack in self.samples:
+            if begin <= when <= end:
+                n += 1
+                line = " <- ".join(f"{Path(f[0]).name}:{f[1]} {f[2]}" for f in reversed(stack[-4:]))
+                counts[line] += 1
+        if not n:
+            return "    no samples (native code holding the GIL)"
+        return "\n".join(f"    {c}/{n} samples: {line}" for line, c in counts.most_common(top))
+
+
 @dataclass
 class GapRecorder:
     """Arrival times of a 50 ms timer's ticks on the GUI thread, split into named phases."""
@@ -57,6 +105,10 @@ class GapRecorder:
             f"{over} of {len(gaps)} gaps > 500 ms; mean tick {mean * 1000:.0f} ms"
         )
 
+    def long_gaps(self, start: int, end: int, threshold: float) -> list[tuple[float, float]]:
+        times = self.ticks[max(start - 1, 0) : end]
+        return [(a, b) for a, b in zip(times, times[1:]) if b - a > threshold]
+
 
 def wait(app, condition, timeout: float) -> None:
     deadline = time.monotonic() + timeout
@@ -72,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="default", help="SR model spec (default: the bundled x4 default)")
     parser.add_argument("--size", type=int, default=512, help="side of the RGB input image (px)")
     parser.add_argument("--steps", type=int, default=40, help="training steps")
+    parser.add_argument(
+        "--why", type=float, default=0.0, metavar="SECONDS",
+        help="also print where the GUI thread was during every gap longer than this (stack samples)",
+    )
     args = parser.parse_args(argv)
     if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
         parser.error("needs a display with OpenGL: run it under xvfb-run")
@@ -110,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     sr.attention_check.setChecked(True)
 
     recorder = GapRecorder()
+    inserts: list[tuple[str, float, float]] = []  # (layer, start, end) of each insertion into the layer list
+    viewer.layers.events.inserting.connect(lambda event: inserts.append(("", time.perf_counter(), 0.0)))
+    viewer.layers.events.inserted.connect(
+        lambda event: inserts.__setitem__(-1, (event.value.name, inserts[-1][1], time.perf_counter()))
+    )
+    sampler = StackSampler() if args.why else None
+    if sampler is not None:
+        sampler.start()
     timer = QTimer()
     timer.setInterval(TICK_MS)
     timer.timeout.connect(recorder.tick)
@@ -151,6 +215,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training: {args.steps} steps of tiny PDN x4 ({train.encoder_combo.currentData()}) in {train_seconds:.1f} s")
     for name, begin, end in recorder.phases:
         print(recorder.report(name, begin, end))
+        if sampler is not None:
+            for a, b in recorder.long_gaps(begin, end, args.why):
+                print(f"  gap of {(b - a) * 1000:.0f} ms at {a - recorder.ticks[0]:.1f} s:")
+                within = [f"{name} {1000 * (e - s):.0f} ms" for name, s, e in inserts if a <= s <= b]
+                if within:
+                    print(f"    layers inserted in it (napari's own insertion time): {'; '.join(within)}")
+                print(sampler.explain(a, b))
+    if sampler is not None:
+        sampler.stop()
     viewer.close()
     return 0
 

@@ -88,6 +88,11 @@ _ASSUMED_ATTENTION_MAPS = 8
 # warning says so. At x4 a 4096² input would otherwise need 16 float32 bytes
 # per input pixel per map: 8.6 GB for 8 maps.
 MAX_ATTENTION_OUTPUT_PIXELS = 1 << 24
+# Where attention maps are returned: "output" (the output grid, resampled
+# bilinearly from the model's own grid) or "native" (the grid the model
+# computes them on: the input's for PDN and CLIP-SR, the output's for TGSR;
+# scale**2 times smaller for the former, and never resampled).
+ATTENTION_GRIDS = ("output", "native")
 # The output, its maps and one tile's working memory must fit in this fraction
 # of the memory available when the run starts.
 OUTPUT_MEMORY_FRACTION = 0.7
@@ -126,8 +131,10 @@ class UpscaleResult:
 
     image: same dtype and kind as the input, leading axes kept, the two spatial
         axes multiplied by ``scale`` (channel axis kept for RGB/RGBA).
-    attention: name -> float32 map on the output grid, leading axes kept, no
-        channel axis (raw model values: masks in [0, 1], softmax weights, ...).
+    attention: name -> float32 map on the output grid (or the grid
+        ``attention_scale`` times the input's, see ``attention_grid``), leading
+        axes kept, no channel axis (raw model values: masks in [0, 1], softmax
+        weights, ...).
     consistency_map: float32, same shape as an attention map, or None:
         |bicubic upsampling of (input - downsample(raw output))|, averaged over
         colour channels, in units of the intensity normalisation range (1.0 =
@@ -159,7 +166,7 @@ class UpscaleResult:
     tile: int = 0
     intensity: dict[str, Any] | None = None
     created: str = ""
-    attention_scale: int = 0  # maps' grid relative to the input's (= scale, or 1 above MAX_ATTENTION_OUTPUT_PIXELS)
+    attention_scale: int = 0  # maps' grid relative to the input's (scale; 1 above MAX_ATTENTION_OUTPUT_PIXELS or for native LR maps)
     caption_encoded: str | None = None  # the part of the caption the encoder used (None: all of it)
     regions: dict[str, Any] | None = None
     text_effect: np.ndarray | None = None
@@ -364,6 +371,7 @@ class Upscaler:
         out: Any | None = None,
         regions: RegionCaptions | None = None,
         text_effect: bool = False,
+        attention_grid: str = "output",
     ) -> Generator[UpscaleProgress, None, UpscaleResult]:
         """Upscale ``image``, yielding :class:`UpscaleProgress` after each tile; returns the result.
 
@@ -383,6 +391,13 @@ class Upscaler:
             output grid: 4 bytes per output pixel per map; on the input grid
             above ``MAX_ATTENTION_OUTPUT_PIXELS`` output pixels per slice, with
             a warning).
+        attention_grid: ``"output"`` (above) or ``"native"``: each map on the
+            grid the model computes it on (``result.attention_scale`` times the
+            input's: 1 for PDN and CLIP-SR, whose output-grid maps are bilinear
+            upsamplings of these, ``scale`` for TGSR), so viewers can show them
+            with a layer scale instead of holding ``scale**2`` times more
+            pixels. Maps of a model with several grids come on the finest. With
+            ``regions`` or ``text_effect`` the maps are on the output grid.
         percentiles: override the Upscaler's intensity normalisation.
         out: where to write the output instead of a new numpy array: any
             writable array-like of the output's shape and dtype supporting
@@ -413,12 +428,16 @@ class Upscaler:
         ``thread_worker`` can wrap it directly).
         """
         start = time.perf_counter()
+        if attention_grid not in ATTENTION_GRIDS:
+            raise ValueError(f"attention_grid must be one of {ATTENTION_GRIDS}, got {attention_grid!r}")
         if regions is not None and not isinstance(regions, RegionCaptions):
             raise TypeError(f"regions must be a RegionCaptions, got {type(regions).__name__}")
         prepared = self._prepare(image, rgb, percentiles)
         prompt, encoded = self._prompt(caption, reference)
         if regions is None and not text_effect:
-            result = yield from self._generate(prepared, caption, prompt, tile, consistency, attention, start, "", out)
+            result = yield from self._generate(
+                prepared, caption, prompt, tile, consistency, attention, start, "", out, attention_grid=attention_grid
+            )
             result.caption_encoded = encoded
             return result
         if out is not None:
@@ -665,6 +684,7 @@ class Upscaler:
         start: float,
         label: str,
         out: Any | None = None,
+        attention_grid: str = "output",
     ) -> Generator[UpscaleProgress, None, UpscaleResult]:
         layout, array = prepared.layout, prepared.array
         colour, alpha = prepared.colour, prepared.alpha
@@ -675,8 +695,8 @@ class Upscaler:
 
         bytes_per_pixel = self._bytes_per_lr_pixel(self.model.tiling_info(), consistency, attention, layout.channels)
         tile_bytes = 0.0 if self.device.type == "cuda" else self._tile_bytes(tiles, bytes_per_pixel)
-        map_scale = scale
-        if attention and layout.height * layout.width * scale**2 > MAX_ATTENTION_OUTPUT_PIXELS:
+        map_scale: int | None = None if attention_grid == "native" else scale  # native: known at the first tile
+        if attention and attention_grid == "output" and layout.height * layout.width * scale**2 > MAX_ATTENTION_OUTPUT_PIXELS:
             map_scale = 1
             warnings.warn(
                 f"attention maps on the input grid ({layout.height}x{layout.width}), not the output's: "
@@ -685,7 +705,7 @@ class Upscaler:
                 stacklevel=4,
             )
         n_maps = _ASSUMED_ATTENTION_MAPS if attention else 0
-        self._check_output_fits(layout, scale, n_maps, map_scale, consistency, out is None, tile_bytes)
+        self._check_output_fits(layout, scale, n_maps, map_scale or scale, consistency, out is None, tile_bytes)
         if out is None:
             output = np.empty(layout.output_shape(scale), dtype=layout.dtype)
         else:
@@ -723,6 +743,8 @@ class Upscaler:
                         consistency_map[index + t.core_slices(scale)] = disagreement[core_hr].cpu().numpy()
                     core = sr[0][(slice(None), *core_hr)].cpu().numpy()
                     if attention:
+                        if map_scale is None:
+                            map_scale = self._native_map_scale(prediction.attention, t, layout)
                         maps = self._paste_attention(maps, prediction.attention, t, index, map_scale, layout)
                     if alpha is not None:
                         a = torch.from_numpy(alpha.to_unit(raw[..., 3]))[None, None]
@@ -758,7 +780,7 @@ class Upscaler:
             tile=tile_size,
             intensity=colour.to_dict(),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            attention_scale=map_scale,
+            attention_scale=map_scale or scale,
         )
 
     @staticmethod
@@ -863,6 +885,16 @@ class Upscaler:
             tensor = torch.from_numpy(colour.to_unit(raw))[None].expand(3, -1, -1)
         return tensor[None].contiguous().to(self.device)
 
+    def _native_map_scale(self, attention: dict[str, torch.Tensor], t: Tile, layout: _Layout) -> int:
+        """The finest grid (relative to the input's) of the model's maps for tile ``t``, at most
+        ``scale``; the input grid when the output grid would exceed ``MAX_ATTENTION_OUTPUT_PIXELS``."""
+        width = t.padded_shape[1]
+        factors = [max(1, round(a.shape[-1] / width)) for a in attention.values()]
+        factor = min(max(factors, default=self.scale), self.scale)
+        if layout.height * layout.width * factor**2 > MAX_ATTENTION_OUTPUT_PIXELS:
+            return 1
+        return factor
+
     def _paste_attention(
         self,
         maps: dict[str, np.ndarray] | None,
@@ -885,7 +917,8 @@ class Upscaler:
                 amap = amap[:, None]
             # Bilinear resampling is local, so with aligned tiles the stitched
             # maps equal the untiled ones wherever the model's maps are local.
-            resampled = F.interpolate(amap, size=(height * scale, width * scale), mode="bilinear", align_corners=False)
+            size = (height * scale, width * scale)
+            resampled = amap if tuple(amap.shape[-2:]) == size else F.interpolate(amap, size=size, mode="bilinear", align_corners=False)
             store[index + t.core_slices(scale)] = resampled[0, 0][core_hr].cpu().numpy()
         return maps
 

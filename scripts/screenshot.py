@@ -27,6 +27,7 @@ from pathlib import Path
 import torch  # noqa: F401  (before Qt)
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's plugin, not another installed copy
 
 
 def default_model() -> str:
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         qt_window.resizeDocks([dock, train_dock], [150, height - 230], Qt.Vertical)  # now the Train dock
         app.processEvents()
         train.scroll.ensureWidgetVisible(train.sections["Curves"])
+        train.scroll.ensureWidgetVisible(train.preview_caption)  # the loss curve and the previews below it
         save(args.train_out)
         print(f"{args.train_out}: {train.status_label.text()}")
     viewer.close()

@@ -122,6 +122,30 @@ def test_tiled_equals_untiled(method, encoder):
         np.testing.assert_allclose(tiled.attention[name], amap, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("method", _methods())
+def test_native_attention_grid_is_the_models_own_and_upsamples_to_the_output_maps(method, encoder):
+    """attention_grid="native": PDN's and CLIP-SR's maps on the input grid (the output-grid maps are
+    their bilinear upsampling), TGSR's on the output grid; tiling gives the same native maps."""
+    model = _model(method, encoder)
+    upscaler = Upscaler(model, encoder)
+    image = _smooth((72, 88), seed=1)
+    expected = {"pdn": 1, "clipsr": 1, "tgsr": 4}[method]  # where each model computes its maps
+    output_grid = upscaler.upscale(image, "a striped texture", tile=0)
+    native = upscaler.upscale(image, "a striped texture", tile=0, attention_grid="native")
+    tiled = upscaler.upscale(image, "a striped texture", tile=32, attention_grid="native")
+    assert output_grid.attention_scale == 4
+    assert native.attention_scale == tiled.attention_scale == expected
+    np.testing.assert_array_equal(native.image, output_grid.image)  # only the maps change
+    assert native.attention.keys() == output_grid.attention.keys() == tiled.attention.keys()
+    for name, amap in native.attention.items():
+        assert amap.shape == (72 * expected, 88 * expected) and amap.dtype == np.float32
+        np.testing.assert_allclose(tiled.attention[name], amap, atol=1e-4, rtol=0)
+        up = F.interpolate(torch.from_numpy(amap)[None, None], size=(72 * 4, 88 * 4), mode="bilinear", align_corners=False)
+        np.testing.assert_allclose(up[0, 0].numpy(), output_grid.attention[name], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="attention_grid must be one of"):
+        upscaler.upscale(image, "", attention_grid="input")
+
+
 def test_tiled_consistency_equals_untiled(encoder):
     upscaler = Upscaler(_model("pdn", encoder), encoder, back_projection=BackProjection(iterations=3))
     image = _smooth((96, 96), seed=2)

@@ -39,6 +39,8 @@ def rect_in(widget, ancestor):
 
 
 def test_both_docks_fit_a_1280x720_screen(real_viewer, qtbot):
+    from qtpy.QtCore import Qt
+
     real_viewer.add_image(grey_image((32, 32)), name="cells", metadata={"caption": "nuclei"})
     store = ModelStore()
     sr = SuperResolutionWidget(real_viewer, store=store)
@@ -62,6 +64,22 @@ def test_both_docks_fit_a_1280x720_screen(real_viewer, qtbot):
     for button in (sr.run_button, train.start_button):
         assert button.isVisible()
         assert window.rect().contains(rect_in(button, window)), rect_in(button, window)
+    # no horizontal scrolling: the controls fit the width each dock gets, with every section open,
+    # and still when the dock is dragged to its narrowest
+    for section in list(sr.sections.values()) + list(train.sections.values()):
+        section.set_collapsed(False)
+    qtbot.wait(200)
+    for widget in (sr, train):
+        assert widget.body.minimumSizeHint().width() <= widget.scroll.viewport().width()
+        assert not widget.scroll.horizontalScrollBar().isVisible()
+    assert train_dock.minimumSizeHint().width() < 420 and sr_dock.minimumSizeHint().width() < 420
+    window.resizeDocks([sr_dock], [10], Qt.Horizontal)  # as narrow as the docks allow
+    qtbot.wait(200)
+    assert sr_dock.width() < 420 and sr_dock.width() <= train_dock.minimumSizeHint().width() + 2
+    for widget in (sr, train):
+        assert widget.body.width() <= widget.scroll.viewport().width()
+        assert not widget.scroll.horizontalScrollBar().isVisible()
+        assert widget.scroll.horizontalScrollBar().maximum() == 0
     # nothing drawn over the "Folder" row
     table = rect_in(train.layer_table, train.body)
     folder = rect_in(train.folder_edit, train.body)

@@ -109,7 +109,8 @@ def test_missing_captions_and_empty_selection_notify(trainer_setup, qtbot, notif
 
 def test_new_model_defaults_to_the_bundled_encoder_and_rate_resets_after_fine_tuning(viewer, qtbot, tmp_path):
     viewer.add_image(stripes(), name="vertical", metadata={"caption": "vertical stripes"})
-    widget = dock(viewer, TrainingWidget(viewer, store=ModelStore()), qtbot)
+    widget = TrainingWidget(viewer, store=ModelStore())  # a top-level widget, sized by hand
+    qtbot.addWidget(widget)
     widget.use_layer("vertical")
     widget.out_edit.setText(str(tmp_path / "run"))
     assert widget.base_combo.currentData() == "__new__"
@@ -134,7 +135,8 @@ def test_new_model_defaults_to_the_bundled_encoder_and_rate_resets_after_fine_tu
 
 def test_fields_have_tooltips_and_input_errors_reach_the_status_line(viewer, qtbot, notifications):
     viewer.add_image(stripes(), name="vertical")
-    widget = dock(viewer, TrainingWidget(viewer, store=ModelStore()), qtbot)
+    widget = TrainingWidget(viewer, store=ModelStore())  # a top-level widget, sized by hand
+    qtbot.addWidget(widget)
     for field in (
         widget.layer_table, widget.folder_edit, widget.base_combo, widget.method_combo, widget.preset_combo,
         widget.scale_combo, widget.encoder_combo, widget.steps_spin, widget.learning_rate_edit, widget.batch_spin,
@@ -152,7 +154,8 @@ def test_degradation_preset_reaches_the_training_config(viewer, qtbot, tmp_path)
     from napari_textsr.training.degradations import DegradationFamily
 
     viewer.add_image(stripes(), name="vertical", metadata={"caption": "vertical stripes"})
-    widget = dock(viewer, TrainingWidget(viewer, store=ModelStore()), qtbot)
+    widget = TrainingWidget(viewer, store=ModelStore())  # a top-level widget, sized by hand
+    qtbot.addWidget(widget)
     widget.use_layer("vertical")
     widget.out_edit.setText(str(tmp_path / "run"))
     names = [widget.degradation_combo.itemData(i) for i in range(widget.degradation_combo.count())]
@@ -163,3 +166,30 @@ def test_degradation_preset_reaches_the_training_config(viewer, qtbot, tmp_path)
     config = widget.make_request().config
     assert config.degradation == DegradationFamily.preset_family("microscopy", 8)
     assert config.degradation.p_jpeg == 0.0 and config.degradation.scale == 8
+
+
+def test_fits_a_narrow_dock_without_horizontal_scrolling(viewer, qtbot):
+    """Headless counterpart of the real-viewer 1280x720 test: at the width napari gives a dock
+    (the widget's size hint, at most 390 px) and at its minimum width, every section open, the
+    controls need no horizontal scroll bar."""
+    viewer.add_image(stripes(), name="a layer with a long name, as microscopy files have", metadata={"caption": "stripes"})
+    widget = TrainingWidget(viewer, store=ModelStore())  # a top-level widget, sized by hand
+    qtbot.addWidget(widget)
+    for section in widget.sections.values():
+        section.set_collapsed(False)
+    assert widget.sections["Preview"].content.isVisibleTo(widget)
+    minimum = widget.minimumSizeHint().width()
+    assert minimum == widget.content_min_width() < 420
+    assert widget.sizeHint().width() <= widget.PREFERRED_WIDTH
+    for width in (widget.sizeHint().width(), minimum):
+        widget.resize(width, 600)
+        widget.show()
+        qtbot.wait(50)
+        assert widget.width() == width
+        assert widget.body.width() == widget.scroll.viewport().width()
+        assert widget.scroll.horizontalScrollBar().maximum() == 0, width
+        assert not widget.scroll.horizontalScrollBar().isVisible()
+    # the table's columns share its width: no column pushed out of sight
+    table = widget.layer_table
+    assert table.columnWidth(0) + table.columnWidth(1) <= table.viewport().width()
+    assert table.columnWidth(1) >= table.viewport().width() // 2 - 1

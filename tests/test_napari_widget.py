@@ -62,11 +62,13 @@ def test_grey_2d_output_overlays_input_with_provenance(viewer, qtbot):
     # hidden: an additive map over the output would tint it; the output stays the active layer
     assert [lay.visible for lay in attention] == [False] * len(attention)
     assert viewer.layers.selection.active is out
-    for amap in attention:
-        assert amap.data.shape == out.data.shape and amap.data.dtype == np.float32
-        np.testing.assert_allclose(amap.scale, out.scale)
-        np.testing.assert_allclose(amap.translate, out.translate)
-        assert amap.blending == "additive"
+    for amap in attention:  # PDN's maps on its own (input) grid, covering exactly the output's area
+        assert amap.data.shape == layer.data.shape and amap.data.dtype == np.float32
+        np.testing.assert_allclose(amap.scale, layer.scale)
+        np.testing.assert_allclose(amap.translate, layer.translate)
+        for corner_map, corner_out in ((-0.5, -0.5), (np.array(amap.data.shape) - 0.5, np.array(out.data.shape) - 0.5)):
+            np.testing.assert_allclose(amap.translate + amap.scale * corner_map, out.translate + out.scale * corner_out)
+        assert amap.blending == "additive" and amap.interpolation2d == "linear"
     assert widget.status_label.text().startswith("Done in")
     assert widget.progress_bar.value() == widget.progress_bar.maximum()
     assert widget.controls.isEnabled() and widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
@@ -140,7 +142,8 @@ def test_caption_comparison_gives_distinct_slices(viewer, qtbot):
         for j in range(i + 1, 3):
             assert np.abs(stack.data[i] - stack.data[j]).mean() > 1e-4, (i, j)
     attention = [lay for lay in viewer.layers if lay.name.startswith("img x2 captions attention: ")]
-    assert attention and all(lay.data.shape == (3, 64, 64) for lay in attention)
+    assert attention and all(lay.data.shape == (3, 32, 32) for lay in attention)  # on PDN's (input) grid
+    assert all(np.allclose(lay.scale, [1.0, 1.0, 1.0]) for lay in attention)
 
 
 def test_cancel_mid_run_adds_nothing_and_widget_stays_usable(viewer, qtbot, monkeypatch, notifications):
@@ -383,7 +386,8 @@ def test_dock_is_narrow_and_controls_have_tooltips(viewer, qtbot):
     widget = make_widget(viewer, qtbot)
     # the model list holds long entries; the dock must still leave the canvas most of a 1280-px screen
     assert widget.minimumSizeHint().width() < 420
-    assert widget.body.minimumSizeHint().width() < 420  # no horizontal scrolling needed either
+    # no horizontal scrolling needed at the width napari gives the dock (its size hint)
+    assert widget.body.minimumSizeHint().width() < widget.content_min_width() <= widget.sizeHint().width() <= 390
     for field in (
         widget.layer_combo, widget.caption_edit, widget.model_combo, widget.scale_combo, widget.device_combo,
         widget.tile_combo, widget.attention_check, widget.consistency_check, widget.slice_radio,
@@ -404,3 +408,48 @@ def test_eta_from_the_pace_after_the_first_tile(viewer, qtbot, monkeypatch):
     now[0] = 104.0
     widget._on_event(JobProgress(done=3, total=10))  # 2 tiles in 4 s -> 2 s per tile, 7 left
     assert widget.eta_seconds() == pytest.approx(14.0)
+
+
+def test_bundled_headers_are_read_once_per_file_version(monkeypatch, tmp_path):
+    """The pickers refill on every checkpoint a training run writes: no disk reads of the bundled headers then."""
+    import shutil
+    from pathlib import Path
+
+    from napari_textsr import checkpoints, loading
+    from napari_textsr.napari import model_store
+
+    shutil.copy(loading.WEIGHTS_DIR / "pdn-x2.textsr.safetensors", tmp_path / "mine-x2.textsr.safetensors")
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", tmp_path)
+    reads = []
+    original = checkpoints.read_metadata
+    monkeypatch.setattr(loading, "read_metadata", lambda path: reads.append(Path(path).name) or original(path))
+    first = model_store.bundled_choices()
+    assert [c.spec for c in first] == ["mine-x2"] and reads == ["mine-x2.textsr.safetensors"]
+    assert [c.spec for c in model_store.bundled_choices()] == ["mine-x2"] and len(reads) == 1
+    shutil.copy(loading.WEIGHTS_DIR / "mine-x2.textsr.safetensors", tmp_path / "other-x2.textsr.safetensors")
+    assert [c.spec for c in model_store.bundled_choices()] == ["mine-x2", "other-x2"] and len(reads) == 3
+
+
+def test_the_event_loop_runs_between_two_layer_additions(viewer, qtbot):
+    """Each output/map layer is added on its own event-loop turn, with timers (and paints, input) between."""
+    from qtpy.QtCore import QTimer
+
+    viewer.add_image(grey_image((32, 32)), name="cells")
+    widget = make_widget(viewer, qtbot)
+    widget.device_combo.setCurrentText("cpu")
+    widget.consistency_check.setChecked(True)
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(lambda: ticks.append(1))
+    ticks_at_insert = []
+    viewer.layers.events.inserted.connect(lambda event: ticks_at_insert.append((event.value.name, len(ticks))))
+    timer.start()
+    try:
+        run_and_wait(widget, qtbot)
+    finally:
+        timer.stop()
+    names = [name for name, _ in ticks_at_insert]
+    assert names[0] == "cells x2" and names[-1] == "cells x2 consistency" and len(names) >= 3
+    counts = [n for _, n in ticks_at_insert]
+    assert all(later > earlier for earlier, later in zip(counts, counts[1:])), ticks_at_insert

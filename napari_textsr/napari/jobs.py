@@ -44,6 +44,9 @@ class UpscaleJob:
     tile: int | None = None
     consistency: bool = False
     attention: bool = True
+    # Maps on the model's own grid (the input's for PDN and CLIP-SR): the layers get a scale that
+    # overlays them on the output, and napari holds scale**2 times fewer pixels.
+    attention_grid: str = "native"
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -159,6 +162,7 @@ def iter_job(
             tile=job.tile,
             consistency=job.consistency,
             attention=job.attention,
+            attention_grid=job.attention_grid,
             **job.engine_kwargs,
         )
         try:

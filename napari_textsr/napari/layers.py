@@ -224,7 +224,9 @@ def result_layer_data(
     """Layer data tuples for the output image, its attention maps, the consistency and text-effect maps.
 
     One result: an image ``"<input> x<k>"`` with the result's provenance in
-    ``metadata``; each attention map as ``"<output> attention: <name>"``
+    ``metadata``; each attention map as ``"<output> attention: <name>"`` on the
+    grid it comes on (``UpscaleResult.attention_scale``: a coarser grid gets a
+    larger layer scale and linear interpolation)
     (additive, colormapped, all hidden: a visible additive map would tint the
     output, which stays what the user sees first); the consistency map (if
     any) as ``"<output> consistency"``; the text-effect map (if any) as
@@ -273,9 +275,13 @@ def result_layer_data(
     layers: list[LayerDataTuple] = [(image, output_kwargs, "image")]
 
     names = _shared_attention_names(results) if stacked else list(results[0].attention)
-    # Maps come on the input grid above inference.MAX_ATTENTION_OUTPUT_PIXELS.
+    # Maps may come on a coarser grid (the model's own, or the input's above
+    # inference.MAX_ATTENTION_OUTPUT_PIXELS): their layer scale overlays them on the
+    # output, and linear interpolation shows them as the bilinear upsampling would.
     map_factor = results[0].attention_scale or factor
     map_geometry = geometry if map_factor == factor else output_geometry(source, map_factor, offset, stacked=stacked)
+    if map_factor != factor:
+        map_geometry = {**map_geometry, "interpolation2d": "linear"}
     for key in names:
         amap = np.stack([r.attention[key] for r in results]) if stacked else results[0].attention[key]
         name = unique_name(f"{out_name} attention: {key}", taken)
@@ -353,7 +359,9 @@ def add_layer_data(viewer: napari.components.ViewerModel, layer_data: Sequence[L
 
     The tuples may have been built off the GUI thread against an older list of
     names: a name taken since gets napari's ``[n]`` suffix, and the maps'
-    ``metadata["output_layer"]`` follows their output's new name.
+    ``metadata["output_layer"]`` follows their output's new name. (napari makes
+    each added layer the active one; its only switch for that is private and
+    refused to plugins, so the caller re-activates the output afterwards.)
     """
     renamed: dict[str, str] = {}
     added = []

@@ -79,8 +79,27 @@ def untrained_choices() -> list[ModelChoice]:
     ]
 
 
+_BUNDLED_CACHE: dict[tuple, list[ModelChoice]] = {}
+
+
 def bundled_choices() -> list[ModelChoice]:
-    """Models shipped in ``napari_textsr/weights/`` (headers only, so this is fast)."""
+    """Models shipped in ``napari_textsr/weights/``, their headers read once per file version.
+
+    The pickers refill on every checkpoint a training run writes; reading every
+    bundled header each time was disk work on the GUI thread.
+    """
+    from napari_textsr import loading
+
+    folder = Path(loading.WEIGHTS_DIR)
+    files = sorted(folder.glob(f"*{loading.SUFFIX}"))
+    key = (str(folder), *((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+    if key not in _BUNDLED_CACHE:
+        _BUNDLED_CACHE.clear()
+        _BUNDLED_CACHE[key] = _read_bundled_choices()
+    return list(_BUNDLED_CACHE[key])
+
+
+def _read_bundled_choices() -> list[ModelChoice]:
     return [
         ModelChoice(
             spec=model.name,

@@ -79,6 +79,10 @@ TILE_CHOICES: list[tuple[str, int | None]] = [
     ("1024 px", 1024),
 ]
 _PROGRESS_STEPS = 1000
+# Pause between two layer additions (ms). napari needs 0.2 to 0.9 s of GUI-thread time to insert
+# one layer (its layer controls and vispy visuals) on a busy 2-core machine; with no pause the next
+# addition ran before Qt painted or delivered input and timers, and two additions made one stall.
+LAYER_ADD_PAUSE_MS = 40
 # Offered first when no trained model is bundled or registered.
 DEFAULT_UNTRAINED = untrained_spec("pdn", 4)
 # Preference when the scale picker switches to another model of the same method.
@@ -815,7 +819,7 @@ class SuperResolutionWidget(DockWidget):
         self.status_label.setText(f"Adding the layers of '{job.source.name}'…")
 
     def _add_next_layer(self) -> None:
-        """Hand napari one layer per event-loop turn, so the GUI stays responsive while large layers arrive."""
+        """Hand napari one layer, then let the event loop paint and deliver input and timers before the next."""
         pending = self._pending_layers
         if pending is None:
             return
@@ -833,7 +837,7 @@ class SuperResolutionWidget(DockWidget):
             self._finish_run()
             return
         if remaining:
-            QTimer.singleShot(0, self._add_next_layer)
+            QTimer.singleShot(LAYER_ADD_PAUSE_MS, self._add_next_layer)
             return
         self._pending_layers = None
         self.last_layers += added

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     import napari
 
 NEW_MODEL = "__new__"
-PREVIEW_SIZE = 128
+PREVIEW_SIZE = 96  # three side by side fit a ~380 px dock
 _LAYER_COLUMN, _CAPTION_COLUMN = 0, 1
 
 
@@ -144,9 +144,11 @@ class TrainingWidget(DockWidget):
         self.body_layout.insertWidget(0, self.controls)
         data = self.add_section("Training images", collapsible=False, into=locked)
         self.layer_table = QTableWidget(0, 2)
-        self.layer_table.setHorizontalHeaderLabels(["Image layer", "Caption (what it shows)"])
-        self.layer_table.horizontalHeader().setSectionResizeMode(_LAYER_COLUMN, QHeaderView.ResizeToContents)
-        self.layer_table.horizontalHeader().setStretchLastSection(True)
+        self.layer_table.setHorizontalHeaderLabels(["Image layer", "Caption"])
+        # the two columns share the dock's width (long names are elided; the tooltip has them in full)
+        self.layer_table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.layer_table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.layer_table.setTextElideMode(Qt.ElideMiddle)
         self.layer_table.verticalHeader().setVisible(False)
         self.layer_table.setSelectionMode(QAbstractItemView.NoSelection)
         self.layer_table.setMinimumHeight(80)
@@ -191,11 +193,11 @@ class TrainingWidget(DockWidget):
             self.scale_combo.addItem(f"x{scale}", scale)
         self.scale_combo.setCurrentIndex(list(SUPPORTED_SCALES).index(4))
         self.scale_combo.setToolTip("Upscaling factor the model learns")
-        method_row = QHBoxLayout()
+        method_row = QHBoxLayout()  # one short row each: the dock fits a laptop screen's width
         method_row.addWidget(self.method_combo, 2)
-        method_row.addWidget(self.preset_combo, 2)
         method_row.addWidget(self.scale_combo, 1)
         model.add_row("Method", method_row)
+        model.add_row("Size", self.preset_combo)
         self.encoder_combo = compact_combo(QComboBox())
         for label, spec, tip in ENCODER_CHOICES:
             self.encoder_combo.addItem(label, spec)
@@ -234,11 +236,9 @@ class TrainingWidget(DockWidget):
         self.patch_spin.setRange(4, 512)
         self.patch_spin.setValue(32)
         self.patch_spin.setToolTip("Side of the low-resolution training patches (high-resolution: x scale)")
-        batch_row = QHBoxLayout()
-        batch_row.addWidget(self.batch_spin, 1)
-        batch_row.addWidget(QLabel("LR patch"))
-        batch_row.addWidget(self.patch_spin, 1)
-        settings.add_row("Batch", batch_row)
+        self.patch_spin.setSuffix(" px")
+        settings.add_row("Batch", self.batch_spin)
+        settings.add_row("LR patch", self.patch_spin)
         from napari_textsr.training.degradations import DEFAULT_PRESET, DEGRADATION_PRESETS
 
         self.degradation_combo = compact_combo(QComboBox(), 8)
@@ -259,12 +259,9 @@ class TrainingWidget(DockWidget):
         self.preview_spin.setValue(200)
         self.preview_spin.setSuffix(" steps")
         self.preview_spin.setToolTip("Validation, preview and checkpoint interval")
+        settings.add_row("Validate every", self.preview_spin)
         self.device_combo = DevicePicker()
-        interval_row = QHBoxLayout()
-        interval_row.addWidget(self.preview_spin, 1)
-        interval_row.addWidget(QLabel("on"))
-        interval_row.addWidget(self.device_combo, 1)
-        settings.add_row("Validate every", interval_row)
+        settings.add_row("Device", self.device_combo)
         out_row = QHBoxLayout()
         self.out_edit = QLineEdit()
         self.out_edit.setPlaceholderText("automatic: ~/.cache/napari-textsr/runs/…")
@@ -335,7 +332,7 @@ class TrainingWidget(DockWidget):
             name_item.setFlags(Qt.ItemIsUserCheckable | Qt.ItemIsEnabled)
             name_item.setCheckState(Qt.Checked if checked else Qt.Unchecked)
             name_item.setData(Qt.UserRole, layer)
-            name_item.setToolTip("Tick to learn from this layer")
+            name_item.setToolTip(f"{layer.name}: tick to learn from this layer")
             self.layer_table.setItem(row, _LAYER_COLUMN, name_item)
             caption_item = QTableWidgetItem(caption)
             caption_item.setToolTip("What this layer shows (double-click to edit)")

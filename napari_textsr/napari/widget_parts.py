@@ -189,7 +189,14 @@ class ModelPicker(QComboBox):
 
 
 class Section(QWidget):
-    """A titled group of controls in a :class:`QFormLayout` (``form``), optionally collapsible."""
+    """A titled group of controls in a :class:`QFormLayout` (``form``), optionally collapsible.
+
+    Rows wrap (field below its label) when the dock is too narrow for both side
+    by side, so a narrow dock needs no horizontal scrolling. ``collapsed_changed``
+    is emitted with the new state.
+    """
+
+    collapsed_changed = Signal(bool)
 
     def __init__(self, title: str, *, collapsible: bool = True, collapsed: bool = False, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -210,7 +217,7 @@ class Section(QWidget):
         self.form = QFormLayout(self.content)
         self.form.setContentsMargins(8, 0, 0, 0)
         self.form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
-        self.form.setRowWrapPolicy(QFormLayout.DontWrapRows)
+        self.form.setRowWrapPolicy(QFormLayout.WrapLongRows)
         layout.addWidget(self.content)
         if collapsible:
             self.header.setToolTip(f"Show or hide “{title}”")
@@ -228,6 +235,7 @@ class Section(QWidget):
             self.header.setChecked(not collapsed)
             self.header.blockSignals(False)
             self.header.setArrowType(Qt.RightArrow if collapsed else Qt.DownArrow)
+        self.collapsed_changed.emit(collapsed)
 
     def add_row(self, label: str | QWidget | None, field: Any = None) -> None:
         """``form.addRow`` that also takes a lone widget or layout (spanning both columns)."""
@@ -282,11 +290,22 @@ class DockWidget(QWidget):
     # ------------------------------------------------------------------ layout
     PREFERRED_WIDTH = 390
 
+    def content_min_width(self) -> int:
+        """The narrowest width (px) that shows the controls without horizontal scrolling."""
+        scroll_bar = self.scroll.verticalScrollBar().sizeHint().width()
+        return self.body.minimumSizeHint().width() + scroll_bar + 2 * self.scroll.frameWidth()
+
+    def minimumSizeHint(self):  # noqa: N802 (Qt name): never narrower than the controls
+        hint = super().minimumSizeHint()
+        hint.setWidth(max(hint.width(), self.content_min_width()))
+        return hint
+
     def sizeHint(self):  # noqa: N802 (Qt name): wide enough for the controls, never more than ~400 px
         hint = super().sizeHint()
         body = self.body.sizeHint()
-        width = min(max(body.width() + self.scroll.verticalScrollBar().sizeHint().width() + 4, 300), self.PREFERRED_WIDTH)
-        hint.setWidth(width)
+        scroll_bar = self.scroll.verticalScrollBar().sizeHint().width()
+        width = min(max(body.width() + scroll_bar + 4, 300), self.PREFERRED_WIDTH)
+        hint.setWidth(max(width, self.content_min_width()))
         return hint
 
     def add_section(
@@ -311,6 +330,7 @@ class DockWidget(QWidget):
             else:
                 self.body_layout.insertWidget(self.body_layout.count() - 1, section)  # before the stretch
         self.sections[title] = section
+        section.collapsed_changed.connect(lambda _collapsed: self.updateGeometry())  # the minimum width may change
         return section
 
     # ------------------------------------------------------------------ status
