@@ -66,13 +66,24 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _measure(args: argparse.Namespace, load: int, threads: str) -> dict:
-    spinners = [
-        subprocess.Popen([sys.executable, __file__, "--spin", str(args.load_seconds)]) for _ in range(load)
-    ]
+    spinners = [subprocess.Popen([sys.executable, __file__, "--spin", str(args.load_seconds)]) for _ in range(load)]
     try:
         time.sleep(0.5 if load else 0)  # let the spinners start
-        command = [sys.executable, __file__, "--worker", "--threads", threads, "--model", args.model,
-                   "--size", str(args.size), "--repeats", str(args.repeats), "--caption", args.caption]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--threads",
+            threads,
+            "--model",
+            args.model,
+            "--size",
+            str(args.size),
+            "--repeats",
+            str(args.repeats),
+            "--caption",
+            args.caption,
+        ]
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.load_seconds)
         if result.returncode:
             raise SystemExit(result.stderr)
@@ -108,8 +119,10 @@ def main() -> None:
         for load in sorted(args.load):
             measured = _measure(args, load, threads)
             rows.append({"setting": threads, "load": load, "loadavg": os.getloadavg()[0], **measured})
-    print(f"{args.model}, {args.size}x{args.size} grey, median of {args.repeats}; {cores} CPUs; "
-          f"load average at the start {rows[0]['loadavg']:.1f}")
+    print(
+        f"{args.model}, {args.size}x{args.size} grey, median of {args.repeats}; {cores} CPUs; "
+        f"load average at the start {rows[0]['loadavg']:.1f}"
+    )
     print("| threads setting | torch threads | background spinners | median s | slowdown | fair-share slowdown |")
     print("|---|---|---|---|---|---|")
     for row in rows:
@@ -117,10 +130,14 @@ def main() -> None:
         t, k = row["threads"], row["load"]
         fair = max(1.0, (k + t) / cores) * min(t, cores) / t
         base_fair = max(1.0, (min(args.load) + t) / cores) * min(t, cores) / t
-        print(f"| {row['setting']} | {t} | {k} | {row['median']:.2f} | {row['median'] / base['median']:.2f}x "
-              f"| {fair / base_fair:.2f}x |")
+        print(
+            f"| {row['setting']} | {t} | {k} | {row['median']:.2f} | {row['median'] / base['median']:.2f}x "
+            f"| {fair / base_fair:.2f}x |"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"cores": cores, "model": args.model, "size": args.size, "rows": rows}, indent=2))
+        args.json.write_text(
+            json.dumps({"cores": cores, "model": args.model, "size": args.size, "rows": rows}, indent=2)
+        )
 
 
 if __name__ == "__main__":

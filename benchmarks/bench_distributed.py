@@ -72,8 +72,12 @@ def single_process(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     result = upscaler.upscale(data, CAPTION, attention=False)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "tile": result.tile, "model": result.model.name}
+    return {
+        "seconds": seconds,
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "tile": result.tile,
+        "model": result.model.name,
+    }
 
 
 def distributed_run(args: argparse.Namespace, workers: int, output: Path) -> dict:
@@ -93,9 +97,15 @@ def distributed_run(args: argparse.Namespace, workers: int, output: Path) -> dic
     finally:
         client.close()
         cluster.close()
-    return {"workers": workers, "seconds": result.seconds, "startup": startup, "blocks": result.blocks,
-            "block_shape": list(result.block_shape), "halo": result.halo,
-            "peak_rss": sorted(result.peak_rss.values())}
+    return {
+        "workers": workers,
+        "seconds": result.seconds,
+        "startup": startup,
+        "blocks": result.blocks,
+        "block_shape": list(result.block_shape),
+        "halo": result.halo,
+        "peak_rss": sorted(result.peak_rss.values()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,8 +128,16 @@ def main(argv: list[str] | None = None) -> int:
         volume = Path(tmp) / "in.ome.zarr"
         make_volume(volume, args.planes, args.size)
         megapixels = args.planes * args.size * args.size / 1e6
-        command = [sys.executable, __file__, "--single-process", str(volume), "--model", args.model,
-                   "--threads", str(args.threads)]
+        command = [
+            sys.executable,
+            __file__,
+            "--single-process",
+            str(volume),
+            "--model",
+            args.model,
+            "--threads",
+            str(args.threads),
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
         one = json.loads(output.strip().splitlines()[-1])
@@ -128,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) at the end",
+        f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) at the end",
         "volume": f"{args.planes} x {args.size} x {args.size} uint16",
         "model": one["model"],
         "block": args.block,
@@ -140,12 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {report['machine']}\n")
     print("| processes | seconds | MP/s | vs one process | peak memory per worker (MiB) | cluster start (s) |")
     print("|---|---|---|---|---|---|")
-    print(f"| one process | {one['seconds']:.1f} | {megapixels / one['seconds']:.3f} | 1.00x | "
-          f"{one['peak_rss'] / 2**20:.0f} | - |")
+    print(
+        f"| one process | {one['seconds']:.1f} | {megapixels / one['seconds']:.3f} | 1.00x | "
+        f"{one['peak_rss'] / 2**20:.0f} | - |"
+    )
     for run in runs:
         peaks = ", ".join(f"{p / 2**20:.0f}" for p in run["peak_rss"])
-        print(f"| {run['workers']} worker(s) | {run['seconds']:.1f} | {megapixels / run['seconds']:.3f} | "
-              f"{one['seconds'] / run['seconds']:.2f}x | {peaks} | {run['startup']:.1f} |")
+        print(
+            f"| {run['workers']} worker(s) | {run['seconds']:.1f} | {megapixels / run['seconds']:.3f} | "
+            f"{one['seconds'] / run['seconds']:.2f}x | {peaks} | {run['startup']:.1f} |"
+        )
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

@@ -77,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"x{scale:<2} float16 vs float32 output: {rows[-1]['float16_vs_float32_psnr_db']:.1f} dB", flush=True)
     report = {
-        "machine": {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "python": platform.python_version()},
+        "machine": {
+            "gpu": torch.cuda.get_device_name(0),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
         "image": f"{args.size}x{args.size} uint8 RGB, tile=0, no attention maps",
         "rows": rows,
     }

@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=512, help="side of the RGB input image (px)")
     parser.add_argument("--steps", type=int, default=40, help="training steps")
     parser.add_argument(
-        "--why", type=float, default=0.0, metavar="SECONDS",
+        "--why",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
         help="also print where the GUI thread was during every gap longer than this (stack samples)",
     )
     args = parser.parse_args(argv)
@@ -210,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     recorder.phase("training", start)
     timer.stop()
 
-    print(f"machine: {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, Qt {os.environ.get('QT_QPA_PLATFORM', 'xcb')}")
+    print(
+        f"machine: {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, Qt {os.environ.get('QT_QPA_PLATFORM', 'xcb')}"
+    )
     print(f"SR: {args.size}x{args.size} RGB with {spec} -> {out_shape} + {n_maps} map layers in {sr_seconds:.1f} s")
     print(f"training: {args.steps} steps of tiny PDN x4 ({train.encoder_combo.currentData()}) in {train_seconds:.1f} s")
     for name, begin, end in recorder.phases:

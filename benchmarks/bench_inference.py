@@ -77,8 +77,10 @@ def _grey16_image(size: int):
     x = np.arange(size, dtype=np.float32) / size
     for y0 in range(0, size, 256):
         y = (np.arange(y0, min(y0 + 256, size), dtype=np.float32) / size)[:, None]
-        block = 2000 + 1500 * np.sin(2 * np.pi * 40 * x)[None] * np.cos(2 * np.pi * 30 * y) + 300 * rng.random(
-            (y.shape[0], size), dtype=np.float32
+        block = (
+            2000
+            + 1500 * np.sin(2 * np.pi * 40 * x)[None] * np.cos(2 * np.pi * 30 * y)
+            + 300 * rng.random((y.shape[0], size), dtype=np.float32)
         )
         image[y0 : y0 + y.shape[0]] = np.clip(block, 0, 65535).astype(np.uint16)
     return image
@@ -164,8 +166,9 @@ def worker(task: dict) -> dict:
             events = []
             before = _rss_bytes()
             start = time.perf_counter()
-            result = upscaler.upscale(image, CAPTION, tile=task["tile"], attention=task["attention"],
-                                      progress=events.append)
+            result = upscaler.upscale(
+                image, CAPTION, tile=task["tile"], attention=task["attention"], progress=events.append
+            )
             seconds = time.perf_counter() - start
             tile, n_tiles = result.tile, events[-1].total
             del result
@@ -238,8 +241,11 @@ def markdown(report: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     bicubic_best = bicubic_median = None
-    labels = {"fusion": "text fusion", "fusion_with_maps": "text fusion + attention maps",
-              "no_fusion": "same backbone, no text"}
+    labels = {
+        "fusion": "text fusion",
+        "fusion_with_maps": "text fusion + attention maps",
+        "no_fusion": "same backbone, no text",
+    }
     for method, entry in report["methods"].items():
         runs = entry["speed"]["seconds"]
         best = {k: min(v) for k, v in runs.items()}
@@ -281,9 +287,7 @@ def markdown(report: dict) -> str:
             verdict = "at the target within the noise"
         else:
             verdict = "MISSES the target"
-        lines.append(
-            f"- {method}: best {ratio:.2f}x, bound {bound:.2f}x, medians {median_ratio:.2f}x ({verdict})"
-        )
+        lines.append(f"- {method}: best {ratio:.2f}x, bound {bound:.2f}x, medians {median_ratio:.2f}x ({verdict})")
     large = {m: e["large"] for m, e in report["methods"].items() if e.get("large")}
     if large:
         big = args["large"]
@@ -310,8 +314,11 @@ def markdown(report: dict) -> str:
         f"Python {machine['python']}"
         + (f", GPU {machine['cuda']}" if machine["cuda"] else ", CPU only")
         + f". Encoder {ENCODER}; models untrained (timing does not depend on the weights)."
-        + (f" Load average when the run started: {machine['load_average_at_start'][0]:.1f} (other users' jobs)."
-           if machine.get("load_average_at_start") else ""),
+        + (
+            f" Load average when the run started: {machine['load_average_at_start'][0]:.1f} (other users' jobs)."
+            if machine.get("load_average_at_start")
+            else ""
+        ),
     ]
     return "\n".join(lines)
 
@@ -327,8 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's)")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per worker")
-    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
-                        help="only print the tables of an earlier run's JSON report")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="only print the tables of an earlier run's JSON report",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -340,8 +352,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from napari_textsr.models import available_methods, get_model_class
 
-    report = {"settings": vars(args) | {"json": str(args.json) if args.json else None}, "machine": _machine(),
-              "methods": {}, "command": " ".join([os.path.basename(sys.executable), *sys.argv])}
+    report = {
+        "settings": vars(args) | {"json": str(args.json) if args.json else None},
+        "machine": _machine(),
+        "methods": {},
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+    }
     common = {"preset": args.preset, "scale": args.scale, "threads": args.threads}
     for method in args.methods:
         if method not in available_methods():
@@ -352,26 +368,58 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping {method}: its model module is not there yet", file=sys.stderr)
             continue
         print(f"[{method}] speed ...", file=sys.stderr, flush=True)
-        entry: dict = {"speed": _run_worker({"kind": "speed", "method": method, "size": args.size,
-                                             "repeats": args.repeats, **common}, args.timeout)}
+        entry: dict = {
+            "speed": _run_worker(
+                {"kind": "speed", "method": method, "size": args.size, "repeats": args.repeats, **common}, args.timeout
+            )
+        }
         entry["memory"] = {}
         for variant in ("fusion", "fusion_with_maps", "no_fusion"):
             print(f"[{method}] memory, {variant} ...", file=sys.stderr, flush=True)
             entry["memory"][variant] = _run_worker(
-                {"kind": "memory", "method": method, "variant": variant, "size": args.size, "dtype": "uint8",
-                 "tile": 0, "attention": variant == "fusion_with_maps", **common}, args.timeout)
+                {
+                    "kind": "memory",
+                    "method": method,
+                    "variant": variant,
+                    "size": args.size,
+                    "dtype": "uint8",
+                    "tile": 0,
+                    "attention": variant == "fusion_with_maps",
+                    **common,
+                },
+                args.timeout,
+            )
         report["methods"][method] = entry
         if args.json:  # partial results survive an interrupted run
             args.json.write_text(json.dumps(report, indent=2))
     report["bicubic_memory"] = _run_worker(
-        {"kind": "memory", "variant": "bicubic", "size": args.size, "dtype": "uint8", "tile": 0,
-         "attention": False, **common}, args.timeout)
+        {
+            "kind": "memory",
+            "variant": "bicubic",
+            "size": args.size,
+            "dtype": "uint8",
+            "tile": 0,
+            "attention": False,
+            **common,
+        },
+        args.timeout,
+    )
     if args.large:
         for method in report["methods"]:
             print(f"[{method}] {args.large}x{args.large} uint16, automatic tiling ...", file=sys.stderr, flush=True)
             report["methods"][method]["large"] = _run_worker(
-                {"kind": "memory", "method": method, "variant": "fusion", "size": args.large, "dtype": "uint16",
-                 "tile": None, "attention": False, **common}, args.timeout)
+                {
+                    "kind": "memory",
+                    "method": method,
+                    "variant": "fusion",
+                    "size": args.large,
+                    "dtype": "uint16",
+                    "tile": None,
+                    "attention": False,
+                    **common,
+                },
+                args.timeout,
+            )
             if args.json:
                 args.json.write_text(json.dumps(report, indent=2))
     table = markdown(report)

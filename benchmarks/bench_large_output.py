@@ -57,7 +57,9 @@ def make_input(path: Path, size: int) -> None:
             yield np.clip(band, 0, 255).astype(np.uint8)
 
     # One page, written in strips from the generator.
-    tifffile.imwrite(path, data=rows(), shape=(size, size), dtype=np.uint8, rowsperstrip=1024, bigtiff=size * size > 2**31)
+    tifffile.imwrite(
+        path, data=rows(), shape=(size, size), dtype=np.uint8, rowsperstrip=1024, bigtiff=size * size > 2**31
+    )
 
 
 # Runs in the measured child: executes ``-m MODULE ARGS`` or ``-c CODE ARGS`` and,
@@ -119,14 +121,24 @@ def describe_output(path: Path) -> dict:
 
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
-            return {"shape": list(page.shape), "dtype": str(page.dtype), "tiled": page.is_tiled,
-                    "bigtiff": tif.is_bigtiff, "file_bytes": path.stat().st_size}
+            return {
+                "shape": list(page.shape),
+                "dtype": str(page.dtype),
+                "tiled": page.is_tiled,
+                "bigtiff": tif.is_bigtiff,
+                "file_bytes": path.stat().st_size,
+            }
     from napari_textsr.ngff import read_ome_zarr
 
     image = read_ome_zarr(path)
     files = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return {"shape": list(image.shape), "dtype": str(image.dtype), "chunks": list(image.data.chunks),
-            "levels": [list(a.shape) for a in image.arrays], "file_bytes": files}
+    return {
+        "shape": list(image.shape),
+        "dtype": str(image.dtype),
+        "chunks": list(image.data.chunks),
+        "levels": [list(a.shape) for a in image.arrays],
+        "file_bytes": files,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,17 +162,34 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.formats:
         target = folder / FORMATS[name]
         command = [
-            "-m", "napari_textsr.cli", "upscale", str(source), str(target),
-            "--model", model, "--tile", str(args.tile), "--device", "cpu", "--quiet",
-            "--max-pixels", str(max(args.size * args.size, 1)),
+            "-m",
+            "napari_textsr.cli",
+            "upscale",
+            str(source),
+            str(target),
+            "--model",
+            model,
+            "--tile",
+            str(args.tile),
+            "--device",
+            "cpu",
+            "--quiet",
+            "--max-pixels",
+            str(max(args.size * args.size, 1)),
         ]
         command += ["--stream"] if name == "tif" else ["--zarr-levels", str(args.zarr_levels)]
         seconds, peak = run_measured(command)
         output = describe_output(target)
-        runs.append({"format": name, "output": output, "seconds": round(seconds, 1),
-                     "peak_rss_mib": round(peak / 2**20, 1),
-                     "output_gib": round(float(np.prod(output["shape"])) / 2**30, 2),
-                     "command": "python " + " ".join(command)})
+        runs.append(
+            {
+                "format": name,
+                "output": output,
+                "seconds": round(seconds, 1),
+                "peak_rss_mib": round(peak / 2**20, 1),
+                "output_gib": round(float(np.prod(output["shape"])) / 2**30, 2),
+                "command": "python " + " ".join(command),
+            }
+        )
         print(json.dumps(runs[-1]), flush=True)  # each run as it ends: a long second run may be stopped
         if not args.keep:
             shutil.rmtree(target) if target.is_dir() else target.unlink()
@@ -170,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": model,
         "tile": args.tile,
         "runs": runs,
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores, "
-                   f"{platform.system()} {platform.release()}",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "load_average_at_end": [round(v, 1) for v in load],
         "threads": os.environ.get("OMP_NUM_THREADS", "default"),
     }

@@ -36,8 +36,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--caption", default="DAPI-stained nuclei, two in mitosis")
-    parser.add_argument("--model-option", action="append", default=[], metavar="NAME=VALUE",
-                        help="config override, e.g. fusion_merge=concat (repeatable)")
+    parser.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="config override, e.g. fusion_merge=concat (repeatable)",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)

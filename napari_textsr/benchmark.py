@@ -74,7 +74,9 @@ class BenchReport:
         values = []
         for image in self.images:
             result = image.variants[variant]
-            values.append(getattr(result.scores, metric) if metric != "text_image_similarity" else result.text_image_similarity)
+            values.append(
+                getattr(result.scores, metric) if metric != "text_image_similarity" else result.text_image_similarity
+            )
         return float(np.mean(values))
 
     def worst_gain(self, variants: Sequence[str] = CAPTION_VARIANTS) -> tuple[float, str]:
@@ -127,12 +129,20 @@ class BenchReport:
             )
         t = summary["timing"]
         worst, where = self.worst_gain()
-        lines += ["", f"{t['seconds_per_image']:.2f} s per image, {t['megapixels_per_second']:.3f} output MP/s; "
-                  f"worst image against bicubic (true, empty or other caption): {worst:+.2f} dB ({where})"]
+        lines += [
+            "",
+            f"{t['seconds_per_image']:.2f} s per image, {t['megapixels_per_second']:.3f} output MP/s; "
+            f"worst image against bicubic (true, empty or other caption): {worst:+.2f} dB ({where})",
+        ]
         groups = self.psnr_y_by_group()
         if len(groups) > 1:
-            lines += ["", "| PSNR Y (dB) by kind | images | " + " | ".join(v.replace("_", " ") for v in VARIANTS)
-                      + " | true - other |", "|---" * (len(VARIANTS) + 3) + "|"]
+            lines += [
+                "",
+                "| PSNR Y (dB) by kind | images | "
+                + " | ".join(v.replace("_", " ") for v in VARIANTS)
+                + " | true - other |",
+                "|---" * (len(VARIANTS) + 3) + "|",
+            ]
             for group, (count, means) in groups.items():
                 cells = " | ".join(f"{means[v]:.2f}" for v in VARIANTS)
                 lines.append(f"| {group} | {count} | {cells} | {means['true_caption'] - means['other_caption']:+.2f} |")
@@ -305,8 +315,12 @@ def degradation_table(reports: Sequence[BenchReport]) -> str:
         m = {v: pooled.mean(v, "psnr_y") for v in VARIANTS}
         worst, _ = pooled.worst_gain()
         cells = [name, str(len(images))] + [f"{m[v]:.2f}" for v in VARIANTS]
-        cells += [f"{m['true_caption'] - m['bicubic']:+.2f}", f"{m['empty_caption'] - m['bicubic']:+.2f}",
-                  f"{m['right_words'] - m['wrong_words']:+.2f}", f"{worst:+.2f}"]
+        cells += [
+            f"{m['true_caption'] - m['bicubic']:+.2f}",
+            f"{m['empty_caption'] - m['bicubic']:+.2f}",
+            f"{m['right_words'] - m['wrong_words']:+.2f}",
+            f"{worst:+.2f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

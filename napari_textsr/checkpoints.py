@@ -210,7 +210,9 @@ def save_checkpoint(
         dtype = torch.float16 if half_encoder else None
         for k, v in encoder.clip.state_dict().items():
             v = v.detach().cpu()
-            tensors[f"encoder.{k}"] = (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous().clone()
+            tensors[f"encoder.{k}"] = (
+                (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous().clone()
+            )
     metadata = CheckpointMetadata(
         method=model.method,
         scale=model.config.scale,
@@ -293,7 +295,15 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _expect(values: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, *, required: bool = True, default: Any = None) -> Any:
+def _expect(
+    values: dict[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    where: str,
+    *,
+    required: bool = True,
+    default: Any = None,
+) -> Any:
     """``values[key]`` if it is of JSON type ``kind`` (bool is not an int; an int is a float)."""
     name = f"{where}{key}"
     if key not in values:
@@ -384,12 +394,24 @@ def _parse_metadata(text: str) -> CheckpointMetadata:
         raise _fail("encoder_spec", str(error)) from None
     encoder = _parse_identity(_expect(values, "encoder", dict, ""))
     if encoder.embed_dim != config.get("prompt_dim", get_model_class(method).config_class.prompt_dim):
-        raise _fail("encoder.embed_dim", f"is {encoder.embed_dim} but the model config's prompt_dim is {config.get('prompt_dim')}")
-    strings = {k: _expect(values, k, str, "", required=False, default="") for k in ("name", "description", "software_version", "created")}
+        raise _fail(
+            "encoder.embed_dim",
+            f"is {encoder.embed_dim} but the model config's prompt_dim is {config.get('prompt_dim')}",
+        )
+    strings = {
+        k: _expect(values, k, str, "", required=False, default="")
+        for k in ("name", "description", "software_version", "created")
+    }
     training_values = _expect(values, "training", (dict, type(None)), "", required=False)
     training = _parse_training(training_values) if training_values is not None else None
     return CheckpointMetadata(
-        method=method, scale=scale, config=config, encoder_spec=encoder_spec, encoder=encoder, training=training, **strings
+        method=method,
+        scale=scale,
+        config=config,
+        encoder_spec=encoder_spec,
+        encoder=encoder,
+        training=training,
+        **strings,
     )
 
 
@@ -501,7 +523,9 @@ def _meta_shapes(build: Callable[[], torch.nn.Module], budget: int) -> dict[str,
     return {name: tuple(t.shape) for name, t in built.state_dict().items()}
 
 
-def _compare_shapes(path: Path, what: str, expected: dict[str, tuple[int, ...]], stored: dict[str, tuple[int, ...]]) -> None:
+def _compare_shapes(
+    path: Path, what: str, expected: dict[str, tuple[int, ...]], stored: dict[str, tuple[int, ...]]
+) -> None:
     missing = sorted(set(expected) - set(stored))
     unexpected = sorted(set(stored) - set(expected))
     wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
@@ -510,13 +534,17 @@ def _compare_shapes(path: Path, what: str, expected: dict[str, tuple[int, ...]],
     details = []
     if wrong:
         k = wrong[0]
-        details.append(f"{len(wrong)} tensor(s) of the wrong shape, e.g. {k}: stored {list(stored[k])}, "
-                       f"the header's config gives {list(expected[k])}")
+        details.append(
+            f"{len(wrong)} tensor(s) of the wrong shape, e.g. {k}: stored {list(stored[k])}, "
+            f"the header's config gives {list(expected[k])}"
+        )
     if missing:
         details.append(f"{len(missing)} tensor(s) missing, e.g. {missing[0]}")
     if unexpected:
         details.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}")
-    raise CheckpointError(f"{path.name}: the stored {what} weights do not fit the header's description ({'; '.join(details)})")
+    raise CheckpointError(
+        f"{path.name}: the stored {what} weights do not fit the header's description ({'; '.join(details)})"
+    )
 
 
 def _check_model_shapes(path: Path, metadata: CheckpointMetadata, stored: dict[str, tuple[int, ...]]) -> None:
@@ -640,7 +668,9 @@ def load_checkpoint(
         )
 
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    encoder_state = {k[8:]: v.float() if v.is_floating_point() else v for k, v in tensors.items() if k.startswith("encoder.")}
+    encoder_state = {
+        k[8:]: v.float() if v.is_floating_point() else v for k, v in tensors.items() if k.startswith("encoder.")
+    }
 
     if encoder is None:
         try:

@@ -194,7 +194,9 @@ class BlockPlan:
         return (1,) * leading + (self.block_shape[0] * scale, self.block_shape[1] * scale)
 
 
-def plan_blocks(shape: Sequence[int], block: int, receptive_field: int, alignment: int = 1, min_size: int = 1) -> BlockPlan:
+def plan_blocks(
+    shape: Sequence[int], block: int, receptive_field: int, alignment: int = 1, min_size: int = 1
+) -> BlockPlan:
     """Blocks of an array (*leading, Y, X): one plane of the leading axes by a y/x tile.
 
     The y/x tiles are :func:`~napari_textsr.tiling.plan_tiles`' (core ``block``
@@ -298,9 +300,15 @@ def _open_input(source: Any, axes: Sequence[Axis] | None) -> _Input:
     if hasattr(source, "dask"):
         return _array_input(source, axes, "dask array", None)
     if hasattr(source, "shape") and hasattr(source, "dtype") and hasattr(source, "__getitem__"):
-        return _array_input(da.from_array(source, chunks=source.chunks if hasattr(source, "chunks") else "auto"),
-                            axes, type(source).__name__, source if not isinstance(source, np.ndarray) else None)
-    raise TypeError(f"input must be an OME-Zarr/zarr path, a list of image files, or a zarr/dask/numpy array, not {type(source).__name__}")
+        return _array_input(
+            da.from_array(source, chunks=source.chunks if hasattr(source, "chunks") else "auto"),
+            axes,
+            type(source).__name__,
+            source if not isinstance(source, np.ndarray) else None,
+        )
+    raise TypeError(
+        f"input must be an OME-Zarr/zarr path, a list of image files, or a zarr/dask/numpy array, not {type(source).__name__}"
+    )
 
 
 def _array_input(array: Any, axes: Sequence[Axis] | None, description: str, zarr_array: Any) -> _Input:
@@ -499,30 +507,53 @@ def upscale_distributed(
         colour = _mapping_from_dict((image.provenance() or {})["intensity"])  # a resumable job's record has it
     else:
         if min(array.shape[-2:]) < max(info.min_size, 2):
-            raise ValueError(f"the image is {array.shape[-2]}x{array.shape[-1]} pixels; this model needs {info.min_size}")
+            raise ValueError(
+                f"the image is {array.shape[-2]}x{array.shape[-1]} pixels; this model needs {info.min_size}"
+            )
         # The engine's normalisation over the whole input, read chunk by chunk
         # here on the client (dask inputs with the local threaded scheduler).
         with dask.config.set(scheduler="threads"):
-            colour, _ = compute_mappings(data.zarr_array if data.zarr_array is not None else array,
-                                         tuple(array.shape[:-2]), False, percentiles or upscaler.percentiles)
+            colour, _ = compute_mappings(
+                data.zarr_array if data.zarr_array is not None else array,
+                tuple(array.shape[:-2]),
+                False,
+                percentiles or upscaler.percentiles,
+            )
         out_scale, out_translation = upscaled_transform(data.axes, data.scale, data.translation, factor)
         provenance = _provenance(upscaler, caption, colour, job_settings, data, plan)
         image = create_ome_zarr(
-            output, out_shape, dtype, axes=data.axes, scale=out_scale, translation=out_translation,
+            output,
+            out_shape,
+            dtype,
+            axes=data.axes,
+            scale=out_scale,
+            translation=out_translation,
             chunks=plan.output_chunks(leading, factor),
             n_levels=levels if levels is not None else _default_levels(*out_shape[-2:]),
-            attrs={PROVENANCE_KEY: provenance}, name=output.name, overwrite=overwrite,
+            attrs={PROVENANCE_KEY: provenance},
+            name=output.name,
+            overwrite=overwrite,
         )
         group = zarr.open_group(str(output), mode="r+")
-        group.create_array(MARKERS, shape=plan.grid_shape, dtype=np.uint8, chunks=(1,) * len(plan.grid_shape),
-                           fill_value=0)
+        group.create_array(
+            MARKERS, shape=plan.grid_shape, dtype=np.uint8, chunks=(1,) * len(plan.grid_shape), fill_value=0
+        )
     markers = zarr.open_group(str(output), mode="r")[MARKERS][...]
     todo = [b for b in plan.blocks if not markers[b.grid]]
     skipped = len(plan.blocks) - len(todo)
 
     if not todo and (image.provenance() or {}).get("complete"):  # nothing left to do
-        return DistributedResult(read_ome_zarr(output), len(plan.blocks), 0, skipped, time.perf_counter() - start,
-                                 plan.block_shape, plan.halo, {}, image.provenance() or {})
+        return DistributedResult(
+            read_ome_zarr(output),
+            len(plan.blocks),
+            0,
+            skipped,
+            time.perf_counter() - start,
+            plan.block_shape,
+            plan.halo,
+            {},
+            image.provenance() or {},
+        )
 
     job = _Job(spec, caption, colour, str(output), factor)
     client, owned = _open_client(scheduler)
@@ -586,7 +617,9 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _provenance(upscaler, caption: str, colour, settings: dict[str, Any], data: _Input, plan: BlockPlan) -> dict[str, Any]:
+def _provenance(
+    upscaler, caption: str, colour, settings: dict[str, Any], data: _Input, plan: BlockPlan
+) -> dict[str, Any]:
     from napari_textsr._version import __version__
 
     d = upscaler.description
@@ -615,8 +648,12 @@ def _mapping_from_dict(values: dict[str, Any]):
     from napari_textsr.intensity import IntensityMapping
 
     return IntensityMapping(
-        np.dtype(values["dtype"]), float(values["low"]), float(values["high"]),
-        float(values["clip_min"]), float(values["clip_max"]), str(values["mode"]),
+        np.dtype(values["dtype"]),
+        float(values["low"]),
+        float(values["high"]),
+        float(values["clip_min"]),
+        float(values["clip_max"]),
+        str(values["mode"]),
     )
 
 
@@ -627,7 +664,9 @@ def _existing_job(output: Path, settings: dict[str, Any], overwrite: bool) -> Om
     try:
         image = read_ome_zarr(output, mode="r+")
     except ValueError as error:
-        raise ValueError(f"{output} exists and is not an output of textsr distributed ({error}); pass overwrite") from error
+        raise ValueError(
+            f"{output} exists and is not an output of textsr distributed ({error}); pass overwrite"
+        ) from error
     provenance = image.provenance() or {}
     previous = provenance.get("job")
     if previous != settings:

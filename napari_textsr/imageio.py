@@ -186,9 +186,14 @@ def _default_axes(ndim: int, rgb: bool) -> str:
 
 
 def _napari_unit(unit: str) -> str:
-    return {"µm": "micrometer", "nm": "nanometer", "mm": "millimeter", "cm": "centimeter", "m": "meter", "inch": "inch"}.get(
-        unit, unit or "pixel"
-    )
+    return {
+        "µm": "micrometer",
+        "nm": "nanometer",
+        "mm": "millimeter",
+        "cm": "centimeter",
+        "m": "meter",
+        "inch": "inch",
+    }.get(unit, unit or "pixel")
 
 
 def _unit(text: Any) -> str:
@@ -630,7 +635,14 @@ def _orient(data: np.ndarray, orientation: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- OME-Zarr
-_NGFF_UNITS = {"µm": "micrometer", "nm": "nanometer", "mm": "millimeter", "cm": "centimeter", "m": "meter", "inch": "inch"}
+_NGFF_UNITS = {
+    "µm": "micrometer",
+    "nm": "nanometer",
+    "mm": "millimeter",
+    "cm": "centimeter",
+    "m": "meter",
+    "inch": "inch",
+}
 _NGFF_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
 
 
@@ -689,8 +701,11 @@ def ngff_geometry(image: ImageFile) -> tuple[list[Any], list[float], list[float]
     if any(a not in rank for a in letters) or [rank[a] for a in letters] != sorted(rank[a] for a in letters):
         raise ValueError(f"axes {letters!r} are not in OME-Zarr's order (t, c, z, y, x); write a .tif")
     axes = [
-        ngff.Axis(a.lower(), _NGFF_TYPES[a], _NGFF_UNITS.get(image.units.get(a, ""), image.units.get(a) or None)
-                  if _NGFF_TYPES[a] == "space" else None)
+        ngff.Axis(
+            a.lower(),
+            _NGFF_TYPES[a],
+            _NGFF_UNITS.get(image.units.get(a, ""), image.units.get(a) or None) if _NGFF_TYPES[a] == "space" else None,
+        )
         for a in letters
     ]
     scale = [float(image.spacing.get(a, 1.0)) for a in letters]
@@ -734,8 +749,16 @@ def create_zarr_output(path: str | os.PathLike, image: ImageFile, *, levels: int
     if image.provenance is not None:
         attrs[_JSON_KEY] = image.provenance
     target = ngff.create_ome_zarr(
-        path, shape, image.data.dtype, axes=axes, scale=scale, translation=translation, chunks=chunks,
-        n_levels=levels, attrs=attrs, overwrite=True,
+        path,
+        shape,
+        image.data.dtype,
+        axes=axes,
+        scale=scale,
+        translation=translation,
+        chunks=chunks,
+        n_levels=levels,
+        attrs=attrs,
+        overwrite=True,
     )
     return target, ChannelFirstSink(target.data, image.rgb)
 
@@ -813,8 +836,18 @@ def tiff_flavour(image: ImageFile, *, imagej_allowed: bool = True) -> str:
     """
     dtype, axes = image.data.dtype, image.axes
     ordered = "".join(a for a in "TZCYXS" if a in axes) == axes
-    imagej_ok = ordered and dtype in (np.uint8, np.uint16, np.float32) and (not image.rgb or (dtype == np.uint8 and image.data.shape[-1] == 3))
-    ome_ok = set(axes) <= set("TZCYXS") and len(set(axes)) == len(axes) and dtype.kind in "uif" and dtype.itemsize <= 8 and dtype not in (np.float16, np.int64, np.uint64)
+    imagej_ok = (
+        ordered
+        and dtype in (np.uint8, np.uint16, np.float32)
+        and (not image.rgb or (dtype == np.uint8 and image.data.shape[-1] == 3))
+    )
+    ome_ok = (
+        set(axes) <= set("TZCYXS")
+        and len(set(axes)) == len(axes)
+        and dtype.kind in "uif"
+        and dtype.itemsize <= 8
+        and dtype not in (np.float16, np.int64, np.uint64)
+    )
     physical = any(image.units.get(a, "") not in ("", "inch", "cm") for a in "XYZ")
     imagej_ok = imagej_ok and imagej_allowed
     if image.format == "ome" and ome_ok:
@@ -879,7 +912,11 @@ def tiff_write_kwargs(image: ImageFile, flavour: str) -> dict[str, Any]:
     else:
         if sx and sy and unit in ("inch", "cm"):
             kwargs.update(resolution=(1.0 / sx, 1.0 / sy), resolutionunit="CENTIMETER" if unit == "cm" else "INCH")
-        kwargs["metadata"] = {"axes": image.axes, _FILE_KEY: image.file_record(), **({_JSON_KEY: image.provenance} if image.provenance is not None else {})}
+        kwargs["metadata"] = {
+            "axes": image.axes,
+            _FILE_KEY: image.file_record(),
+            **({_JSON_KEY: image.provenance} if image.provenance is not None else {}),
+        }
     return kwargs
 
 
@@ -937,7 +974,9 @@ def _dpi(image: ImageFile) -> tuple[float, float] | None:
     """Pixels per inch for PNG pHYs / JPEG density, from any length unit."""
     sx, sy = image.spacing.get("X"), image.spacing.get("Y")
     unit = image.units.get("X", "")
-    inches = {"inch": 1.0, "cm": 1 / 2.54, "mm": 1 / 25.4, "µm": 1 / 25400.0, "nm": 1 / 2.54e7, "m": 100 / 2.54}.get(unit)
+    inches = {"inch": 1.0, "cm": 1 / 2.54, "mm": 1 / 25.4, "µm": 1 / 25400.0, "nm": 1 / 2.54e7, "m": 100 / 2.54}.get(
+        unit
+    )
     if not (sx and sy and inches):
         return None
     return (1.0 / (sx * inches), 1.0 / (sy * inches))
@@ -1051,7 +1090,13 @@ class TiffTileBands:
         return self._next[0] >= self._n_pages
 
 
-def write_tiled_tiff(path: str | os.PathLike, image: ImageFile, tiles: Iterator[np.ndarray], shape: tuple[int, ...], tile: int = STREAM_TILE) -> Path:
+def write_tiled_tiff(
+    path: str | os.PathLike,
+    image: ImageFile,
+    tiles: Iterator[np.ndarray],
+    shape: tuple[int, ...],
+    tile: int = STREAM_TILE,
+) -> Path:
     """Write a tiled BigTIFF from an iterator of (tile, tile[, C]) blocks in TIFF order.
 
     ``image`` gives the metadata (spacing, units, channel names, provenance;

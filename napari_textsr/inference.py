@@ -166,7 +166,9 @@ class UpscaleResult:
     tile: int = 0
     intensity: dict[str, Any] | None = None
     created: str = ""
-    attention_scale: int = 0  # maps' grid relative to the input's (scale; 1 above MAX_ATTENTION_OUTPUT_PIXELS or for native LR maps)
+    attention_scale: int = (
+        0  # maps' grid relative to the input's (scale; 1 above MAX_ATTENTION_OUTPUT_PIXELS or for native LR maps)
+    )
     caption_encoded: str | None = None  # the part of the caption the encoder used (None: all of it)
     regions: dict[str, Any] | None = None
     text_effect: np.ndarray | None = None
@@ -225,7 +227,9 @@ class _Layout:
 
 def _as_array(image: Any) -> Any:
     """numpy arrays and lazy array-likes (dask, zarr) pass through; anything else goes through np.asarray."""
-    if isinstance(image, np.ndarray) or (hasattr(image, "shape") and hasattr(image, "dtype") and hasattr(image, "__getitem__")):
+    if isinstance(image, np.ndarray) or (
+        hasattr(image, "shape") and hasattr(image, "dtype") and hasattr(image, "__getitem__")
+    ):
         return image
     return np.asarray(image)
 
@@ -253,9 +257,7 @@ def _layout(image: Any, rgb: bool | None, min_size: int) -> _Layout:
     height, width = spatial
     min_size = max(min_size, MIN_SIDE)
     if height < min_size or width < min_size:
-        raise ValueError(
-            f"the image is {height}x{width} pixels but this model needs at least {min_size}x{min_size}"
-        )
+        raise ValueError(f"the image is {height}x{width} pixels but this model needs at least {min_size}x{min_size}")
     return _Layout(shape, dtype, leading, height, width, bool(rgb), shape[-1] if rgb else 1)
 
 
@@ -342,7 +344,13 @@ class Upscaler:
         is_half = self.autocast_dtype is not None
         if description is None:
             description = describe_model(
-                model, encoder, self.device, name=f"{model.method} (in memory)", trained=False, half=is_half, source="memory"
+                model,
+                encoder,
+                self.device,
+                name=f"{model.method} (in memory)",
+                trained=False,
+                half=is_half,
+                source="memory",
             )
         else:
             description = dataclasses.replace(description, device=str(self.device), half=is_half)
@@ -441,7 +449,9 @@ class Upscaler:
             result.caption_encoded = encoded
             return result
         if out is not None:
-            raise ValueError("out= writes one plain upscale tile by tile; it cannot be combined with regions or text_effect")
+            raise ValueError(
+                "out= writes one plain upscale tile by tile; it cannot be combined with regions or text_effect"
+            )
         captioned = caption != "" or reference is not None
         result = yield from self._generate_composite(
             prepared, caption, prompt, captioned, regions, text_effect, tile, consistency, attention, start
@@ -554,7 +564,8 @@ class Upscaler:
                 raise ValueError(f"the {name} mapping is for {np.dtype(mapping.dtype)}, the block is {layout.dtype}")
         if (layout.channels == 4) != (alpha is not None):
             raise ValueError(
-                "an RGBA block needs the whole image's alpha mapping (alpha=)" if alpha is None
+                "an RGBA block needs the whole image's alpha mapping (alpha=)"
+                if alpha is None
                 else f"alpha= is only for RGBA blocks; this block has {layout.channels} channel(s)"
             )
         prompt, _encoded = self._prompt(caption, None)
@@ -614,13 +625,17 @@ class Upscaler:
             return 0.5 * free
         return min(0.25 * free, DEFAULT_CPU_TILE_MEMORY)
 
-    def _resolve_tile(self, tile: int | None, layout: _Layout, padding: int, bytes_per_pixel: float, info: TilingInfo) -> int:
+    def _resolve_tile(
+        self, tile: int | None, layout: _Layout, padding: int, bytes_per_pixel: float, info: TilingInfo
+    ) -> int:
         if tile is None:
             return auto_tile_size(
                 layout.height, layout.width, padding, bytes_per_pixel, self._tile_budget(), info.alignment
             )
         if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 0:
-            raise ValueError(f"tile must be None (automatic), 0 (no tiling) or a positive number of pixels, got {tile!r}")
+            raise ValueError(
+                f"tile must be None (automatic), 0 (no tiling) or a positive number of pixels, got {tile!r}"
+            )
         tile = int(tile)
         if tile == 0:
             needed = layout.height * layout.width * bytes_per_pixel
@@ -634,7 +649,14 @@ class Upscaler:
         return tile
 
     def _check_output_fits(
-        self, layout: _Layout, scale: int, n_maps: int, map_scale: int, consistency: bool, in_memory: bool, tile_bytes: float
+        self,
+        layout: _Layout,
+        scale: int,
+        n_maps: int,
+        map_scale: int,
+        consistency: bool,
+        in_memory: bool,
+        tile_bytes: float,
     ) -> None:
         """ValueError unless output (when held in memory), maps, consistency map and one tile fit.
 
@@ -696,7 +718,11 @@ class Upscaler:
         bytes_per_pixel = self._bytes_per_lr_pixel(self.model.tiling_info(), consistency, attention, layout.channels)
         tile_bytes = 0.0 if self.device.type == "cuda" else self._tile_bytes(tiles, bytes_per_pixel)
         map_scale: int | None = None if attention_grid == "native" else scale  # native: known at the first tile
-        if attention and attention_grid == "output" and layout.height * layout.width * scale**2 > MAX_ATTENTION_OUTPUT_PIXELS:
+        if (
+            attention
+            and attention_grid == "output"
+            and layout.height * layout.width * scale**2 > MAX_ATTENTION_OUTPUT_PIXELS
+        ):
             map_scale = 1
             warnings.warn(
                 f"attention maps on the input grid ({layout.height}x{layout.width}), not the output's: "
@@ -787,6 +813,7 @@ class Upscaler:
     def _tile_bytes(tiles: Sequence[Tile], bytes_per_pixel: float) -> float:
         largest = max(t.padded_shape[0] * t.padded_shape[1] for t in tiles)
         return largest * bytes_per_pixel
+
     def _generate_composite(
         self,
         prepared: _Prepared,
@@ -918,7 +945,11 @@ class Upscaler:
             # Bilinear resampling is local, so with aligned tiles the stitched
             # maps equal the untiled ones wherever the model's maps are local.
             size = (height * scale, width * scale)
-            resampled = amap if tuple(amap.shape[-2:]) == size else F.interpolate(amap, size=size, mode="bilinear", align_corners=False)
+            resampled = (
+                amap
+                if tuple(amap.shape[-2:]) == size
+                else F.interpolate(amap, size=size, mode="bilinear", align_corners=False)
+            )
             store[index + t.core_slices(scale)] = resampled[0, 0][core_hr].cpu().numpy()
         return maps
 

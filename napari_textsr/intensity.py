@@ -61,7 +61,16 @@ def check_dtype(dtype: Any) -> np.dtype:
     )
 
 
-_KIND_NAMES = {"b": "boolean", "c": "complex", "O": "Python objects", "U": "strings", "S": "bytes", "V": "structured", "M": "datetimes", "m": "timedeltas"}
+_KIND_NAMES = {
+    "b": "boolean",
+    "c": "complex",
+    "O": "Python objects",
+    "U": "strings",
+    "S": "bytes",
+    "V": "structured",
+    "M": "datetimes",
+    "m": "timedeltas",
+}
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,9 @@ class IntensityMapping:
 
         Non-finite float values (NaN, inf: masked regions) become 0 (= ``low``).
         """
-        if self.mode != "identity" and (self.dtype.itemsize >= 4 and self.dtype.kind in "ui" or self.dtype == np.float64):
+        if self.mode != "identity" and (
+            self.dtype.itemsize >= 4 and self.dtype.kind in "ui" or self.dtype == np.float64
+        ):
             # Offset in float64 first: float32 holds 24 bits, 4e9 + [0, 100) needs 32.
             unit = ((values.astype(np.float64) - self.low) * (1.0 / self.span)).astype(np.float32)
         else:
@@ -113,7 +124,11 @@ class IntensityMapping:
         Computed in float64 for 32/64-bit integers and float64 so no precision
         is lost there; in float32 otherwise.
         """
-        work = np.float64 if self.dtype.itemsize >= 4 and self.dtype.kind in "ui" or self.dtype == np.float64 else np.float32
+        work = (
+            np.float64
+            if self.dtype.itemsize >= 4 and self.dtype.kind in "ui" or self.dtype == np.float64
+            else np.float32
+        )
         values = unit.astype(work, copy=True)
         if self.mode != "identity":
             np.multiply(values, work(self.span), out=values)
@@ -242,7 +257,12 @@ def _percentile_stats(
             return a + (b - a) * (position - below)
 
         nonzero = np.flatnonzero(histogram)
-        return percentile(percentiles[0]), percentile(percentiles[1]), float(nonzero[0] + offset), float(nonzero[-1] + offset)
+        return (
+            percentile(percentiles[0]),
+            percentile(percentiles[1]),
+            float(nonzero[0] + offset),
+            float(nonzero[-1] + offset),
+        )
 
     # Deterministic subsample: every step-th finite value of every block,
     # with exact minimum and maximum; memory stays at MAX_SAMPLES values.

@@ -109,7 +109,9 @@ class ModelSpec:
             raise ModelSpecError(f"a model spec is a string or a path, got {spec!r}")
         text = text.strip()
         if not text:
-            raise ModelSpecError("empty model spec; use 'default', a bundled model's name, a checkpoint path or 'random:...'")
+            raise ModelSpecError(
+                "empty model spec; use 'default', a bundled model's name, a checkpoint path or 'random:...'"
+            )
         if text == "default":
             return cls("default")
         if text.startswith("random:"):

@@ -440,8 +440,17 @@ def write_ome_zarr(
     """Write ``data`` (numpy or dask array, any dtype zarr stores) as an NGFF 0.5 image with
     ``n_levels`` pyramid levels; the arguments are :func:`create_ome_zarr`'s."""
     image = create_ome_zarr(
-        path, data.shape, data.dtype, axes=axes, scale=scale, translation=translation, chunks=chunks,
-        n_levels=n_levels, attrs=attrs, name=name, overwrite=overwrite,
+        path,
+        data.shape,
+        data.dtype,
+        axes=axes,
+        scale=scale,
+        translation=translation,
+        chunks=chunks,
+        n_levels=n_levels,
+        attrs=attrs,
+        name=name,
+        overwrite=overwrite,
     )
     if hasattr(data, "dask"):
         import dask.array as da

@@ -345,7 +345,10 @@ def blend_into(
     y1, x1 = max(p.core[1] for p in plans), max(p.core[3] for p in plans)
     window = (slice(y0 * scale, y1 * scale), slice(x0 * scale, x1 * scale))
     places = [
-        (slice((p.core[0] - y0) * scale, (p.core[1] - y0) * scale), slice((p.core[2] - x0) * scale, (p.core[3] - x0) * scale))
+        (
+            slice((p.core[0] - y0) * scale, (p.core[1] - y0) * scale),
+            slice((p.core[2] - x0) * scale, (p.core[3] - x0) * scale),
+        )
         for p in plans
     ]
     for index in np.ndindex(*leading):

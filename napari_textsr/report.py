@@ -194,7 +194,7 @@ def model_file(source: str) -> Path | None:
     from napari_textsr.checkpoints import SUFFIX
 
     if source.startswith("bundled:"):
-        return loading.WEIGHTS_DIR / f"{source[len('bundled:'):]}{SUFFIX}"
+        return loading.WEIGHTS_DIR / f"{source[len('bundled:') :]}{SUFFIX}"
     if source in ("", "random", "memory"):
         return None
     path = Path(source)

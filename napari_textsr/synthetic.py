@@ -70,9 +70,27 @@ _DARK: dict[str, tuple[float, float, float]] = {
     "purple": (0.30, 0.05, 0.35),
 }
 _NUMBERS = (
-    "no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
-    "eighteen", "nineteen", "twenty",
+    "no",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
 )
 # Stripe period in pixels: at x8 one period falls inside one low-resolution
 # pixel, so any direction averages to the same flat colour.
@@ -112,15 +130,19 @@ def _shape_inside(shape: str, diameter: float) -> tuple[Callable[[np.ndarray, np
         side = np.sqrt(4 * area / np.sqrt(3))
         height = side * np.sqrt(3) / 2
         return (
-            lambda dy, dx: (dy <= height / 3)
-            & (dy >= -2 * height / 3)
-            & (np.abs(dx) <= (dy + 2 * height / 3) * (side / 2) / height)
+            lambda dy, dx: (
+                (dy <= height / 3)
+                & (dy >= -2 * height / 3)
+                & (np.abs(dx) <= (dy + 2 * height / 3) * (side / 2) / height)
+            )
         ), 2 * height / 3
     if shape == "cross":  # Greek cross made of five arm-width squares
         arm = np.sqrt(area / 5)
         return (
-            lambda dy, dx: ((np.abs(dx) <= arm / 2) & (np.abs(dy) <= 1.5 * arm))
-            | ((np.abs(dy) <= arm / 2) & (np.abs(dx) <= 1.5 * arm))
+            lambda dy, dx: (
+                ((np.abs(dx) <= arm / 2) & (np.abs(dy) <= 1.5 * arm))
+                | ((np.abs(dy) <= arm / 2) & (np.abs(dx) <= 1.5 * arm))
+            )
         ), 1.5 * arm
     raise ValueError(f"unknown shape {shape!r}; choose from {SHAPES}")
 
@@ -550,9 +572,7 @@ def synthetic_scene(kind: str, rng: np.random.Generator, size: int = 256) -> Cap
     return _SCENES[kind](rng, size)
 
 
-def iter_synthetic(
-    n: int, seed: int, size: int = 256, kinds: Sequence[str] | None = None
-) -> Iterator[CaptionedImage]:
+def iter_synthetic(n: int, seed: int, size: int = 256, kinds: Sequence[str] | None = None) -> Iterator[CaptionedImage]:
     """The scenes of :func:`synthetic_dataset`, one at a time (for large sets: hold only what you keep)."""
     kinds = tuple(kinds) if kinds else SYNTHETIC_KINDS
     unknown = [k for k in kinds if k not in _SCENES]
@@ -564,9 +584,7 @@ def iter_synthetic(
         yield item
 
 
-def synthetic_dataset(
-    n: int, seed: int, size: int = 256, kinds: Sequence[str] | None = None
-) -> list[CaptionedImage]:
+def synthetic_dataset(n: int, seed: int, size: int = 256, kinds: Sequence[str] | None = None) -> list[CaptionedImage]:
     """``n`` scenes cycling through ``kinds`` (default: all), scene i drawn from its own
     rng seeded by (seed, i): the first k scenes are the same whatever ``n`` is.
     Names are ``synthetic-<seed>-<i>-<scene>`` (unique, stable for the val split)."""

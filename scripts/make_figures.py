@@ -120,14 +120,16 @@ def captions_figure(out: Path, n_scenes: int = 3) -> None:
             return f"{quality_scores(x, hr, 8).psnr_y:.2f} dB"
 
         size = (192, 192)
-        rows.append([
-            panel(lr8, "input (16x16)", size),
-            panel(bicubic, f"bicubic x8, {score(bicubic)}", size),
-            panel(right, f"{quoted(captions[index])}\n{score(right)}", size),
-            panel(other, f"{quoted(wrong)}\n{score(other)}", size),
-            panel(unrelated, f"{quoted(elsewhere)}\n{score(unrelated)}", size),
-            panel(hr, "target", size),
-        ])
+        rows.append(
+            [
+                panel(lr8, "input (16x16)", size),
+                panel(bicubic, f"bicubic x8, {score(bicubic)}", size),
+                panel(right, f"{quoted(captions[index])}\n{score(right)}", size),
+                panel(other, f"{quoted(wrong)}\n{score(other)}", size),
+                panel(unrelated, f"{quoted(elsewhere)}\n{score(unrelated)}", size),
+                panel(hr, "target", size),
+            ]
+        )
     grid(rows).save(out / "captions_x8.png")
 
 
@@ -168,12 +170,19 @@ def regions_figure(out: Path) -> dict:
     limit = stats["p99_abs"]
     quoted = [textwrap.shorten(c, 34) for c in REGION_CAPTIONS]
     row = [
-        panel(outlined, f"input 100x150; yellow: \"{quoted[0]}\"\nblue: \"{quoted[1]}\"\n"
-                        f"elsewhere: \"{textwrap.shorten(sample.caption, 40)}\"", size),
+        panel(
+            outlined,
+            f'input 100x150; yellow: "{quoted[0]}"\nblue: "{quoted[1]}"\n'
+            f'elsewhere: "{textwrap.shorten(sample.caption, 40)}"',
+            size,
+        ),
         panel(result.image, f"{result.model.name} x4 with the three captions", size),
-        panel(signed_heat(result.text_effect, limit),
-              f"text effect: output - uncaptioned output (grey levels)\nred +, blue -, saturating at +-{limit:.1f}"
-              f"\nmean |.| {stats['mean_abs']:.2f}, 99th pct {stats['p99_abs']:.2f}", size),
+        panel(
+            signed_heat(result.text_effect, limit),
+            f"text effect: output - uncaptioned output (grey levels)\nred +, blue -, saturating at +-{limit:.1f}"
+            f"\nmean |.| {stats['mean_abs']:.2f}, 99th pct {stats['p99_abs']:.2f}",
+            size,
+        ),
     ]
     # What the region captions changed over the global caption alone: zero
     # outside the regions and their feather band.
@@ -182,9 +191,12 @@ def regions_figure(out: Path) -> dict:
     local_limit = float(np.percentile(np.abs(local[local != 0]), 99)) if np.any(local) else 1.0
     outside = feather_outside(regions, 4)
     row.append(
-        panel(signed_heat(local, local_limit),
-              f"output - output with the main caption only\nred +, blue -, saturating at +-{local_limit:.1f}"
-              f"\nmax |.| outside regions + band: {np.abs(local[outside]).max():.0f}", size)
+        panel(
+            signed_heat(local, local_limit),
+            f"output - output with the main caption only\nred +, blue -, saturating at +-{local_limit:.1f}"
+            f"\nmax |.| outside regions + band: {np.abs(local[outside]).max():.0f}",
+            size,
+        )
     )
     grid([row]).save(out / "regions_x4.png")
     return {

@@ -28,7 +28,10 @@ def _downsample(image: np.ndarray, factor: int) -> np.ndarray:
     size = (width // factor, height // factor)
     if image.ndim == 2:
         return np.asarray(Image.fromarray(image.astype(np.float32), mode="F").resize(size, Image.BICUBIC))
-    channels = [np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(size, Image.BICUBIC)) for c in range(image.shape[2])]
+    channels = [
+        np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(size, Image.BICUBIC))
+        for c in range(image.shape[2])
+    ]
     return np.stack(channels, axis=-1)
 
 

@@ -54,8 +54,9 @@ def test_caption_variants_differ_when_fusion_is_active(scenes):
 
 def test_cli_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench", "--model", "random:pdn:2:tiny", "--synthetic", "2", "--synthetic-size", "48",
-                 "--json", str(out)])
+    code = main(
+        ["bench", "--model", "random:pdn:2:tiny", "--synthetic", "2", "--synthetic-size", "48", "--json", str(out)]
+    )
     assert code == 0
     report = json.loads(out.read_text())[0]
     assert report["scale"] == 2 and len(report["images"]) == 2
@@ -76,8 +77,9 @@ def test_cli_pools_several_datasets(tmp_path, capsys):
             if k % 2 == 0:
                 fh.write("file,caption\n")
             csv.writer(fh).writerow([f"{k}.png", scene.captions[0]])
-    code = main(["bench", "--model", "random:pdn:2:tiny", "--data", str(tmp_path / "set0"),
-                 "--data", str(tmp_path / "set1")])
+    code = main(
+        ["bench", "--model", "random:pdn:2:tiny", "--data", str(tmp_path / "set0"), "--data", str(tmp_path / "set1")]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "all 4 images, bicubic-aa, PSNR Y (dB): bicubic" in out
@@ -106,8 +108,11 @@ def test_bench_degradations_right_and_wrong_words_and_worst_image(scenes):
     assert first.right_words.endswith("; the picture is blocky and JPEG-compressed")
     assert first.wrong_words.endswith("; the picture is sharp and clean")
     worst, where = reports[0].worst_gain()
-    gains = [i.variants[v].scores.psnr_y - i.variants["bicubic"].scores.psnr_y
-             for i in reports[0].images for v in ("true_caption", "empty_caption", "other_caption")]
+    gains = [
+        i.variants[v].scores.psnr_y - i.variants["bicubic"].scores.psnr_y
+        for i in reports[0].images
+        for v in ("true_caption", "empty_caption", "other_caption")
+    ]
     assert worst == pytest.approx(min(gains)) and " / " in where
     table = degradation_table(reports)
     assert table.count("\n") == 3 and "| jpeg | 3 |" in table and "| box | 3 |" in table

@@ -96,7 +96,9 @@ def test_shipped_pdn_beats_bicubic_on_unseen_synthetic_scenes(name):
         lr = Degradation(scale=scale)(torch.from_numpy(hr).permute(2, 0, 1)[None])[0]
         lr8 = np.round(lr.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
         sr = upscaler.upscale(lr8, item.captions[0]).image.astype(np.float32) / 255
-        gains.append(quality_scores(sr, hr, scale).psnr_y - quality_scores(bicubic_upscale(lr8, scale), hr, scale).psnr_y)
+        gains.append(
+            quality_scores(sr, hr, scale).psnr_y - quality_scores(bicubic_upscale(lr8, scale), hr, scale).psnr_y
+        )
     # The realistic-family PDNs were trained on photographs only: on average they still gain on
     # these scenes, but x4 falls 0.6 dB below bicubic on one fine-stripe texture scene (read as
     # aliasing or noise), where the earlier bicubic-only models gained on every scene.

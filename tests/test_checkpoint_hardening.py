@@ -67,17 +67,23 @@ def tiny(tmp_path, tiny_encoder):
 # ---------------------------------------------------------------- row 2
 def test_header_config_larger_than_the_stored_tensors_is_refused_at_once(tmp_path):
     """n_feats=5800 in a file of n_feats=32 tensors: refused from the shapes, before any weight is read."""
-    crafted = with_metadata(BUNDLED_PDN, tmp_path / "huge.textsr.safetensors",
-                            lambda m: m["config"].update(n_feats=5800))
+    crafted = with_metadata(
+        BUNDLED_PDN, tmp_path / "huge.textsr.safetensors", lambda m: m["config"].update(n_feats=5800)
+    )
     load_checkpoint(BUNDLED_PDN)  # first use imports the model modules; that is not the refusal's cost
     start = time.process_time()  # CPU time: the development machine is shared, wall time measures the others
-    with pytest.raises(CheckpointError, match=r"65 tensor\(s\) of the wrong shape, e.g. blocks.0.body.0.bias: stored \[32\], "
-                       r"the header's config gives \[5800\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"65 tensor\(s\) of the wrong shape, e.g. blocks.0.body.0.bias: stored \[32\], "
+        r"the header's config gives \[5800\]",
+    ):
         load_checkpoint(crafted)
     took = time.process_time() - start
     print(f"n_feats=5800 header refused in {took * 1000:.1f} ms of CPU time")
     assert took < 1.0
-    many = with_metadata(BUNDLED_PDN, tmp_path / "deep.textsr.safetensors", lambda m: m["config"].update(n_blocks=60000))
+    many = with_metadata(
+        BUNDLED_PDN, tmp_path / "deep.textsr.safetensors", lambda m: m["config"].update(n_blocks=60000)
+    )
     start = time.process_time()
     with pytest.raises(CheckpointError, match="more tensors than the"):
         load_checkpoint(many)
@@ -97,8 +103,10 @@ def test_header_config_larger_than_the_stored_tensors_is_refused_at_once(tmp_pat
         (lambda m: m["encoder"].update(embed_dim="32"), "'encoder.embed_dim' must be int"),
         (lambda m: m["config"].update(n_feats=8.5), "'config.n_feats' must be int, got float"),
         (lambda m: m["config"].update(wings=2), "'config.wings' is not a known field"),
-        (lambda m: m.update(training={"extra": {"a": [[[[[[[[[[1]]]]]]]]]]}}),
-         r"'training.extra.a\[0\]\[0\]\[0\]\[0\]\[0\]\[0\]\[0\]' is nested deeper than 8"),
+        (
+            lambda m: m.update(training={"extra": {"a": [[[[[[[[[[1]]]]]]]]]]}}),
+            r"'training.extra.a\[0\]\[0\]\[0\]\[0\]\[0\]\[0\]\[0\]' is nested deeper than 8",
+        ),
         (lambda m: "[" * 100_000 + "]" * 100_000, "nested too deeply"),
         (lambda m: '{"format": "napari-textsr", "version": 1, "method": ', "not valid JSON"),
         (lambda m: m.update(version=True), "'version' is True"),
@@ -147,9 +155,10 @@ def test_header_encoder_may_not_point_elsewhere(tmp_path, spec, message):
 
 
 def test_bundled_names_resolve_only_inside_the_weights_folder():
-    assert prompts.bundled_weights_path(prompts.EncoderSpec("textsr-clip-s", "bundled:textsr-clip-s")) == (
-        Path(prompts.WEIGHTS_DIR) / "textsr-clip-s.safetensors"
-    ).resolve()
+    assert (
+        prompts.bundled_weights_path(prompts.EncoderSpec("textsr-clip-s", "bundled:textsr-clip-s"))
+        == (Path(prompts.WEIGHTS_DIR) / "textsr-clip-s.safetensors").resolve()
+    )
     for name in ("../weights/textsr-clip-s", "sub/textsr-clip-s", "..", ".hidden"):
         with pytest.raises(ValueError, match="not a plain name"):
             prompts.bundled_weights_path(prompts.EncoderSpec("textsr-clip-s", f"bundled:{name}"))
@@ -170,10 +179,15 @@ def test_a_public_tag_is_downloaded_only_when_asked(tmp_path, monkeypatch):
     monkeypatch.setattr(open_clip.factory, "download_pretrained", offline_download, raising=False)
     model = create_model("pdn", scale=2, preset="tiny", prompt_dim=512)
     meta = json.loads(_split(BUNDLED_PDN)[0]["__metadata__"]["textsr"])
-    meta.update(scale=2, config=model.config.to_dict(), encoder_spec="ViT-B-32:openai",
-                encoder={"arch": "ViT-B-32", "source": "tag", "pretrained": "openai", "embed_dim": 512, "fingerprint": ""})
-    path = write_raw_checkpoint(tmp_path / "tag.textsr.safetensors",
-                                {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}, meta)
+    meta.update(
+        scale=2,
+        config=model.config.to_dict(),
+        encoder_spec="ViT-B-32:openai",
+        encoder={"arch": "ViT-B-32", "source": "tag", "pretrained": "openai", "embed_dim": 512, "fingerprint": ""},
+    )
+    path = write_raw_checkpoint(
+        tmp_path / "tag.textsr.safetensors", {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}, meta
+    )
     with pytest.raises(CheckpointError, match="not downloaded yet and nothing asked to download it"):
         load_checkpoint(path)
     assert downloads == []
@@ -194,11 +208,29 @@ def test_non_finite_weights_are_refused_even_with_a_valid_checksum(tmp_path, tin
 
 
 # ---------------------------------------------------------------- fuzz
-_REQUIRED = [("format",), ("version",), ("method",), ("scale",), ("config",), ("encoder_spec",), ("encoder",),
-             ("encoder", "arch"), ("encoder", "source"), ("encoder", "pretrained"), ("encoder", "embed_dim"),
-             ("encoder", "fingerprint")]
-_SIZES = [("config", "n_feats"), ("config", "n_blocks"), ("config", "scale"), ("config", "prompt_dim"),
-          ("config", "in_channels"), ("scale",), ("encoder", "embed_dim")]
+_REQUIRED = [
+    ("format",),
+    ("version",),
+    ("method",),
+    ("scale",),
+    ("config",),
+    ("encoder_spec",),
+    ("encoder",),
+    ("encoder", "arch"),
+    ("encoder", "source"),
+    ("encoder", "pretrained"),
+    ("encoder", "embed_dim"),
+    ("encoder", "fingerprint"),
+]
+_SIZES = [
+    ("config", "n_feats"),
+    ("config", "n_blocks"),
+    ("config", "scale"),
+    ("config", "prompt_dim"),
+    ("config", "in_channels"),
+    ("scale",),
+    ("encoder", "embed_dim"),
+]
 _FREE = ("degradation", "extra")  # free-form notes under training: any JSON value is valid there
 
 

@@ -27,8 +27,18 @@ def rng() -> np.random.Generator:
 def test_upscale_png(tmp_path, rng, capsys):
     image = (rng.random((20, 26, 3)) * 255).astype(np.uint8)
     Image.fromarray(image).save(tmp_path / "in.png")
-    code = main(["upscale", str(tmp_path / "in.png"), str(tmp_path / "out.png"),
-                 "--caption", "two cells", "--model", MODEL, "--quiet"])
+    code = main(
+        [
+            "upscale",
+            str(tmp_path / "in.png"),
+            str(tmp_path / "out.png"),
+            "--caption",
+            "two cells",
+            "--model",
+            MODEL,
+            "--quiet",
+        ]
+    )
     assert code == 0
     with Image.open(tmp_path / "out.png") as out:
         assert out.mode == "RGB" and out.size == (52, 40)
@@ -44,8 +54,23 @@ def test_upscale_16_bit_tif_stack_with_attention_maps(tmp_path, rng, capsys):
     stack = (rng.random((3, 20, 22)) * 50000 + 1000).astype(np.uint16)
     tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
     maps = tmp_path / "maps"
-    code = main(["upscale", str(tmp_path / "stack.tif"), str(tmp_path / "out.tif"), "--caption", "nuclei",
-                 "--model", MODEL, "--tile", "8", "--consistency", "--attention-dir", str(maps), "--quiet"])
+    code = main(
+        [
+            "upscale",
+            str(tmp_path / "stack.tif"),
+            str(tmp_path / "out.tif"),
+            "--caption",
+            "nuclei",
+            "--model",
+            MODEL,
+            "--tile",
+            "8",
+            "--consistency",
+            "--attention-dir",
+            str(maps),
+            "--quiet",
+        ]
+    )
     assert code == 0
     out = tifffile.imread(tmp_path / "out.tif")
     assert out.dtype == np.uint16 and out.shape == (3, 40, 44)
@@ -59,8 +84,20 @@ def test_upscale_16_bit_tif_stack_with_attention_maps(tmp_path, rng, capsys):
     assert "consistency error" in capsys.readouterr().out
 
     # 8-bit PNG maps: one file per slice, scaled to the map's maximum.
-    code = main(["upscale", str(tmp_path / "stack.tif"), str(tmp_path / "out2.tif"), "--model", MODEL,
-                 "--attention-dir", str(tmp_path / "png"), "--attention-format", "png", "--quiet"])
+    code = main(
+        [
+            "upscale",
+            str(tmp_path / "stack.tif"),
+            str(tmp_path / "out2.tif"),
+            "--model",
+            MODEL,
+            "--attention-dir",
+            str(tmp_path / "png"),
+            "--attention-format",
+            "png",
+            "--quiet",
+        ]
+    )
     assert code == 0
     pngs = sorted(p.name for p in (tmp_path / "png").iterdir())
     assert len(pngs) == 6 and pngs[0] == "out2_attention01_DCM_1_0000.png"
@@ -93,8 +130,11 @@ def test_models_lists_bundled_checkpoints(tmp_path, monkeypatch, capsys, tiny_en
     encoder = tiny_encoder
     torch.manual_seed(0)
     model = create_model("pdn", 4, "tiny", prompt_dim=encoder.embed_dim)
-    record = TrainingRecord(data=["synthetic:512:0", "shared/data/train"], steps=2000,
-                            validation={"psnr_y": 31.234567, "psnr_bicubic_y": 29.5})
+    record = TrainingRecord(
+        data=["synthetic:512:0", "shared/data/train"],
+        steps=2000,
+        validation={"psnr_y": 31.234567, "psnr_bicubic_y": 29.5},
+    )
     save_checkpoint(tmp_path / "cells-x4.textsr.safetensors", model, encoder, training=record)
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -114,8 +154,10 @@ def test_models_lists_bundled_checkpoints(tmp_path, monkeypatch, capsys, tiny_en
     assert main(["models"]) == 0
     lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
     assert lines[1] == "trained 100 steps on: shared/data/train"
-    assert lines[3:7:2] == ["fine-tuned from a model trained 200 steps on: synthetic:8:1",
-                            "fine-tuned from a model trained 300 steps on: photos"]
+    assert lines[3:7:2] == [
+        "fine-tuned from a model trained 200 steps on: synthetic:8:1",
+        "fine-tuned from a model trained 300 steps on: photos",
+    ]
     family = TrainingRecord(data=["photos"], steps=5, degradation={"kind": "family", "scale": 4, "preset": "realistic"})
     save_checkpoint(tmp_path / "cells-x4.textsr.safetensors", model, encoder, training=family)
     assert main(["models"]) == 0

@@ -31,10 +31,28 @@ def no_model(monkeypatch):
 
 def test_row7_cli_divides_the_pixel_size_and_keeps_unit_and_z_spacing(tmp_path, rng):
     stack = rng.integers(0, 4000, size=(2, 12, 14), dtype=np.uint16)
-    tifffile.imwrite(tmp_path / "in.tif", stack, imagej=True, resolution=(5.0, 5.0),
-                     metadata={"axes": "ZYX", "unit": "micron", "spacing": 0.5})
-    assert main(["upscale", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), "--caption", "nuclei",
-                 "--model", "random:pdn:4:tiny", "--quiet"]) == 0
+    tifffile.imwrite(
+        tmp_path / "in.tif",
+        stack,
+        imagej=True,
+        resolution=(5.0, 5.0),
+        metadata={"axes": "ZYX", "unit": "micron", "spacing": 0.5},
+    )
+    assert (
+        main(
+            [
+                "upscale",
+                str(tmp_path / "in.tif"),
+                str(tmp_path / "out.tif"),
+                "--caption",
+                "nuclei",
+                "--model",
+                "random:pdn:4:tiny",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = read_image_file(tmp_path / "out.tif")
     assert out.data.shape == (2, 48, 56) and out.data.dtype == np.uint16
     assert out.spacing == pytest.approx({"X": 0.05, "Y": 0.05, "Z": 0.5})
@@ -96,8 +114,19 @@ def test_batch_folder_skips_non_images_and_reports_one_failure(tmp_path, capsys,
     assert "failed" in captured.err and "broken.png" in captured.err
     assert "2 written" in captured.out and "1 skipped, 1 failed" in captured.out
     # A glob pattern, with the output format chosen.
-    code = main(["upscale", str(folder / "*.png"), "--out-dir", str(tmp_path / "g"), "--format", "tif",
-                 "--model", MODEL, "--quiet"])
+    code = main(
+        [
+            "upscale",
+            str(folder / "*.png"),
+            "--out-dir",
+            str(tmp_path / "g"),
+            "--format",
+            "tif",
+            "--model",
+            MODEL,
+            "--quiet",
+        ]
+    )
     assert code == 1 and sorted(p.name for p in (tmp_path / "g").iterdir()) == ["a.tif"]
 
 

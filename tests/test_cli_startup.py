@@ -33,7 +33,9 @@ def _modules_after(argv: list[str]) -> set[str]:
     return set(json.loads(result.stdout))
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["models", "--help"], ["upscale", "--help"], ["train", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["--version"], ["models", "--help"], ["upscale", "--help"], ["train", "--help"]]
+)
 def test_startup_imports_nothing_heavy(argv):
     loaded = _modules_after(argv)
     assert "napari_textsr.cli" in loaded  # the probe really ran

@@ -85,7 +85,12 @@ def test_local_cluster_equals_one_process(client, volume, tmp_path, factor):
     spec = f"random:pdn:{factor}:tiny"
     events = []
     result = upscale_distributed(
-        path, tmp_path / "out.zarr", CAPTION, model=spec, scheduler=client, block=160,
+        path,
+        tmp_path / "out.zarr",
+        CAPTION,
+        model=spec,
+        scheduler=client,
+        block=160,
         progress=lambda done, total: events.append((done, total)),
     )
     assert result.blocks == 4 * 2 * 2 == result.computed and result.skipped == 0
@@ -167,8 +172,9 @@ def test_failed_block_is_reported_then_retried(client, tmp_path):
     _assert_same(read_ome_zarr(out_path).data[...], _reference(spec, data))
     # with retries, a block failing once does not fail the job
     marker.unlink()
-    result = upscale_distributed(source, tmp_path / "retried.zarr", CAPTION, model=spec, scheduler=client, block=40,
-                                 retries=1)
+    result = upscale_distributed(
+        source, tmp_path / "retried.zarr", CAPTION, model=spec, scheduler=client, block=40, retries=1
+    )
     assert marker.exists() and result.computed == len(plan.blocks)
     _assert_same(read_ome_zarr(tmp_path / "retried.zarr").data[...], _reference(spec, data))
 
@@ -198,8 +204,20 @@ def test_cli_on_a_list_of_files(client, tmp_path, capsys):
         tifffile.imwrite(files[-1], plane)
     out_path = tmp_path / "out.zarr"
     spec = "random:pdn:2:tiny"
-    argv = ["distributed", *map(str, files), str(out_path), "--caption", CAPTION, "--model", spec,
-            "--scheduler", client.scheduler.address, "--block", "32", "--quiet"]
+    argv = [
+        "distributed",
+        *map(str, files),
+        str(out_path),
+        "--caption",
+        CAPTION,
+        "--model",
+        spec,
+        "--scheduler",
+        client.scheduler.address,
+        "--block",
+        "32",
+        "--quiet",
+    ]
     assert main(argv) == 0
     assert "wrote" in capsys.readouterr().out
     out = read_ome_zarr(out_path)

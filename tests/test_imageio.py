@@ -173,14 +173,19 @@ def test_min_is_white_bilevel_tiff_is_inverted_as_viewers_show_it(tmp_path):
 def test_row7_imagej_pixel_size_unit_and_z_spacing_survive_upscaling(tmp_path, rng):
     stack = rng.integers(0, 4000, size=(3, 10, 12), dtype=np.uint16)
     tifffile.imwrite(
-        tmp_path / "ij.tif", stack, imagej=True, resolution=(5.0, 5.0),
+        tmp_path / "ij.tif",
+        stack,
+        imagej=True,
+        resolution=(5.0, 5.0),
         metadata={"axes": "ZYX", "unit": "micron", "spacing": 0.5},
     )
     image = read_image_file(tmp_path / "ij.tif")
     assert image.spacing == pytest.approx({"X": 0.2, "Y": 0.2, "Z": 0.5})
     assert image.units == {"X": "µm", "Y": "µm", "Z": "µm"}
     bigger = np.repeat(np.repeat(stack, 4, axis=1), 4, axis=2)
-    out = write_image_file(tmp_path / "o.tif", image.upscaled(bigger, 4, {"caption": "nuclei", "model": "m", "scale": 4}))
+    out = write_image_file(
+        tmp_path / "o.tif", image.upscaled(bigger, 4, {"caption": "nuclei", "model": "m", "scale": 4})
+    )
     with tifffile.TiffFile(out) as tif:  # what ImageJ / Fiji will read
         assert tif.is_imagej
         assert tif.pages[0].resolution == pytest.approx((20.0, 20.0))  # 1 / 0.05 um
@@ -195,10 +200,19 @@ def test_row7_imagej_pixel_size_unit_and_z_spacing_survive_upscaling(tmp_path, r
 def test_row7_ome_tiff_pixel_size_and_channel_names_survive(tmp_path, rng):
     data = rng.integers(0, 255, size=(2, 3, 8, 8), dtype=np.uint8)
     tifffile.imwrite(
-        tmp_path / "in.ome.tif", data, ome=True,
-        metadata={"axes": "CZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2, "PhysicalSizeXUnit": "µm",
-                  "PhysicalSizeYUnit": "µm", "PhysicalSizeZ": 0.5, "PhysicalSizeZUnit": "µm",
-                  "Channel": {"Name": ["DAPI", "GFP"]}},
+        tmp_path / "in.ome.tif",
+        data,
+        ome=True,
+        metadata={
+            "axes": "CZYX",
+            "PhysicalSizeX": 0.2,
+            "PhysicalSizeY": 0.2,
+            "PhysicalSizeXUnit": "µm",
+            "PhysicalSizeYUnit": "µm",
+            "PhysicalSizeZ": 0.5,
+            "PhysicalSizeZUnit": "µm",
+            "Channel": {"Name": ["DAPI", "GFP"]},
+        },
     )
     image = read_image_file(tmp_path / "in.ome.tif")
     assert image.format == "ome" and image.axes == "CZYX" and image.channel_names == ("DAPI", "GFP")
@@ -343,11 +357,17 @@ def test_tile_bands_stream_a_tiled_bigtiff_equal_to_the_array(tmp_path, rng):
         for z in range(2):
             for y0 in range(0, 300, 70):
                 for x0 in range(0, 520, 200):
-                    sink[(z, slice(y0, min(y0 + 70, 300)), slice(x0, min(x0 + 200, 520)))] = full[z, y0 : y0 + 70, x0 : x0 + 200]
+                    sink[(z, slice(y0, min(y0 + 70, 300)), slice(x0, min(x0 + 200, 520)))] = full[
+                        z, y0 : y0 + 70, x0 : x0 + 200
+                    ]
                     yield from sink.pop_ready()
         yield from sink.pop_ready()
 
-    meta = metadata_only(ImageFile(full[:1, :2, :2], True, spacing={"X": 0.1, "Y": 0.1}, units={"X": "µm", "Y": "µm"}), full.shape, full.dtype)
+    meta = metadata_only(
+        ImageFile(full[:1, :2, :2], True, spacing={"X": 0.1, "Y": 0.1}, units={"X": "µm", "Y": "µm"}),
+        full.shape,
+        full.dtype,
+    )
     write_tiled_tiff(tmp_path / "s.tif", meta, tiles(), full.shape, tile=128)
     with tifffile.TiffFile(tmp_path / "s.tif") as tif:
         assert tif.is_bigtiff and tif.pages[0].is_tiled

@@ -106,7 +106,9 @@ def test_cycle_finder_finds_a_lazy_circle(tmp_path):
     (package / "a.py").write_text("from pkg.b import thing\n")
     (package / "b.py").write_text("thing = 1\n\ndef later():\n    from pkg import a\n")
     (package / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n")
-    (package / "d.py").write_text("import typing\nif typing.TYPE_CHECKING:\n    import pkg.a\nelse:\n    import pkg.c\n")
+    (package / "d.py").write_text(
+        "import typing\nif typing.TYPE_CHECKING:\n    import pkg.a\nelse:\n    import pkg.c\n"
+    )
     graph = import_graph(tmp_path, "pkg")
     assert graph == {"pkg": set(), "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}, "pkg.c": set(), "pkg.d": {"pkg.c"}}
     assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.a"]

@@ -56,7 +56,7 @@ def _smooth(shape: tuple[int, ...], seed: int = 0, sigma: float = 2.0) -> np.nda
         return np.stack([_smooth(shape[:2], seed + i, sigma) for i in range(shape[-1])], axis=-1)
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(rng.random(shape).astype(np.float32)).reshape(-1, 1, *shape[-2:])
-    k = torch.exp(-torch.arange(-4, 5, dtype=torch.float32) ** 2 / (2 * sigma**2))
+    k = torch.exp(-(torch.arange(-4, 5, dtype=torch.float32) ** 2) / (2 * sigma**2))
     k = k / k.sum()
     x = F.conv2d(F.pad(x, (4, 4, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
     x = F.conv2d(F.pad(x, (0, 0, 4, 4), mode="reflect"), k.view(1, 1, -1, 1))
@@ -140,7 +140,9 @@ def test_native_attention_grid_is_the_models_own_and_upsamples_to_the_output_map
     for name, amap in native.attention.items():
         assert amap.shape == (72 * expected, 88 * expected) and amap.dtype == np.float32
         np.testing.assert_allclose(tiled.attention[name], amap, atol=1e-4, rtol=0)
-        up = F.interpolate(torch.from_numpy(amap)[None, None], size=(72 * 4, 88 * 4), mode="bilinear", align_corners=False)
+        up = F.interpolate(
+            torch.from_numpy(amap)[None, None], size=(72 * 4, 88 * 4), mode="bilinear", align_corners=False
+        )
         np.testing.assert_allclose(up[0, 0].numpy(), output_grid.attention[name], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="attention_grid must be one of"):
         upscaler.upscale(image, "", attention_grid="input")
@@ -248,7 +250,9 @@ def test_lazy_arrays_are_read_tile_by_tile(pdn):
     lazy = LazyArray(stack)
     result = pdn.upscale(lazy, "x", tile=32)
     np.testing.assert_array_equal(result.image, pdn.upscale(stack, "x", tile=32).image)
-    tile_reads = [key for key in lazy.reads if len(key) == 3 and isinstance(key[1], slice) and isinstance(key[2], slice)]
+    tile_reads = [
+        key for key in lazy.reads if len(key) == 3 and isinstance(key[1], slice) and isinstance(key[2], slice)
+    ]
     assert len(tile_reads) == 2 * 4  # slices x tiles, each a padded tile, never the whole slice
     assert all(key[2].stop - key[2].start < 64 for key in tile_reads)
 

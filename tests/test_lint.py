@@ -16,6 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ruff_check_passes():
     result = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, f"fix with `ruff check --fix .` where safe:\n{result.stdout}{result.stderr}"

@@ -69,12 +69,20 @@ def test_unknown_names_raise_the_named_error_listing_what_exists(tmp_path, monke
 
 
 def _bundled(name: str, method: str, scale: int) -> BundledModel:
-    return BundledModel(name=name, path=Path(f"{name}.textsr.safetensors"), method=method, scale=scale, encoder="e:none")
+    return BundledModel(
+        name=name, path=Path(f"{name}.textsr.safetensors"), method=method, scale=scale, encoder="e:none"
+    )
 
 
 def test_pick_default_order():
-    models = [_bundled("a-clipsr", "clipsr", 4), _bundled("b-tgsr", "tgsr", 4), _bundled("c-pdn", "pdn", 4),
-              _bundled("pdn-x8", "pdn", 8), _bundled("tgsr-x8", "tgsr", 8), _bundled("other", "custom", 2)]
+    models = [
+        _bundled("a-clipsr", "clipsr", 4),
+        _bundled("b-tgsr", "tgsr", 4),
+        _bundled("c-pdn", "pdn", 4),
+        _bundled("pdn-x8", "pdn", 8),
+        _bundled("tgsr-x8", "tgsr", 8),
+        _bundled("other", "custom", 2),
+    ]
     assert pick_default(4, models).name == "c-pdn"  # PDN first at x4
     assert pick_default(None, models).name == "c-pdn"  # x4 when no scale is asked
     assert pick_default(8, models).name == "pdn-x8"  # PDN first at every scale (the realistic-family models)

@@ -133,7 +133,9 @@ def test_crop_equals_full_image_beyond_the_receptive_field(method, scale, tiny_e
         assert f >= 1 and amap.shape[-2:] == (f * height, f * width), name
         torch.testing.assert_close(
             amap[..., f * rf : f * (height - rf), f * rf : f * (width - rf)],
-            out_full.attention[name][..., f * (y0 + rf) : f * (y0 + height - rf), f * (x0 + rf) : f * (x0 + width - rf)],
+            out_full.attention[name][
+                ..., f * (y0 + rf) : f * (y0 + height - rf), f * (x0 + rf) : f * (x0 + width - rf)
+            ],
             atol=1e-5,
             rtol=0,
         )

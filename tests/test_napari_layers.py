@@ -22,7 +22,11 @@ PDN2 = "random:pdn:2:tiny"
         ((20, 30), 4, {}),
         ((20, 30), 2, {"scale": (0.5, 2.0), "translate": (10.0, -3.0)}),
         ((20, 30), 8, {"scale": (1.5, 1.5), "translate": (1.0, 2.0), "rotate": 30.0, "shear": [0.2]}),
-        ((5, 20, 30), 2, {"scale": (3.0, 0.5, 0.5), "translate": (4.0, 0.0, 1.0), "affine": np.diag([1.0, 2.0, 1.0, 1.0])}),
+        (
+            (5, 20, 30),
+            2,
+            {"scale": (3.0, 0.5, 0.5), "translate": (4.0, 0.0, 1.0), "affine": np.diag([1.0, 2.0, 1.0, 1.0])},
+        ),
     ],
 )
 def test_output_pixel_centres_land_on_input_coordinates(shape, factor, kwargs):
@@ -174,6 +178,9 @@ def test_manifest_is_valid_and_every_command_imports():
         module, _, attribute = command.python_name.partition(":")
         assert callable(getattr(importlib.import_module(module), attribute)), command.id
     assert {s.key for s in manifest.contributions.sample_data} == {"fluorescence", "photograph", "text"}
-    assert [w.display_name for w in manifest.contributions.widgets] == ["Text-guided super-resolution", "Train / fine-tune"]
+    assert [w.display_name for w in manifest.contributions.widgets] == [
+        "Text-guided super-resolution",
+        "Train / fine-tune",
+    ]
     installed = PluginManifest.from_distribution("napari-textsr")  # what napari itself reads
     assert [c.id for c in installed.contributions.commands] == [c.id for c in manifest.contributions.commands]

@@ -32,8 +32,9 @@ def test_labels_rows_prefill_captions_from_features():
 def test_shapes_become_labels_in_layer_order_with_feature_captions():
     square = np.array([[2, 2], [2, 9], [9, 9], [9, 2]], float)
     ellipse = np.array([[10, 10], [10, 20], [18, 20], [18, 10]], float)  # napari's 4-corner ellipse
-    layer = Shapes([square, ellipse], shape_type=["rectangle", "ellipse"],
-                   features={"caption": ["a window", "a wheel"]})
+    layer = Shapes(
+        [square, ellipse], shape_type=["rectangle", "ellipse"], features={"caption": ["a window", "a wheel"]}
+    )
     rows = region_rows(layer, (20, 24))
     assert [(r.label, r.what, r.caption) for r in rows] == [(1, "rectangle", "a window"), (2, "ellipse", "a wheel")]
     regions = region_captions(layer, (20, 24))
@@ -72,7 +73,9 @@ def test_text_effect_and_region_attention_become_layers(tiny_encoder):
     upscaler = load_model("random:pdn:2:tiny", device="cpu", encoder=tiny_encoder)
     regions = region_captions(_labels_layer(), (20, 24), {4: "nuclei", 9: "actin"})
     result = upscaler.upscale(image.data, "cells", regions=regions, text_effect=True, tile=0)
-    layers = {kwargs["name"]: (data, kwargs) for data, kwargs, _ in result_layer_data(source_from_layer(image), [result])}
+    layers = {
+        kwargs["name"]: (data, kwargs) for data, kwargs, _ in result_layer_data(source_from_layer(image), [result])
+    }
     effect, kwargs = layers["cells x2 text effect"]
     np.testing.assert_array_equal(effect, result.text_effect)
     low, high = kwargs["contrast_limits"]
@@ -96,8 +99,11 @@ def test_job_report_records_the_widget_settings(tiny_encoder):
     first, second = job_report(job, result, upscaler), job_report(job, result, upscaler)
     assert first["input"]["array_sha256"] == sha256_array(image.data) == second["input"]["array_sha256"]
     assert first["output"]["array_sha256"] == sha256_array(result.image)
-    assert first["parameters"]["regions"] == {"captions": {"4": "nuclei"}, "feather": 8.0,
-                                              "labels_sha256": regions.labels_sha256()}
+    assert first["parameters"]["regions"] == {
+        "captions": {"4": "nuclei"},
+        "feather": 8.0,
+        "labels_sha256": regions.labels_sha256(),
+    }
     assert first["parameters"]["text_effect"] is True and first["parameters"]["input_layer"] == "cells"
     assert first["statistics"]["text_effect"] == result.text_effect_stats
     json_text = __import__("json").dumps(first)  # JSON-ready as it is
@@ -111,8 +117,9 @@ def test_sr_widget_runs_with_region_captions_text_effect_and_saves_a_report(view
 
     data = (np.random.default_rng(2).random((20, 24)) * 4000).astype(np.uint16)
     image = viewer.add_image(data, name="cells")
-    labels = viewer.add_labels(_labels_layer().data, name="regions",
-                               features={"index": [4, 9], "caption": ["nuclei", ""]})
+    labels = viewer.add_labels(
+        _labels_layer().data, name="regions", features={"index": [4, 9], "caption": ["nuclei", ""]}
+    )
     widget = dock(viewer, SuperResolutionWidget(viewer), qtbot)
     widget.select_model("random:pdn:2:tiny")
     qtbot.waitUntil(lambda: widget.model_info.text() not in ("", "loading…"), timeout=60_000)

@@ -62,7 +62,9 @@ def test_short_run_reports_progress_and_registers_its_checkpoint(trainer_setup, 
     assert widget.progress_bar.value() == 6
     assert len(widget.loss_plot.series["loss"].points) == 6
     assert [x for x, _ in widget.psnr_plot.series["model"].points] == [3, 6]  # one held-out layer, validated twice
-    assert widget.preview_labels["output"].pixmap() is not None and not widget.preview_labels["output"].pixmap().isNull()
+    assert (
+        widget.preview_labels["output"].pixmap() is not None and not widget.preview_labels["output"].pixmap().isNull()
+    )
     assert widget.status_label.text().startswith("Finished after 6/6 steps")
 
     checkpoint = str((tmp_path / "run" / "model.textsr.safetensors").resolve())
@@ -138,9 +140,21 @@ def test_fields_have_tooltips_and_input_errors_reach_the_status_line(viewer, qtb
     widget = TrainingWidget(viewer, store=ModelStore())  # a top-level widget, sized by hand
     qtbot.addWidget(widget)
     for field in (
-        widget.layer_table, widget.folder_edit, widget.base_combo, widget.method_combo, widget.preset_combo,
-        widget.scale_combo, widget.encoder_combo, widget.steps_spin, widget.learning_rate_edit, widget.batch_spin,
-        widget.patch_spin, widget.degradation_combo, widget.preview_spin, widget.device_combo, widget.out_edit,
+        widget.layer_table,
+        widget.folder_edit,
+        widget.base_combo,
+        widget.method_combo,
+        widget.preset_combo,
+        widget.scale_combo,
+        widget.encoder_combo,
+        widget.steps_spin,
+        widget.learning_rate_edit,
+        widget.batch_spin,
+        widget.patch_spin,
+        widget.degradation_combo,
+        widget.preview_spin,
+        widget.device_combo,
+        widget.out_edit,
         widget.start_button,
         widget.cancel_button,
     ):
@@ -172,7 +186,9 @@ def test_fits_a_narrow_dock_without_horizontal_scrolling(viewer, qtbot):
     """Headless counterpart of the real-viewer 1280x720 test: at the width napari gives a dock
     (the widget's size hint, at most 390 px) and at its minimum width, every section open, the
     controls need no horizontal scroll bar."""
-    viewer.add_image(stripes(), name="a layer with a long name, as microscopy files have", metadata={"caption": "stripes"})
+    viewer.add_image(
+        stripes(), name="a layer with a long name, as microscopy files have", metadata={"caption": "stripes"}
+    )
     widget = TrainingWidget(viewer, store=ModelStore())  # a top-level widget, sized by hand
     qtbot.addWidget(widget)
     for section in widget.sections.values():

@@ -389,9 +389,19 @@ def test_dock_is_narrow_and_controls_have_tooltips(viewer, qtbot):
     # no horizontal scrolling needed at the width napari gives the dock (its size hint)
     assert widget.body.minimumSizeHint().width() < widget.content_min_width() <= widget.sizeHint().width() <= 390
     for field in (
-        widget.layer_combo, widget.caption_edit, widget.model_combo, widget.scale_combo, widget.device_combo,
-        widget.tile_combo, widget.attention_check, widget.consistency_check, widget.slice_radio,
-        widget.stack_radio, widget.run_button, widget.cancel_button, widget.all_selected_check,
+        widget.layer_combo,
+        widget.caption_edit,
+        widget.model_combo,
+        widget.scale_combo,
+        widget.device_combo,
+        widget.tile_combo,
+        widget.attention_check,
+        widget.consistency_check,
+        widget.slice_radio,
+        widget.stack_radio,
+        widget.run_button,
+        widget.cancel_button,
+        widget.all_selected_check,
     ):
         assert field.toolTip(), field
 

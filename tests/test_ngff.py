@@ -55,8 +55,15 @@ def test_round_trip_with_pyramid_and_provenance(tmp_path):
     data = rng.integers(0, 65535, size=(3, 37, 50), dtype=np.uint16)
     axes = (Axis("z", "space", UM), Axis("y", "space", UM), Axis("x", "space", UM))
     written = write_ome_zarr(
-        tmp_path / "a.zarr", data, axes=axes, scale=(2.0, 0.5, 0.25), translation=(1.0, 10.0, 20.0),
-        chunks=(1, 16, 16), n_levels=3, attrs={"textsr": {"caption": "nuclei"}}, name="stack",
+        tmp_path / "a.zarr",
+        data,
+        axes=axes,
+        scale=(2.0, 0.5, 0.25),
+        translation=(1.0, 10.0, 20.0),
+        chunks=(1, 16, 16),
+        n_levels=3,
+        attrs={"textsr": {"caption": "nuclei"}},
+        name="stack",
     )
     assert written.version == "0.5"
     image = read_ome_zarr(tmp_path / "a.zarr")
@@ -71,7 +78,9 @@ def test_round_trip_with_pyramid_and_provenance(tmp_path):
     # level 1 = rounded 2 x 2 means (odd last row trimmed), z untouched
     expected = np.rint(data[:, :36, :50].astype(np.float64).reshape(3, 18, 2, 25, 2).mean(axis=(2, 4)))
     np.testing.assert_array_equal(image.arrays[1][...], expected.astype(np.uint16))
-    expected2 = np.rint(expected.astype(np.uint16)[:, :, :24].astype(np.float64).reshape(3, 9, 2, 12, 2).mean(axis=(2, 4)))
+    expected2 = np.rint(
+        expected.astype(np.uint16)[:, :, :24].astype(np.float64).reshape(3, 9, 2, 12, 2).mean(axis=(2, 4))
+    )
     np.testing.assert_array_equal(image.arrays[2][...], expected2.astype(np.uint16))
     assert image.levels[0].scale == (2.0, 0.5, 0.25) and image.levels[0].translation == (1.0, 10.0, 20.0)
     assert image.levels[1].scale == (2.0, 1.0, 0.5)
@@ -106,10 +115,18 @@ def test_reads_ngff_04_and_composes_multiscale_transforms(tmp_path):
     group.attrs["multiscales"] = [
         {
             "version": "0.4",
-            "axes": [{"name": "y", "type": "space", "unit": "nanometer"}, {"name": "x", "type": "space", "unit": "nanometer"}],
+            "axes": [
+                {"name": "y", "type": "space", "unit": "nanometer"},
+                {"name": "x", "type": "space", "unit": "nanometer"},
+            ],
             "datasets": [
-                {"path": "s0", "coordinateTransformations": [
-                    {"type": "scale", "scale": [0.5, 0.25]}, {"type": "translation", "translation": [1.0, 2.0]}]}
+                {
+                    "path": "s0",
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [0.5, 0.25]},
+                        {"type": "translation", "translation": [1.0, 2.0]},
+                    ],
+                }
             ],
             "coordinateTransformations": [{"type": "scale", "scale": [10.0, 10.0]}],
         }

@@ -42,8 +42,16 @@ def test_pretraining_lowers_loss_and_saved_weights_load_by_path(tmp_path):
     items = _items()
     out = tmp_path / "enc.safetensors"
     config = PretrainConfig(
-        arch="textsr-tiny", out=out, steps=25, batch_size=8, learning_rate=3e-3, warmup_steps=2,
-        val_fraction=0.25, seed=0, checkpoint_every=0, num_threads=1,
+        arch="textsr-tiny",
+        out=out,
+        steps=25,
+        batch_size=8,
+        learning_rate=3e-3,
+        warmup_steps=2,
+        val_fraction=0.25,
+        seed=0,
+        checkpoint_every=0,
+        num_threads=1,
     )
     # A fixed evaluation batch, the same for the initial and the trained encoder.
     fixed = EncoderTrainingSet.from_items(items, 32, 1.0)
@@ -72,7 +80,9 @@ def test_pretraining_lowers_loss_and_saved_weights_load_by_path(tmp_path):
     direct = open_clip.create_model("textsr-tiny", pretrained=str(out)).eval()
     text = loaded.tokenize(captions)
     with torch.no_grad():
-        torch.testing.assert_close(direct.encode_text(text, normalize=True), loaded.encode(captions).pooled, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            direct.encode_text(text, normalize=True), loaded.encode(captions).pooled, atol=1e-5, rtol=1e-5
+        )
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["fingerprint"] == summary.fingerprint and record["steps"] == 25
     assert {"all", "synthetic"} <= set(record["retrieval_after"])
@@ -131,11 +141,28 @@ def test_cli_pretrain_encoder(tmp_path, capsys):
     from napari_textsr.cli import main
 
     out = tmp_path / "cli.safetensors"
-    code = main([
-        "pretrain-encoder", "--synthetic", "12", "--synthetic-size", "64", "--arch", "textsr-tiny",
-        "--steps", "3", "--batch-size", "6", "--out", str(out), "--val-fraction", "0.3", "--no-progress",
-        "--threads", "1",
-    ])
+    code = main(
+        [
+            "pretrain-encoder",
+            "--synthetic",
+            "12",
+            "--synthetic-size",
+            "64",
+            "--arch",
+            "textsr-tiny",
+            "--steps",
+            "3",
+            "--batch-size",
+            "6",
+            "--out",
+            str(out),
+            "--val-fraction",
+            "0.3",
+            "--no-progress",
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0 and out.is_file()
     printed = capsys.readouterr().out
     assert "retrieval before (all)" in printed and "retrieval after (all)" in printed
@@ -144,8 +171,21 @@ def test_cli_pretrain_encoder(tmp_path, capsys):
 
     assert main(["pretrain-encoder", "--arch", "textsr-tiny", "--steps", "1", "--out", str(out)]) == 1
     assert "no training data" in capsys.readouterr().err
-    bad_size = ["pretrain-encoder", "--synthetic", "8", "--synthetic-size", "64", "--arch", "textsr-tiny",
-                "--steps", "1", "--out", str(out), "--image-size", "48"]
+    bad_size = [
+        "pretrain-encoder",
+        "--synthetic",
+        "8",
+        "--synthetic-size",
+        "64",
+        "--arch",
+        "textsr-tiny",
+        "--steps",
+        "1",
+        "--out",
+        str(out),
+        "--image-size",
+        "48",
+    ]
     assert main(bad_size) == 1
     assert "takes 32x32 images" in capsys.readouterr().err
 

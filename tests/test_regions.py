@@ -180,8 +180,9 @@ def test_one_attention_set_per_region_and_provenance(pdn):
 
 def test_progress_counts_every_run(pdn):
     events = []
-    pdn.upscale(_image(), GLOBAL, regions=RegionCaptions(_labels(), CAPTIONS), text_effect=True, tile=16,
-                progress=events.append)
+    pdn.upscale(
+        _image(), GLOBAL, regions=RegionCaptions(_labels(), CAPTIONS), text_effect=True, tile=16, progress=events.append
+    )
     totals = {e.total for e in events}
     assert len(totals) == 1 and [e.done for e in events] == list(range(1, events[0].total + 1))
     # 3x3 tiles of 16 for the image, 2x2 and 2x3 for the region crops (30x32, 30x35), 3x3 without caption.
@@ -232,8 +233,11 @@ def test_feather_weights_ramp_and_blend_exactness():
     values = np.arange(16, dtype=np.float32).reshape(4, 4) / 3
     out = blend_regions(base, [((slice(None), slice(None)), values, np.ones((4, 4), np.float32))], np.float32)
     np.testing.assert_array_equal(out, values)
-    half = blend_regions(base.astype(np.uint8), [((slice(0, 2), slice(0, 4)), np.full((2, 4), 10, np.uint8),
-                                                  np.full((2, 4), 0.5, np.float32))], np.uint8)
+    half = blend_regions(
+        base.astype(np.uint8),
+        [((slice(0, 2), slice(0, 4)), np.full((2, 4), 10, np.uint8), np.full((2, 4), 0.5, np.float32))],
+        np.uint8,
+    )
     np.testing.assert_array_equal(half, [[8] * 4, [8] * 4, [7] * 4, [7] * 4])  # 8.5 rounds to even
 
 

@@ -33,12 +33,28 @@ def _files(tmp_path):
 def _run(tmp_path, name: str) -> int:
     """Upscale into the folder ``name`` (out.tif, effect.tif, report.json)."""
     folder = tmp_path / name
-    return main([
-        "upscale", str(tmp_path / "in.tif"), str(folder / "out.tif"), "--caption", "a cell",
-        "--model", MODEL, "--tile", "12", "--regions", str(tmp_path / "labels.tif"),
-        "--region-captions", str(tmp_path / "captions.csv"), "--text-effect", str(folder / "effect.tif"),
-        "--report", str(folder / "report.json"), "--quiet",
-    ])
+    return main(
+        [
+            "upscale",
+            str(tmp_path / "in.tif"),
+            str(folder / "out.tif"),
+            "--caption",
+            "a cell",
+            "--model",
+            MODEL,
+            "--tile",
+            "12",
+            "--regions",
+            str(tmp_path / "labels.tif"),
+            "--region-captions",
+            str(tmp_path / "captions.csv"),
+            "--text-effect",
+            str(folder / "effect.tif"),
+            "--report",
+            str(folder / "report.json"),
+            "--quiet",
+        ]
+    )
 
 
 def test_upscale_with_regions_text_effect_and_a_stable_report(tmp_path, capsys):
@@ -65,9 +81,15 @@ def test_upscale_with_regions_text_effect_and_a_stable_report(tmp_path, capsys):
     assert first["output"]["array_sha256"] == sha256_array(written)
     assert first["model"]["weights_sha256"] == sha256_module(upscaler.model)
     assert first["model"]["file"] is None and first["seed"] == 0  # an untrained random: model
-    for part, key in [("input", "file_sha256"), ("output", "file_sha256"), ("output", "array_sha256"),
-                      ("output", "text_effect_array_sha256"), ("model", "weights_sha256"),
-                      ("model", "encoder_weights_sha256"), ("input", "regions_file_sha256")]:
+    for part, key in [
+        ("input", "file_sha256"),
+        ("output", "file_sha256"),
+        ("output", "array_sha256"),
+        ("output", "text_effect_array_sha256"),
+        ("model", "weights_sha256"),
+        ("model", "encoder_weights_sha256"),
+        ("input", "regions_file_sha256"),
+    ]:
         assert first[part][key] == second[part][key], (part, key)
     assert first["parameters"]["caption"] == "a cell" and first["parameters"]["tile"] == 12
     assert first["parameters"]["region_captions"] == str(tmp_path / "captions.csv")
@@ -76,7 +98,10 @@ def test_upscale_with_regions_text_effect_and_a_stable_report(tmp_path, capsys):
     stats = first["statistics"]["text_effect"]
     assert stats == pytest.approx(expected.text_effect_stats)
     regions_record = first["provenance"]["regions"]["regions"]
-    assert [(r["label"], r["caption"]) for r in regions_record] == [(1, "nuclei, two in mitosis"), (2, "actin filaments")]
+    assert [(r["label"], r["caption"]) for r in regions_record] == [
+        (1, "nuclei, two in mitosis"),
+        (2, "actin filaments"),
+    ]
     # The file's own metadata has the regions too, and no run time (so reruns write the same bytes).
     with tifffile.TiffFile(tmp_path / "first" / "out.tif") as tif:
         embedded = json.loads(tif.pages[0].description)["textsr"]

@@ -177,9 +177,21 @@ def test_clipsr_training_freezes_the_encoders_vit(tmp_path):
     from napari_textsr.training.trainer import TrainConfig, Trainer
 
     encoder = PromptEncoder.from_spec("textsr-tiny:none")
-    config = TrainConfig(method="clipsr", scale=2, preset="tiny", encoder="textsr-tiny:none", steps=3,
-                         batch_size=2, lr_patch=8, learning_rate=1e-2, val_every=1000, checkpoint_every=1000,
-                         preview_every=1000, out_dir=tmp_path / "run", device="cpu")
+    config = TrainConfig(
+        method="clipsr",
+        scale=2,
+        preset="tiny",
+        encoder="textsr-tiny:none",
+        steps=3,
+        batch_size=2,
+        lr_patch=8,
+        learning_rate=1e-2,
+        val_every=1000,
+        checkpoint_every=1000,
+        preview_every=1000,
+        out_dir=tmp_path / "run",
+        device="cpu",
+    )
     trainer = Trainer(config, items=synthetic_dataset(4, seed=0, size=48))
     events = list(trainer.run())
     assert any("copied from textsr-tiny:none and frozen" in e.message for e in events)

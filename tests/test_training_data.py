@@ -73,7 +73,9 @@ def test_bad_folders_give_clear_errors(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "nocsv" / "x.png")
     with pytest.raises(DataError, match=r"no captions.csv \(1 images found there\)"):
         load_captioned_folder(tmp_path / "nocsv")
-    _write_folder(tmp_path / "missing", [("here.png", "ok"), ("gone.png", "lost")], {"here.png": np.zeros((8, 8), np.uint8)})
+    _write_folder(
+        tmp_path / "missing", [("here.png", "ok"), ("gone.png", "lost")], {"here.png": np.zeros((8, 8), np.uint8)}
+    )
     with pytest.raises(DataError, match="not in .*gone.png"):
         load_captioned_folder(tmp_path / "missing")
     _write_folder(tmp_path / "broken", [("bad.png", "junk")], {})
@@ -98,7 +100,9 @@ def test_arrays_from_napari_layers_of_any_dtype():
     rgba = np.zeros((10, 12, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 200, 17
     floats = np.random.default_rng(0).normal(5, 3, (9, 9)).astype(np.float64)
-    items = captioned_images_from_arrays([grey16, rgba, floats], ["grey", ["red", "a red square"], "noise"], names=["g", "r", "f"])
+    items = captioned_images_from_arrays(
+        [grey16, rgba, floats], ["grey", ["red", "a red square"], "noise"], names=["g", "r", "f"]
+    )
     assert [i.name for i in items] == ["g", "r", "f"]
     for item in items:
         assert item.image.dtype == np.float32 and item.image.shape[2] == 3
@@ -181,7 +185,9 @@ def test_patch_lr_equals_whole_image_degradation():
     batch = PatchSampler([item], degradation, lr_patch=6).batch(6, np.random.default_rng(3))
     for lr, hr in zip(batch.lr, batch.hr):
         y, x = _find(hr.numpy().transpose(1, 2, 0), image, step=4)
-        np.testing.assert_allclose(lr.numpy().transpose(1, 2, 0), full_lr[y // 4 : y // 4 + 6, x // 4 : x // 4 + 6], atol=1e-5)
+        np.testing.assert_allclose(
+            lr.numpy().transpose(1, 2, 0), full_lr[y // 4 : y // 4 + 6, x // 4 : x // 4 + 6], atol=1e-5
+        )
 
 
 def test_augmentation_respects_items_that_forbid_it():
@@ -345,7 +351,12 @@ def test_caption_alternatives_swap_only_the_destroyed_identity():
 
     family, captions, index = caption_alternatives("red circles on black")
     assert family == "shape" and index == 0
-    assert captions == ["red circles on black", "red squares on black", "red triangles on black", "red crosses on black"]
+    assert captions == [
+        "red circles on black",
+        "red squares on black",
+        "red triangles on black",
+        "red crosses on black",
+    ]
     family, captions, index = caption_alternatives("rising diagonal stripes in cyan and black")
     assert family == "pattern" and captions[index] == "rising diagonal stripes in cyan and black"
     assert "vertical stripes in cyan and black" in captions and len(set(captions)) == len(PATTERNS)
@@ -360,7 +371,7 @@ def test_glyph_strings_share_a_layout():
     a = glyph_scene(np.random.default_rng(0), 128, text="AB")
     b = glyph_scene(np.random.default_rng(0), 128, text="XY")
     assert a.captions[0] == 'the text "AB"' and "A and B" in a.captions[1]
-    ink = lambda img: (np.abs(img - img[0, 0]).sum(axis=2) > 0)  # noqa: E731
+    ink = lambda img: np.abs(img - img[0, 0]).sum(axis=2) > 0  # noqa: E731
     rows_a, rows_b = ink(a.image).any(axis=1), ink(b.image).any(axis=1)
     assert np.array_equal(rows_a, rows_b)  # monospaced font: same rows of text
     assert _rms(a.image - b.image) > 0.2

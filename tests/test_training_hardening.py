@@ -109,8 +109,10 @@ def test_a_live_run_holds_its_folder_and_a_dead_ones_lock_is_taken_over(tmp_path
     holder = RunLock.for_folder(out, "textsr train --out run")
     holder.acquire()  # a live run: this very process
     try:
-        for args in (TRAIN + ["--steps", "2", "--out", str(out), "--overwrite"],
-                     ["train", "--out", str(out), "--resume", "--steps", "2"]):
+        for args in (
+            TRAIN + ["--steps", "2", "--out", str(out), "--overwrite"],
+            ["train", "--out", str(out), "--resume", "--steps", "2"],
+        ):
             assert main(args) == 1
             err = capsys.readouterr().err
             assert f"is in use by another training run: pid {os.getpid()} on " in err and "started 20" in err
@@ -123,7 +125,9 @@ def test_a_live_run_holds_its_folder_and_a_dead_ones_lock_is_taken_over(tmp_path
     assert not (out / "run.lock").exists()
     # A lock left by a killed run (its pid is gone) is stale: the next run takes it over.
     stale = RunLock.for_folder(out)
-    stale.path.write_text(f'{{"pid": {_dead_pid()}, "host": "{os.uname().nodename}", "started": "2020-01-01T00:00:00+00:00"}}')
+    stale.path.write_text(
+        f'{{"pid": {_dead_pid()}, "host": "{os.uname().nodename}", "started": "2020-01-01T00:00:00+00:00"}}'
+    )
     assert main(["train", "--out", str(out), "--resume", "--steps", "2", "--threads", "1", "--no-progress"]) == 0
     assert not stale.path.exists() and _load_state(out / STATE_NAME)["step"] == 2
 
@@ -168,7 +172,9 @@ def _send_sigterm_once_handled(delay: float = 0.3) -> threading.Thread:
 def test_sigterm_saves_a_checkpoint_like_ctrl_c(tmp_path, capsys):
     out = tmp_path / "run"
     thread = _send_sigterm_once_handled()
-    code = main(TRAIN + ["--steps", "100000", "--checkpoint-every", "100000", "--val-every", "100000", "--out", str(out)])
+    code = main(
+        TRAIN + ["--steps", "100000", "--checkpoint-every", "100000", "--val-every", "100000", "--out", str(out)]
+    )
     thread.join()
     captured = capsys.readouterr()
     assert code == 130 and "SIGTERM: stopping after this step and saving" in captured.err
@@ -196,7 +202,10 @@ def test_sigterm_stops_pretrain_encoder_with_a_resumable_state(tmp_path, capsys)
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ('a.png,"close-up of a cat\nb.png,a dog\nc.png,a bird\n', r"line 2: malformed CSV \(unexpected end of data; an unterminated quote\?\)"),
+        (
+            'a.png,"close-up of a cat\nb.png,a dog\nc.png,a bird\n',
+            r"line 2: malformed CSV \(unexpected end of data; an unterminated quote\?\)",
+        ),
         ('a.png,a cat\nb.png,"two\nlines"\nc.png,a bird\n', "line 3: a quoted field runs over lines 3-4"),
         ('a.png,a cat\nb.png,"a dog" brown\n', r"line 3: malformed CSV \(',' expected after '\"'\)"),
         ("a.png,a cat\nb.png,a dog, brown\n", r"line 3: expected 2 fields \(file,caption\), got 3"),
@@ -253,7 +262,10 @@ def test_out_is_a_file_and_unknown_device_are_one_line_errors(tmp_path, capsys):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("keep me")
     assert main(TRAIN + ["--steps", "1", "--out", str(a_file)]) == 1
-    assert capsys.readouterr().err == f"textsr train: error: --out {a_file} is a file; give a folder for the checkpoint and training state\n"
+    assert (
+        capsys.readouterr().err
+        == f"textsr train: error: --out {a_file} is a file; give a folder for the checkpoint and training state\n"
+    )
     assert a_file.read_text() == "keep me"
     assert main(TRAIN + ["--steps", "1", "--out", str(tmp_path / "run"), "--device", "gpu"]) == 1
     assert capsys.readouterr().err == "textsr train: error: unknown device 'gpu'; use auto, cpu, cuda, cuda:N or mps\n"
@@ -271,7 +283,10 @@ def test_a_fresh_run_does_not_overwrite_a_model_without_overwrite(tmp_path, caps
     first = (out / "model.textsr.safetensors").read_bytes()
     capsys.readouterr()
     assert main(TRAIN + ["--steps", "1", "--out", str(out), "--seed", "5"]) == 1
-    assert "already holds a training run (train_state.pt); resume it (--resume / resume=True), replace it (--overwrite)" in capsys.readouterr().err
+    assert (
+        "already holds a training run (train_state.pt); resume it (--resume / resume=True), replace it (--overwrite)"
+        in capsys.readouterr().err
+    )
     (out / STATE_NAME).unlink()  # only the model is left: still refused
     assert main(TRAIN + ["--steps", "1", "--out", str(out), "--seed", "5"]) == 1
     assert "already holds a model (model.textsr.safetensors)" in capsys.readouterr().err

@@ -21,11 +21,31 @@ def test_ome_zarr_in_and_out_keeps_units_scale_and_pixel_centres(tmp_path):
     rng = np.random.default_rng(7)
     stack = rng.integers(0, 4000, size=(2, 24, 20), dtype=np.uint16)
     ngff.write_ome_zarr(
-        tmp_path / "in.zarr", stack, axes=ngff.default_axes(3, "micrometer"),
-        scale=(0.5, 0.2, 0.2), translation=(1.0, 10.0, 20.0),
+        tmp_path / "in.zarr",
+        stack,
+        axes=ngff.default_axes(3, "micrometer"),
+        scale=(0.5, 0.2, 0.2),
+        translation=(1.0, 10.0, 20.0),
     )
-    assert main(["upscale", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "--caption", "nuclei",
-                 "--model", MODEL, "--tile", "8", "--zarr-levels", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "upscale",
+                str(tmp_path / "in.zarr"),
+                str(tmp_path / "out.zarr"),
+                "--caption",
+                "nuclei",
+                "--model",
+                MODEL,
+                "--tile",
+                "8",
+                "--zarr-levels",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = ngff.read_ome_zarr(tmp_path / "out.zarr")
     assert out.shape == (2, 48, 40) and out.dtype == np.uint16
     assert [a.unit for a in out.axes] == ["micrometer"] * 3

@@ -40,7 +40,9 @@ COMMANDS: dict[str, Command] = {
     "distributed": Command(
         "napari_textsr.cli.distributed", "upscale an OME-Zarr / zarr volume or many image files on a dask cluster"
     ),
-    "demo": Command("napari_textsr.cli.demo", "open napari with a sample, the widget docked and the default model ready"),
+    "demo": Command(
+        "napari_textsr.cli.demo", "open napari with a sample, the widget docked and the default model ready"
+    ),
 }
 
 
@@ -52,9 +54,12 @@ def command_help(name: str) -> str:
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     """``--threads N`` for a command that computes on the CPU; :func:`main` applies it before the command runs."""
     parser.add_argument(
-        "--threads", type=int, default=None, metavar="N",
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
         help="CPU threads for torch (default: $TEXTSR_NUM_THREADS, else the CPUs this process may use: "
-             "its affinity mask capped by the cgroup CPU quota)",
+        "its affinity mask capped by the cgroup CPU quota)",
     )
     parser.set_defaults(configure_threads=True)
 
@@ -72,9 +77,7 @@ def build_parser(argv: Sequence[str] | None = (), *, full: bool = False) -> argp
     (every command's with ``full=True``); other commands get a stub with their one-line help."""
     from napari_textsr._version import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="textsr", description="Text-guided super-resolution (TGSR, CLIP-SR, PDN)."
-    )
+    parser = argparse.ArgumentParser(prog="textsr", description="Text-guided super-resolution (TGSR, CLIP-SR, PDN).")
     parser.add_argument("--version", action="version", version=f"napari-textsr {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = _command_in(argv)

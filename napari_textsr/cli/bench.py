@@ -25,26 +25,49 @@ def register(subparsers) -> None:
             "average, and the worst image against bicubic."
         ),
     )
-    parser.add_argument("--data", action="append", default=[], metavar="DIR",
-                        help="captioned folder (images + captions.csv); repeatable")
-    parser.add_argument("--split", choices=("all", "val", "train"), default="all",
-                        help="which part of each folder: the held-out validation split is 'val' (default: all)")
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="captioned folder (images + captions.csv); repeatable",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("all", "val", "train"),
+        default="all",
+        help="which part of each folder: the held-out validation split is 'val' (default: all)",
+    )
     parser.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction used by training")
     parser.add_argument("--split-seed", type=int, default=0, help="split seed used by training")
-    parser.add_argument("--synthetic", type=int, default=0, metavar="N",
-                        help="also score N synthetic captioned scenes (held out: use a seed training never used)")
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also score N synthetic captioned scenes (held out: use a seed training never used)",
+    )
     parser.add_argument("--synthetic-seed", type=int, default=90210)
     parser.add_argument("--synthetic-size", type=int, default=256)
     parser.add_argument("--model", required=True, metavar="SPEC", help="checkpoint path, bundled name or 'default'")
     parser.add_argument("--scale", type=int, default=None, help="with --model default: which scale")
     parser.add_argument("--caption-index", type=int, default=0, help="which caption of each image (0: short)")
-    parser.add_argument("--degradation", action="append", default=None, metavar="NAME",
-                        help="how the LR is made: " + "; ".join(f"{k}: {v}" for k, v in NAMED_DEGRADATION_TITLES.items())
-                        + "; or 'all'. Repeatable (default bicubic-aa)")
+    parser.add_argument(
+        "--degradation",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="how the LR is made: "
+        + "; ".join(f"{k}: {v}" for k, v in NAMED_DEGRADATION_TITLES.items())
+        + "; or 'all'. Repeatable (default bicubic-aa)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="at most N images per dataset")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--float32", action="store_true",
-                        help="no float16 autocast on a GPU, so the numbers match a CPU's (default: float16 on GPUs)")
+    parser.add_argument(
+        "--float32",
+        action="store_true",
+        help="no float16 autocast on a GPU, so the numbers match a CPU's (default: float16 on GPUs)",
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
     add_threads_option(parser)
     parser.set_defaults(func=run)
@@ -64,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         names = list(NAMED_DEGRADATIONS)
     unknown = [n for n in names if n not in NAMED_DEGRADATIONS]
     if unknown:
-        raise ValueError(f"unknown --degradation {', '.join(unknown)}; choose from {', '.join(NAMED_DEGRADATIONS)} or all")
+        raise ValueError(
+            f"unknown --degradation {', '.join(unknown)}; choose from {', '.join(NAMED_DEGRADATIONS)} or all"
+        )
     upscaler = load_model(args.model, scale=args.scale, device=args.device, half=False if args.float32 else None)
     datasets = list(_datasets(args))
     reports = []
@@ -83,19 +108,23 @@ def run(args: argparse.Namespace) -> int:
             reports.append(report)
             print(report.markdown())
             print()
-        these = reports[-len(datasets):]
+        these = reports[-len(datasets) :]
         if len(these) > 1:
             pooled = BenchReport(these[0].model, "all", upscaler.scale, [i for r in these for i in r.images])
             means = {v: pooled.mean(v, "psnr_y") for v in VARIANTS}
-            print(f"all {len(pooled.images)} images, {degradation}, PSNR Y (dB): "
-                  + ", ".join(f"{v.replace('_', ' ')} {means[v]:.2f}" for v in VARIANTS)
-                  + f"; true caption - bicubic {means['true_caption'] - means['bicubic']:+.2f}")
+            print(
+                f"all {len(pooled.images)} images, {degradation}, PSNR Y (dB): "
+                + ", ".join(f"{v.replace('_', ' ')} {means[v]:.2f}" for v in VARIANTS)
+                + f"; true caption - bicubic {means['true_caption'] - means['bicubic']:+.2f}"
+            )
             print()
     if len(names) > 1 or len(datasets) > 1:
         print(f"x{upscaler.scale}, all datasets pooled, PSNR-Y (dB):")
         print(degradation_table(reports))
-    print(f"model: {upscaler.description.name} ({upscaler.description.method}, x{upscaler.scale}); "
-          f"machine: {reports[0].machine}; date: {reports[0].date}")
+    print(
+        f"model: {upscaler.description.name} ({upscaler.description.method}, x{upscaler.scale}); "
+        f"machine: {reports[0].machine}; date: {reports[0].date}"
+    )
     if args.json:
         from napari_textsr.durable import write_text_atomic
 

@@ -28,8 +28,13 @@ def register(subparsers) -> None:
     parser.add_argument("--scale", type=int, default=None, help="default: the factor the sample was reduced by")
     parser.add_argument("--caption", default=None, help="default: the sample's own caption")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--headless", type=Path, default=None, metavar="DIR",
-                        help="no window: write the upscaled sample and its attention maps to DIR")
+    parser.add_argument(
+        "--headless",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="no window: write the upscaled sample and its attention maps to DIR",
+    )
     parser.set_defaults(func=run)
 
 
@@ -92,15 +97,21 @@ def _run_headless(args, sample, caption: str, scale: int | None) -> int:
     stem = Path(sample.info.file).stem
     written = [write_image_file(out_dir / f"{stem}_input{suffix}", sample.image, rgb=sample.info.rgb)]
     written.append(
-        write_image_file(out_dir / f"{stem}_x{upscaler.scale}{suffix}", result.image, rgb=sample.info.rgb,
-                         metadata=result.provenance())
+        write_image_file(
+            out_dir / f"{stem}_x{upscaler.scale}{suffix}",
+            result.image,
+            rgb=sample.info.rgb,
+            metadata=result.provenance(),
+        )
     )
     for index, (name, values) in enumerate(result.attention.items(), start=1):
         safe = "".join(c if c.isalnum() else "_" for c in name).strip("_") or "map"
         written += write_map(out_dir / f"{stem}_attention_{index:02d}_{safe}.png", values)
     write_text_atomic(out_dir / f"{stem}_provenance.json", json.dumps(result.provenance(), indent=2))
-    print(f"{upscaler.description.name}: {sample.image.shape} -> {result.image.shape} "
-          f"in {result.seconds:.2f} s, caption {caption!r}")
+    print(
+        f"{upscaler.description.name}: {sample.image.shape} -> {result.image.shape} "
+        f"in {result.seconds:.2f} s, caption {caption!r}"
+    )
     for path in written:
         print(f"  wrote {path}")
     return 0

@@ -24,20 +24,38 @@ def register(subparsers) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IN", help="input OME-Zarr/zarr, or image files")
     parser.add_argument("output", type=Path, metavar="OUT", help="output OME-Zarr (e.g. out.ome.zarr)")
     parser.add_argument("--caption", default="", metavar="TEXT", help="what the image shows (default: none)")
-    parser.add_argument("--model", default="default", metavar="SPEC",
-                        help="checkpoint path, bundled model name, 'default' or 'random:<method>:<scale>[:<preset>]' "
-                             "(default: %(default)s); it must be readable on every worker")
+    parser.add_argument(
+        "--model",
+        default="default",
+        metavar="SPEC",
+        help="checkpoint path, bundled model name, 'default' or 'random:<method>:<scale>[:<preset>]' "
+        "(default: %(default)s); it must be readable on every worker",
+    )
     parser.add_argument("--scale", type=int, default=None, help="required scale (picks the default model)")
-    parser.add_argument("--scheduler", default="local", metavar="ADDRESS|local[:N]",
-                        help="a dask scheduler address (tcp://host:8786) or local[:N] for N local worker "
-                             "processes (default: local = half the CPU cores)")
-    parser.add_argument("--block", type=int, default=None, metavar="N",
-                        help="core block side in input pixels (default: 512); see docs/distributed.md for memory")
+    parser.add_argument(
+        "--scheduler",
+        default="local",
+        metavar="ADDRESS|local[:N]",
+        help="a dask scheduler address (tcp://host:8786) or local[:N] for N local worker "
+        "processes (default: local = half the CPU cores)",
+    )
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=None,
+        metavar="N",
+        help="core block side in input pixels (default: 512); see docs/distributed.md for memory",
+    )
     parser.add_argument("--retries", type=int, default=None, help="retries per failed block (default: 2)")
     parser.add_argument("--levels", type=int, default=None, help="pyramid levels of OUT (default: down to ~256 px)")
     parser.add_argument("--device", default="auto", help="device on the workers: auto (CUDA, MPS, CPU), cpu, cuda")
-    parser.add_argument("--torch-threads", type=int, default=None, metavar="N",
-                        help="torch threads per worker process (default: dask's, 1 per worker thread)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads per worker process (default: dask's, 1 per worker thread)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT instead of resuming it")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_distributed)
@@ -97,9 +115,13 @@ def run_distributed(args: argparse.Namespace) -> int:
     )
     if result.peak_rss:
         peak = max(result.peak_rss.values()) / 2**20
-        print(f"peak memory per worker: {peak:.0f} MiB (blocks {result.block_shape[0]}x{result.block_shape[1]} "
-              f"+ halo {result.halo})")
+        print(
+            f"peak memory per worker: {peak:.0f} MiB (blocks {result.block_shape[0]}x{result.block_shape[1]} "
+            f"+ halo {result.halo})"
+        )
     if not result.provenance.get("trained", True):
-        print(f"note: {result.provenance.get('model')} is untrained; its output shows the plumbing, not super-resolution",
-              file=sys.stderr)
+        print(
+            f"note: {result.provenance.get('model')} is untrained; its output shows the plumbing, not super-resolution",
+            file=sys.stderr,
+        )
     return 0

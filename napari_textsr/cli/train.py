@@ -60,49 +60,100 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         kwargs.setdefault("metavar", flag.lstrip("-").replace("-", "_").upper())
         a(flag, dest=field, default=None, help=text + ending, **kwargs)
 
-    a("--data", action="append", default=[], metavar="DIR",
-      help="captioned image folder (images + captions.csv), or synthetic:N:SEED[:SIZE]; repeatable")
+    a(
+        "--data",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="captioned image folder (images + captions.csv), or synthetic:N:SEED[:SIZE]; repeatable",
+    )
     a("--method", choices=method_names(), default=None, help="method to train (required unless --resume)")
     setting("--scale", "scale", "upscaling factor 2, 4, 8 or 16", type=int)
-    setting("--encoder", "encoder", "prompt encoder ARCH:PRETRAINED", metavar="SPEC",
-            note="the --init checkpoint's, else textsr-tiny:none")
+    setting(
+        "--encoder",
+        "encoder",
+        "prompt encoder ARCH:PRETRAINED",
+        metavar="SPEC",
+        note="the --init checkpoint's, else textsr-tiny:none",
+    )
     setting("--steps", "steps", "total optimiser steps", type=int)
     a("--out", required=True, metavar="DIR", help="output folder for the checkpoint and training state")
-    setting("--init", "init", "fine-tune from this checkpoint (same method, scale and encoder)", metavar="CKPT",
-            note=None)
-    a("--resume", action="store_true",
-      help="continue the run in --out exactly where it stopped (its settings are reused; options given here override "
-           "steps, intervals, device and threads)")
-    a("--overwrite", action="store_true",
-      help="start a new run in an --out folder that already holds a model or a run, replacing them")
+    setting(
+        "--init", "init", "fine-tune from this checkpoint (same method, scale and encoder)", metavar="CKPT", note=None
+    )
+    a(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out exactly where it stopped (its settings are reused; options given here override "
+        "steps, intervals, device and threads)",
+    )
+    a(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an --out folder that already holds a model or a run, replacing them",
+    )
     setting("--preset", "preset", "model size preset, e.g. tiny, small, default, paper")
     setting("--batch-size", "batch_size", "global batch size", type=int)
     setting("--patch", "lr_patch", "LR patch side in pixels", type=int)
     setting("--lr", "learning_rate", "peak learning rate, cosine schedule", type=float)
-    a("--degradations", default=None, metavar="PRESET",
-      help="how LR training inputs are made: a family drawn per sample, 'realistic' (default: blur, five resize "
-           "kernels, camera noise, JPEG), 'microscopy' (optics blur, binning, shot noise, no JPEG), 'bicubic' "
-           "(antialiased bicubic only, the benchmark convention), or 'fixed' (one pipeline: --blur-sigma, --noise, "
-           "--degradation-option)")
-    a("--degradation-option", default=None, metavar="NAME=VALUE,...",
-      help="change family settings, e.g. p_jpeg=0,blur_sigma_range=0.2:2 (ranges as LOW:HIGH, kernel lists as "
-           "bicubic-aa:area), or a fixed pipeline's, e.g. resize=area,jpeg_quality=60")
-    a("--blur-sigma", type=float, default=None,
-      help="a fixed pipeline with this Gaussian blur sigma (HR px) before down-sampling (PDN's BD setting: 1.3)")
-    a("--noise", default=None, metavar="PEAK[:SIGMA]",
-      help="a fixed pipeline with Poisson-Gaussian noise on the LR: photons at intensity 1 ('none' for no Poisson) "
-           "and Gaussian sigma, e.g. 100:0.01 or none:0.02")
-    a("--caption-rates", default=None, metavar="FULL,CONTENT,WORDS,EMPTY",
-      help="rates of a sample's caption being content + degradation words, content alone, degradation words alone, "
-           "and empty (caption dropout); default 0.45,0.2,0.15,0.2; 0,1,0,0 trains on content captions only")
-    a("--init-transfer", action="store_true",
-      help="with --init: start from a checkpoint of another scale, taking every tensor that fits (the backbone)")
-    a("--loss-weights", default=None, metavar="NAME=VALUE,...",
-      help="change loss settings, e.g. tic=0,cgan=0.2 (tgsr), perceptual=0,vgg_weights=PATH (clipsr), "
-           "kernel_temperature_every=5 (pdn); a weight of 0 turns a term off")
-    a("--adversarial", action="store_true", help="switch on the method's adversarial loss (tgsr, clipsr; off by default)")
-    a("--paper-losses", action="store_true",
-      help="the paper's full objective: also TGSR's text-image consistency term (off by default, see the docs)")
+    a(
+        "--degradations",
+        default=None,
+        metavar="PRESET",
+        help="how LR training inputs are made: a family drawn per sample, 'realistic' (default: blur, five resize "
+        "kernels, camera noise, JPEG), 'microscopy' (optics blur, binning, shot noise, no JPEG), 'bicubic' "
+        "(antialiased bicubic only, the benchmark convention), or 'fixed' (one pipeline: --blur-sigma, --noise, "
+        "--degradation-option)",
+    )
+    a(
+        "--degradation-option",
+        default=None,
+        metavar="NAME=VALUE,...",
+        help="change family settings, e.g. p_jpeg=0,blur_sigma_range=0.2:2 (ranges as LOW:HIGH, kernel lists as "
+        "bicubic-aa:area), or a fixed pipeline's, e.g. resize=area,jpeg_quality=60",
+    )
+    a(
+        "--blur-sigma",
+        type=float,
+        default=None,
+        help="a fixed pipeline with this Gaussian blur sigma (HR px) before down-sampling (PDN's BD setting: 1.3)",
+    )
+    a(
+        "--noise",
+        default=None,
+        metavar="PEAK[:SIGMA]",
+        help="a fixed pipeline with Poisson-Gaussian noise on the LR: photons at intensity 1 ('none' for no Poisson) "
+        "and Gaussian sigma, e.g. 100:0.01 or none:0.02",
+    )
+    a(
+        "--caption-rates",
+        default=None,
+        metavar="FULL,CONTENT,WORDS,EMPTY",
+        help="rates of a sample's caption being content + degradation words, content alone, degradation words alone, "
+        "and empty (caption dropout); default 0.45,0.2,0.15,0.2; 0,1,0,0 trains on content captions only",
+    )
+    a(
+        "--init-transfer",
+        action="store_true",
+        help="with --init: start from a checkpoint of another scale, taking every tensor that fits (the backbone)",
+    )
+    a(
+        "--loss-weights",
+        default=None,
+        metavar="NAME=VALUE,...",
+        help="change loss settings, e.g. tic=0,cgan=0.2 (tgsr), perceptual=0,vgg_weights=PATH (clipsr), "
+        "kernel_temperature_every=5 (pdn); a weight of 0 turns a term off",
+    )
+    a(
+        "--adversarial",
+        action="store_true",
+        help="switch on the method's adversarial loss (tgsr, clipsr; off by default)",
+    )
+    a(
+        "--paper-losses",
+        action="store_true",
+        help="the paper's full objective: also TGSR's text-image consistency term (off by default, see the docs)",
+    )
     setting("--val-fraction", "val_fraction", "held-out fraction of the images", type=float)
     setting("--val-every", "val_every", "validation interval", type=int, metavar="STEPS")
     setting("--checkpoint-every", "checkpoint_every", "checkpoint interval", type=int, metavar="STEPS")
@@ -111,13 +162,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a("--model-option", default=None, metavar="NAME=VALUE,...", help="model config overrides, e.g. text_fusion=false")
     setting("--name", "name", "name stored in the checkpoint", note=None)
     setting("--seed", "seed", "seed of the batches and the model's initialisation", type=int)
-    setting("--split-seed", "split_seed", "seed of the train/validation split by image name, independent of --seed",
-            type=int)
+    setting(
+        "--split-seed",
+        "split_seed",
+        "seed of the train/validation split by image name, independent of --seed",
+        type=int,
+    )
     setting("--device", "device", "auto, cpu, cuda, cuda:1, mps")
     setting("--threads", "num_threads", "torch CPU threads", type=int, note="torch's choice; split over torchrun ranks")
-    setting("--workers", "workers", "processes drawing the coming batches while the model trains (0: in the "
-            "training process); the batches are the same for any N, a GPU needs a few to stay busy",
-            type=int, metavar="N")
+    setting(
+        "--workers",
+        "workers",
+        "processes drawing the coming batches while the model trains (0: in the "
+        "training process); the batches are the same for any N, a GPU needs a few to stay busy",
+        type=int,
+        metavar="N",
+    )
     a("--no-progress", action="store_true", help="no progress bar; print one line per validation instead")
     parser.set_defaults(func=run, config_fields=tuple(settings))
 
@@ -200,11 +260,15 @@ def _build_degradation(given: dict[str, Any], previous: Any, scale: int, kind: s
             values["noise_poisson_peak"], values["noise_gaussian_sigma"] = _parse_noise(given["noise"])
         unknown = set(options) - set(values)
         if unknown:
-            raise ValueError(f"--degradation-option: a fixed pipeline has no {sorted(unknown)}; it has {sorted(values)}")
+            raise ValueError(
+                f"--degradation-option: a fixed pipeline has no {sorted(unknown)}; it has {sorted(values)}"
+            )
         values.update(options)
         return Degradation(**values)
     if legacy:
-        raise ValueError("--blur-sigma and --noise make a fixed pipeline: use them with --degradations fixed (or alone)")
+        raise ValueError(
+            "--blur-sigma and --noise make a fixed pipeline: use them with --degradations fixed (or alone)"
+        )
     if kind == "custom" and isinstance(previous, DegradationFamily):
         family = previous
     else:
@@ -341,14 +405,22 @@ def run(args: argparse.Namespace) -> int:
         if bar is None and not args.no_progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=event.total_steps, initial=event.step - (1 if event.losses else 0),
-                       unit="step", dynamic_ncols=True, desc=f"{config.method} x{config.scale}")
+            bar = tqdm(
+                total=event.total_steps,
+                initial=event.step - (1 if event.losses else 0),
+                unit="step",
+                dynamic_ncols=True,
+                desc=f"{config.method} x{config.scale}",
+            )
         if event.validation is not None:
             v = event.validation
             val_text = f"{v.psnr:.2f} dB (bicubic {v.psnr_bicubic:.2f})"
             if args.no_progress:
-                print(f"step {event.step}/{event.total_steps}: val PSNR-Y {val_text}, SSIM-Y {v.ssim:.4f} "
-                      f"(bicubic {v.ssim_bicubic:.4f})", flush=True)
+                print(
+                    f"step {event.step}/{event.total_steps}: val PSNR-Y {val_text}, SSIM-Y {v.ssim:.4f} "
+                    f"(bicubic {v.ssim_bicubic:.4f})",
+                    flush=True,
+                )
         if bar is not None and event.losses:
             postfix = {"loss": f"{event.losses.get('total', float('nan')):.4f}", "lr": f"{event.learning_rate:.2e}"}
             if val_text:
@@ -364,12 +436,16 @@ def run(args: argparse.Namespace) -> int:
         summary = drive(trainer.run(), show)
     if rank == 0:
         state = "stopped" if summary.cancelled else "finished"
-        print(f"{state} at step {summary.steps_completed}/{summary.total_steps} "
-              f"({summary.images_per_second:.1f} images/s); checkpoint: {summary.checkpoint}")
+        print(
+            f"{state} at step {summary.steps_completed}/{summary.total_steps} "
+            f"({summary.images_per_second:.1f} images/s); checkpoint: {summary.checkpoint}"
+        )
         if summary.validation is not None:
             v = summary.validation
-            print(f"validation ({v.n_images} images): PSNR-Y {v.psnr:.2f} dB, SSIM-Y {v.ssim:.4f}; "
-                  f"bicubic {v.psnr_bicubic:.2f} dB, {v.ssim_bicubic:.4f}")
+            print(
+                f"validation ({v.n_images} images): PSNR-Y {v.psnr:.2f} dB, SSIM-Y {v.ssim:.4f}; "
+                f"bicubic {v.psnr_bicubic:.2f} dB, {v.ssim_bicubic:.4f}"
+            )
         if summary.cancelled:
             print(f"resume with: textsr train --out {config.out_dir} --resume")
     return 130 if summary.cancelled else 0

@@ -32,62 +32,138 @@ def register(subparsers) -> None:
     )
     upscale.add_argument("input", metavar="IN", help="image file, folder of images or glob pattern ('scans/*.tif')")
     upscale.add_argument("output", type=Path, nargs="?", default=None, metavar="OUT", help="output file (one input)")
-    upscale.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
-                         help="write each output here, named like its input (batch mode)")
-    upscale.add_argument("--format", default=None, choices=("tif", "png", "jpg"),
-                         help="output format in batch mode (default: each input's own)")
+    upscale.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write each output here, named like its input (batch mode)",
+    )
+    upscale.add_argument(
+        "--format",
+        default=None,
+        choices=("tif", "png", "jpg"),
+        help="output format in batch mode (default: each input's own)",
+    )
     upscale.add_argument("--caption", default="", metavar="TEXT", help="what the image shows (default: none)")
     upscale.add_argument(
-        "--model", default="default", metavar="SPEC",
+        "--model",
+        default="default",
+        metavar="SPEC",
         help="checkpoint path, bundled model name, 'default' (bundled, for --scale) or "
-             "'random:<method>:<scale>[:<preset>]' (untrained; default: %(default)s)",
+        "'random:<method>:<scale>[:<preset>]' (untrained; default: %(default)s)",
     )
     upscale.add_argument("--scale", type=int, default=None, help="required scale (picks the default model)")
-    upscale.add_argument("--tile", type=int, default=None, metavar="N",
-                         help="tile side in input pixels; 0 = no tiling (default: from free memory)")
+    upscale.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tile side in input pixels; 0 = no tiling (default: from free memory)",
+    )
     upscale.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, mps")
-    upscale.add_argument("--precision", choices=("auto", "full", "half"), default="auto",
-                         help="half = float16 autocast on GPUs (auto: half on GPUs, full on the CPU)")
-    upscale.add_argument("--consistency", action="store_true",
-                         help="back-project so that bicubic downsampling of OUT reproduces IN; prints the error")
-    upscale.add_argument("--reference", default=None, metavar="PATH|flip",
-                         help="image prompt instead of the caption: an image file, or 'flip' for the horizontally "
-                              "flipped input (PDN's protocol for uncaptioned images; middle slice of a stack)")
-    upscale.add_argument("--attention-dir", type=Path, default=None, metavar="DIR",
-                         help="write the attention maps (and the consistency map) here")
-    upscale.add_argument("--attention-format", choices=("tif", "png"), default="tif",
-                         help="float32 TIFF (default) or 8-bit PNG scaled to each map's maximum")
-    upscale.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                         help="refuse inputs that decode to more pixels than this (default: 2**28 = 16384^2)")
-    upscale.add_argument("--stream", action="store_true",
-                         help="write a .tif output tile by tile (tiled BigTIFF; automatic above 1 GiB)")
-    upscale.add_argument("--zarr-levels", type=int, default=3, metavar="N",
-                         help="pyramid levels of a .zarr output (OME-Zarr, NGFF 0.5; default: %(default)s)")
+    upscale.add_argument(
+        "--precision",
+        choices=("auto", "full", "half"),
+        default="auto",
+        help="half = float16 autocast on GPUs (auto: half on GPUs, full on the CPU)",
+    )
+    upscale.add_argument(
+        "--consistency",
+        action="store_true",
+        help="back-project so that bicubic downsampling of OUT reproduces IN; prints the error",
+    )
+    upscale.add_argument(
+        "--reference",
+        default=None,
+        metavar="PATH|flip",
+        help="image prompt instead of the caption: an image file, or 'flip' for the horizontally "
+        "flipped input (PDN's protocol for uncaptioned images; middle slice of a stack)",
+    )
+    upscale.add_argument(
+        "--attention-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write the attention maps (and the consistency map) here",
+    )
+    upscale.add_argument(
+        "--attention-format",
+        choices=("tif", "png"),
+        default="tif",
+        help="float32 TIFF (default) or 8-bit PNG scaled to each map's maximum",
+    )
+    upscale.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse inputs that decode to more pixels than this (default: 2**28 = 16384^2)",
+    )
+    upscale.add_argument(
+        "--stream", action="store_true", help="write a .tif output tile by tile (tiled BigTIFF; automatic above 1 GiB)"
+    )
+    upscale.add_argument(
+        "--zarr-levels",
+        type=int,
+        default=3,
+        metavar="N",
+        help="pyramid levels of a .zarr output (OME-Zarr, NGFF 0.5; default: %(default)s)",
+    )
     regions = upscale.add_argument_group(
         "region captions",
         "a caption per labelled region; the rest of the image keeps --caption (see docs/api-and-cli.md)",
     )
-    regions.add_argument("--regions", type=Path, default=None, metavar="LABELS",
-                         help="label image on the input grid (Y, X integers, 0 = background; .tif or .png)")
-    regions.add_argument("--region-captions", type=Path, default=None, metavar="CSV",
-                         help="CSV of 'label,caption' rows (a header row 'label,caption' is allowed)")
-    regions.add_argument("--feather", type=float, default=None, metavar="PX",
-                         help="width in output pixels of the blend at region borders (default: 8)")
-    upscale.add_argument("--text-effect", type=Path, default=None, metavar="FILE",
-                         help="also upscale without any caption and write OUT - uncaptioned (signed, output "
-                              "intensity units, float32 .tif; mean over colour channels)")
-    upscale.add_argument("--report", type=Path, default=None, metavar="REPORT.json",
-                         help="write an evidence report: SHA-256 of IN, OUT (file and array) and the model, every "
-                              "parameter, versions, device, precision, statistics. OUT's embedded metadata then "
-                              "leaves out the run time, so reruns write the same bytes")
-    upscale.add_argument("--deterministic", action="store_true",
-                         help="ask PyTorch for deterministic kernels (bit-identical GPU reruns; the CPU is anyway)")
+    regions.add_argument(
+        "--regions",
+        type=Path,
+        default=None,
+        metavar="LABELS",
+        help="label image on the input grid (Y, X integers, 0 = background; .tif or .png)",
+    )
+    regions.add_argument(
+        "--region-captions",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="CSV of 'label,caption' rows (a header row 'label,caption' is allowed)",
+    )
+    regions.add_argument(
+        "--feather",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="width in output pixels of the blend at region borders (default: 8)",
+    )
+    upscale.add_argument(
+        "--text-effect",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also upscale without any caption and write OUT - uncaptioned (signed, output "
+        "intensity units, float32 .tif; mean over colour channels)",
+    )
+    upscale.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="REPORT.json",
+        help="write an evidence report: SHA-256 of IN, OUT (file and array) and the model, every "
+        "parameter, versions, device, precision, statistics. OUT's embedded metadata then "
+        "leaves out the run time, so reruns write the same bytes",
+    )
+    upscale.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="ask PyTorch for deterministic kernels (bit-identical GPU reruns; the CPU is anyway)",
+    )
     upscale.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_option(upscale)
     upscale.set_defaults(func=run_upscale)
 
     info = subparsers.add_parser(
-        "info", help=command_help("info"),
+        "info",
+        help=command_help("info"),
         description="Print the model's description (method, scale, config, encoder, tiling, training record) as JSON.",
     )
     info.add_argument("spec", metavar="SPEC", help="checkpoint path, bundled name, 'default' or 'random:...'")
@@ -148,15 +224,18 @@ def run_upscale(args: argparse.Namespace) -> int:
     job = _Job.plan(source_path, args.output, _max_pixels(args))  # every check before any work
     job.regions = _regions(args)
     if (job.regions is not None or args.text_effect is not None or args.report is not None) and len(job.images) > 1:
-        raise ValueError(f"{source_path} holds {len(job.images)} series: --regions, --text-effect and --report "
-                         "take one image")
+        raise ValueError(
+            f"{source_path} holds {len(job.images)} series: --regions, --text-effect and --report take one image"
+        )
     upscaler = _load(args)
     with _bar(args, "tile") as bar:
         message = job.run(upscaler, args, _tile_progress(bar, set_total=True))
     print(message)
     if not upscaler.description.trained:
-        print(f"note: {upscaler.description.name} is untrained; its output shows the plumbing, "
-              "not super-resolution", file=sys.stderr)
+        print(
+            f"note: {upscaler.description.name} is untrained; its output shows the plumbing, not super-resolution",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -247,8 +326,10 @@ class _Job:
         for image in self.images:
             reference = _reference(args.reference, image)
             out_bytes = image.data.nbytes * upscaler.scale**2
-            stream = self.target.suffix.lower() in TIFF_SUFFIXES and len(self.images) == 1 and (
-                args.stream or out_bytes > STREAM_BYTES
+            stream = (
+                self.target.suffix.lower() in TIFF_SUFFIXES
+                and len(self.images) == 1
+                and (args.stream or out_bytes > STREAM_BYTES)
             )
             kwargs = dict(
                 rgb=image.rgb,
@@ -284,9 +365,15 @@ class _Job:
                 series = f"_s{number}" if len(results) > 1 else ""
                 # Numbered in the model's order, which also keeps repeated words apart.
                 for i, (name, values) in enumerate(r.attention.items(), start=1):
-                    maps += len(write_map(args.attention_dir / f"{stem}{series}_attention{i:02d}_{_safe(name)}.{suffix}", values))
+                    maps += len(
+                        write_map(
+                            args.attention_dir / f"{stem}{series}_attention{i:02d}_{_safe(name)}.{suffix}", values
+                        )
+                    )
                 if r.consistency_map is not None:
-                    maps += len(write_map(args.attention_dir / f"{stem}{series}_consistency.{suffix}", r.consistency_map))
+                    maps += len(
+                        write_map(args.attention_dir / f"{stem}{series}_consistency.{suffix}", r.consistency_map)
+                    )
         d = result.model
         shapes = ", ".join(f"{r.image.shape}" for r in results)
         line = (
@@ -301,19 +388,29 @@ class _Job:
         if args.attention_dir is not None:
             line += f"\nwrote {maps} map file(s) to {args.attention_dir}"
         if result.regions is not None:
-            line += (f"\n{len(result.regions['regions'])} region caption(s) blended "
-                     f"(feather {result.regions['feather']:g} px)")
+            line += (
+                f"\n{len(result.regions['regions'])} region caption(s) blended "
+                f"(feather {result.regions['feather']:g} px)"
+            )
         if getattr(args, "text_effect", None) is not None:
             write_map(args.text_effect, result.text_effect)
             stats = result.text_effect_stats
-            line += (f"\nwrote {args.text_effect}: |text effect| mean {stats['mean_abs']:.4g}, "
-                     f"99th percentile {stats['p99_abs']:.4g} (output intensity units)")
+            line += (
+                f"\nwrote {args.text_effect}: |text effect| mean {stats['mean_abs']:.4g}, "
+                f"99th percentile {stats['p99_abs']:.4g} (output intensity units)"
+            )
         if getattr(args, "report", None) is not None:
             from napari_textsr.report import build_report, sha256_file, write_report
 
             parameters = {k: v for k, v in vars(args).items() if k != "func"}
-            report = build_report(result, upscaler, parameters=parameters, input_path=self.source,
-                                  input_array=self.images[0].data, output_path=self.target)
+            report = build_report(
+                result,
+                upscaler,
+                parameters=parameters,
+                input_path=self.source,
+                input_array=self.images[0].data,
+                output_path=self.target,
+            )
             if args.regions is not None:
                 report["input"]["regions_file_sha256"] = sha256_file(args.regions)
                 report["input"]["region_captions_file_sha256"] = sha256_file(args.region_captions)
@@ -344,7 +441,9 @@ class _Job:
 
         out_shape = self._output_shape(image, upscaler.scale)
         placeholder = metadata_only(image, out_shape, image.data.dtype).data
-        target, sink = create_zarr_output(self.target, image.upscaled(placeholder, upscaler.scale), levels=args.zarr_levels)
+        target, sink = create_zarr_output(
+            self.target, image.upscaled(placeholder, upscaler.scale), levels=args.zarr_levels
+        )
         result = upscaler.upscale(image.data, caption, out=sink, **kwargs)
         finish_zarr_output(target, self._provenance(result, args, reference))
         return result

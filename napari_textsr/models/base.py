@@ -72,9 +72,7 @@ class ModelConfig:
     def from_preset(cls, preset: str, **overrides: Any) -> "ModelConfig":
         """Config of a named size (``tiny`` for tests ... ``paper``), with overrides."""
         if preset not in cls.PRESETS:
-            raise ValueError(
-                f"unknown preset {preset!r} for {cls.__name__}; choose from {sorted(cls.PRESETS)}"
-            )
+            raise ValueError(f"unknown preset {preset!r} for {cls.__name__}; choose from {sorted(cls.PRESETS)}")
         return cls(**{**cls.PRESETS[preset], **overrides})
 
     def to_dict(self) -> dict[str, Any]:

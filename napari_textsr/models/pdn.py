@@ -44,9 +44,7 @@ class PDNConfig(ModelConfig):
         # EDSR-baseline with a DCM after each of its 16 blocks, as in the paper's EDSR+.
         "paper": dict(n_feats=64, n_blocks=16, dynamic_kernel_size=3, res_scale=1.0, bicubic_skip=False),
         "rcan-tiny": dict(backbone="rcan", n_feats=8, n_blocks=3, n_groups=2, reduction=4),
-        "rcan": dict(
-            backbone="rcan", n_feats=64, n_blocks=20, n_groups=10, dynamic_kernel_size=3, bicubic_skip=False
-        ),
+        "rcan": dict(backbone="rcan", n_feats=64, n_blocks=20, n_groups=10, dynamic_kernel_size=3, bicubic_skip=False),
     }
 
     def __post_init__(self) -> None:
@@ -67,9 +65,7 @@ class DynamicCorrelationModule(nn.Module):
     without DCMs is exactly the text-free baseline.
     """
 
-    def __init__(
-        self, channels: int, prompt_dim: int, n_kernels: int, kernel_size: int, temperature: float
-    ) -> None:
+    def __init__(self, channels: int, prompt_dim: int, n_kernels: int, kernel_size: int, temperature: float) -> None:
         super().__init__()
         self.proj = nn.Conv2d(channels, prompt_dim, 1)
         self.zeta = nn.Parameter(torch.tensor(50.0))

@@ -76,9 +76,7 @@ def check_image_layer(layer: Any) -> None:
 
     if not isinstance(layer, Image):
         kind = type(layer).__name__
-        raise TypeError(
-            f"'{getattr(layer, 'name', layer)}' is a {kind} layer; only Image layers can be super-resolved"
-        )
+        raise TypeError(f"'{getattr(layer, 'name', layer)}' is a {kind} layer; only Image layers can be super-resolved")
     data = layer.data[0] if layer.multiscale else layer.data
     shape = tuple(data.shape)
     spatial = shape[-3:-1] if layer.rgb else shape[-2:]
@@ -113,7 +111,9 @@ def source_from_layer(layer: Any) -> SourceLayer:
     )
 
 
-def select_input(layer: Any, *, whole_stack: bool = True, point: Sequence[float] | None = None) -> tuple[Any, tuple[int, ...]]:
+def select_input(
+    layer: Any, *, whole_stack: bool = True, point: Sequence[float] | None = None
+) -> tuple[Any, tuple[int, ...]]:
     """The array to upscale and the data index of its first element along the leading axes.
 
     2D layers (grey or RGB): the whole array, offset ``()``. nD layers: the
@@ -133,7 +133,9 @@ def select_input(layer: Any, *, whole_stack: bool = True, point: Sequence[float]
     return data[tuple(slice(i, i + 1) for i in index)], index
 
 
-def output_geometry(source: SourceLayer, factor: int, offset: Sequence[int] = (), stacked: bool = False) -> dict[str, Any]:
+def output_geometry(
+    source: SourceLayer, factor: int, offset: Sequence[int] = (), stacked: bool = False
+) -> dict[str, Any]:
     """Layer kwargs (scale, translate, rotate, shear, affine, units, axis_labels) of an upscaled output.
 
     ``offset``: data index of the output's first element along the leading
@@ -317,7 +319,9 @@ def result_layer_data(
                     "visible": False,
                     "contrast_limits": map_contrast_limits(cmap),
                     "metadata": {
-                        "consistency_error": [r.consistency_error for r in results] if stacked else results[0].consistency_error,
+                        "consistency_error": [r.consistency_error for r in results]
+                        if stacked
+                        else results[0].consistency_error,
                         "output_layer": out_name,
                     },
                     **geometry,
@@ -326,7 +330,9 @@ def result_layer_data(
             )
         )
     if all(r.text_effect is not None for r in results):
-        layers.append(_text_effect_layer(results, stacked, unique_name(f"{out_name} text effect", taken), out_name, geometry))
+        layers.append(
+            _text_effect_layer(results, stacked, unique_name(f"{out_name} text effect", taken), out_name, geometry)
+        )
     return layers
 
 

@@ -45,6 +45,8 @@ GROUP_TITLES = {
     UNTRAINED: "Untrained (random weights, for trying the plumbing)",
 }
 UNTRAINED_PRESET = "tiny"
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     """One entry of the model picker: ``spec`` is what :func:`napari_textsr.load_model` takes."""
@@ -150,7 +152,9 @@ class ModelStore:
             bundled = []
         return bundled + registered + untrained_choices()
 
-    def register_checkpoint(self, path: str | os.PathLike, label: str | None = None, group: str = TRAINED) -> ModelChoice:
+    def register_checkpoint(
+        self, path: str | os.PathLike, label: str | None = None, group: str = TRAINED
+    ) -> ModelChoice:
         """Offer a checkpoint file in every model picker; returns its choice.
 
         Registering the same file again (e.g. a training run that wrote it

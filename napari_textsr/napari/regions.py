@@ -227,7 +227,11 @@ def job_report(job: Any, result: Any, upscaler: Any) -> dict[str, Any]:
     }
     for key, value in job.engine_kwargs.items():
         if isinstance(value, RegionCaptions):
-            parameters[key] = {"captions": value.captions, "feather": value.feather, "labels_sha256": value.labels_sha256()}
+            parameters[key] = {
+                "captions": value.captions,
+                "feather": value.feather,
+                "labels_sha256": value.labels_sha256(),
+            }
         elif hasattr(value, "shape") and hasattr(value, "dtype"):
             parameters[key] = {"sha256": sha256_array(value), "shape": list(value.shape), "dtype": str(value.dtype)}
         else:
@@ -388,7 +392,9 @@ class RegionControls:
         except ValueError as error:
             self.widget.set_status(f"Report: {error}", error=True)
             return
-        path, _ = QFileDialog.getSaveFileName(self.widget, "Save evidence report", f"{active.name}.json", "JSON (*.json)")
+        path, _ = QFileDialog.getSaveFileName(
+            self.widget, "Save evidence report", f"{active.name}.json", "JSON (*.json)"
+        )
         if path:
             from napari_textsr.report import write_report
 

@@ -571,7 +571,10 @@ class SuperResolutionWidget(DockWidget):
         group = current.group if current is not None else BUNDLED
 
         def rank(c: ModelChoice) -> tuple[int, int]:
-            return (0 if c.group == group else 1, _GROUP_PREFERENCE.index(c.group) if c.group in _GROUP_PREFERENCE else 9)
+            return (
+                0 if c.group == group else 1,
+                _GROUP_PREFERENCE.index(c.group) if c.group in _GROUP_PREFERENCE else 9,
+            )
 
         self.select_model(min(candidates, key=rank).spec)
 
@@ -636,7 +639,9 @@ class SuperResolutionWidget(DockWidget):
         if self.all_selected_check.isChecked():
             layers = self.selected_image_layers()
             if not layers:
-                self._fail("No Image layer is selected in the layer list; select some, or untick 'all selected layers'.")
+                self._fail(
+                    "No Image layer is selected in the layer list; select some, or untick 'all selected layers'."
+                )
                 return
         else:
             layer = self.selected_layer()

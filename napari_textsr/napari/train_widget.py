@@ -154,13 +154,17 @@ class TrainingWidget(DockWidget):
         self.layer_table.setMinimumHeight(80)
         self.layer_table.setMaximumHeight(150)
         self.layer_table.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
-        self.layer_table.setToolTip("Tick the high-resolution layers to learn from; each needs a caption (double-click to type)")
+        self.layer_table.setToolTip(
+            "Tick the high-resolution layers to learn from; each needs a caption (double-click to type)"
+        )
         self.layer_table.itemChanged.connect(self._remember_layer_row)
         data.add_row(self.layer_table)
         folder_row = QHBoxLayout()
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText("optional: folder of images + captions.csv")
-        self.folder_edit.setToolTip("A captioned folder (images and captions.csv with file,caption), added to the ticked layers")
+        self.folder_edit.setToolTip(
+            "A captioned folder (images and captions.csv with file,caption), added to the ticked layers"
+        )
         folder_button = QPushButton("…")
         folder_button.setToolTip("Choose the folder")
         folder_button.clicked.connect(self._browse_folder)
@@ -304,7 +308,9 @@ class TrainingWidget(DockWidget):
 
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Start")
-        self.start_button.setToolTip("Train in the background with these settings; checkpoints appear in the model lists")
+        self.start_button.setToolTip(
+            "Train in the background with these settings; checkpoints appear in the model lists"
+        )
         self.start_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop after the current step and write a loadable checkpoint")
@@ -436,7 +442,9 @@ class TrainingWidget(DockWidget):
         self.preset_combo.blockSignals(True)
         self.preset_combo.clear()
         self.preset_combo.addItems(presets)
-        self.preset_combo.setCurrentText(current if current in presets else ("tiny" if "tiny" in presets else presets[0]))
+        self.preset_combo.setCurrentText(
+            current if current in presets else ("tiny" if "tiny" in presets else presets[0])
+        )
         self.preset_combo.blockSignals(False)
 
     def learning_rate(self) -> float | None:
@@ -480,7 +488,11 @@ class TrainingWidget(DockWidget):
         from napari_textsr.training.degradations import DegradationFamily
 
         degradation = DegradationFamily.preset_family(self.degradation_combo.currentData(), scale)
-        out_dir = Path(self.out_edit.text().strip()).expanduser() if self.out_edit.text().strip() else default_run_folder(method, scale)
+        out_dir = (
+            Path(self.out_edit.text().strip()).expanduser()
+            if self.out_edit.text().strip()
+            else default_run_folder(method, scale)
+        )
         interval = self.preview_spin.value()
         config = TrainConfig(
             method=method,
@@ -567,7 +579,9 @@ class TrainingWidget(DockWidget):
         """Every event: collect the curves' points and register checkpoints (cheap; no repaint)."""
         self.events_seen += 1
         if event.losses:
-            self.loss_plot.add_point("loss", event.step, event.losses.get("total", next(iter(event.losses.values()))), repaint=False)
+            self.loss_plot.add_point(
+                "loss", event.step, event.losses.get("total", next(iter(event.losses.values()))), repaint=False
+            )
         if event.validation is not None:
             self.psnr_plot.add_point("model", event.step, event.validation.psnr, repaint=False)
             self.psnr_plot.add_point("bicubic", event.step, event.validation.psnr_bicubic, repaint=False)

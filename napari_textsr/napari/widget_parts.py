@@ -198,7 +198,9 @@ class Section(QWidget):
 
     collapsed_changed = Signal(bool)
 
-    def __init__(self, title: str, *, collapsible: bool = True, collapsed: bool = False, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, title: str, *, collapsible: bool = True, collapsed: bool = False, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.setObjectName(f"section: {title}")
         layout = QVBoxLayout(self)

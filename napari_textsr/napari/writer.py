@@ -17,8 +17,16 @@ import numpy as np
 from napari_textsr.imageio import ImageFile, write_image_file
 
 # napari / pint unit names -> the names the reader and writer use.
-_UNITS = {"micrometer": "µm", "micron": "µm", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm",
-          "meter": "m", "inch": "inch", "pixel": ""}
+_UNITS = {
+    "micrometer": "µm",
+    "micron": "µm",
+    "nanometer": "nm",
+    "millimeter": "mm",
+    "centimeter": "cm",
+    "meter": "m",
+    "inch": "inch",
+    "pixel": "",
+}
 
 
 def layer_to_image_file(data: Any, meta: dict[str, Any]) -> ImageFile:

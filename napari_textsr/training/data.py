@@ -120,7 +120,9 @@ def captioned_images_from_arrays(
         is_rgb = rgb if rgb is not None else (array.ndim >= 3 and array.shape[-1] in (3, 4))
         spatial = 3 if is_rgb else 2
         if array.ndim < spatial:
-            raise DataError(f"{name}: expected at least {spatial} axes for {'RGB' if is_rgb else 'grey'} data, got shape {array.shape}")
+            raise DataError(
+                f"{name}: expected at least {spatial} axes for {'RGB' if is_rgb else 'grey'} data, got shape {array.shape}"
+            )
         if is_rgb and array.shape[-1] not in (3, 4):
             raise DataError(f"{name}: RGB data needs 3 or 4 channels in the last axis, got shape {array.shape}")
         texts = [caption] if isinstance(caption, str) else list(caption)
@@ -240,7 +242,9 @@ def load_data_source(spec: str) -> list[CaptionedImage]:
         except ValueError:
             values = []
         if not 1 <= len(values) <= 3 or values[0] < 1:
-            raise DataError(f"bad synthetic data spec {spec!r}; expected 'synthetic:N[:SEED[:SIZE]]', e.g. 'synthetic:500:0'")
+            raise DataError(
+                f"bad synthetic data spec {spec!r}; expected 'synthetic:N[:SEED[:SIZE]]', e.g. 'synthetic:500:0'"
+            )
         n, seed, size = values[0], values[1] if len(values) > 1 else 0, values[2] if len(values) > 2 else 256
         return synthetic_dataset(n, seed=seed, size=size)
     return load_captioned_folder(spec)

@@ -429,4 +429,3 @@ def degradation_from_dict(values: dict[str, Any]) -> DegradationLike:
     if values.get("kind") == "family":
         return DegradationFamily.from_dict(values)
     return Degradation.from_dict(values)
-

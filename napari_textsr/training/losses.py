@@ -500,7 +500,7 @@ class VGGPerceptual(nn.Module):
         # Only the convolutional part is needed; the classifier (120M parameters) is never built.
         features = make_layers(cfgs["E"], batch_norm=False)[: _VGG_LAYERS[-1] + 1]
         state = torch.load(str(weights_path), map_location="cpu", weights_only=True)
-        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        state = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
         state = {k: v for k, v in state.items() if int(k.split(".")[0]) <= _VGG_LAYERS[-1]}
         try:
             features.load_state_dict(state)
@@ -695,7 +695,11 @@ class TGSRCriterion(SRCriterion[TGSRLossWeights]):
                     continue
                 cond, uncond = self.discriminator.get_submodule(name)(image.float(), sentence)
                 ones = torch.ones_like(cond)
-                g = g + F.binary_cross_entropy_with_logits(cond, ones) + F.binary_cross_entropy_with_logits(uncond, ones)
+                g = (
+                    g
+                    + F.binary_cross_entropy_with_logits(cond, ones)
+                    + F.binary_cross_entropy_with_logits(uncond, ones)
+                )
             terms["cgan"] = w.cgan * g
         total = sum(terms.values(), sr.new_zeros(()))
         return total, terms
@@ -711,7 +715,10 @@ class TGSRCriterion(SRCriterion[TGSRLossWeights]):
         total = hr.new_zeros(())
         terms: LossTerms = {}
         coarse = output.aux.get("coarse")
-        for name, fake, real in (("fine", output.image, hr), ("coarse", coarse, self.lowpass(hr) if coarse is not None else None)):
+        for name, fake, real in (
+            ("fine", output.image, hr),
+            ("coarse", coarse, self.lowpass(hr) if coarse is not None else None),
+        ):
             if fake is None:
                 continue
             d = self.discriminator.get_submodule(name)

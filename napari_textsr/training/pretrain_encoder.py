@@ -130,7 +130,9 @@ class PretrainConfig:
             from napari_textsr.training.degradations import DEGRADATION_PRESETS
 
             if self.degradations not in DEGRADATION_PRESETS:
-                raise ValueError(f"unknown degradation preset {self.degradations!r}; choose from {sorted(DEGRADATION_PRESETS)}")
+                raise ValueError(
+                    f"unknown degradation preset {self.degradations!r}; choose from {sorted(DEGRADATION_PRESETS)}"
+                )
             if self.batch_size < 4 or self.batch_size % 2:
                 raise ValueError("with degradations, batch_size must be even and >= 4 (each image appears twice)")
             if self.degradation_scale not in (2, 4):
@@ -200,7 +202,11 @@ class EncoderTrainingSet:
     """
 
     def __init__(
-        self, entries: Sequence[_Entry], image_size: int, crop_min: float, degradation: "DegradationFamily | None" = None
+        self,
+        entries: Sequence[_Entry],
+        image_size: int,
+        crop_min: float,
+        degradation: "DegradationFamily | None" = None,
     ) -> None:
         if not entries:
             raise DataError("no images to train the encoder on")
@@ -215,7 +221,9 @@ class EncoderTrainingSet:
         return len(self.entries)
 
     @classmethod
-    def from_items(cls, items: Sequence[tuple[CaptionedImage, str]], image_size: int, crop_min: float) -> "EncoderTrainingSet":
+    def from_items(
+        cls, items: Sequence[tuple[CaptionedImage, str]], image_size: int, crop_min: float
+    ) -> "EncoderTrainingSet":
         return cls([_entry(item, group) for item, group in items], image_size, crop_min)
 
     def _resize(self, crop: np.ndarray) -> torch.Tensor:
@@ -329,7 +337,9 @@ def encode_text(clip: OpenClipModel, text: torch.Tensor, normalize: bool = True)
     return F.normalize(x, dim=-1) if normalize else x
 
 
-def contrastive_loss(clip: OpenClipModel, tokenizer, images: torch.Tensor, captions: Sequence[str], loss_fn=None) -> torch.Tensor:
+def contrastive_loss(
+    clip: OpenClipModel, tokenizer, images: torch.Tensor, captions: Sequence[str], loss_fn=None
+) -> torch.Tensor:
     """open_clip's symmetric InfoNCE (``ClipLoss``) for a batch of (B, 3, S, S) images in [0, 1] and B captions."""
     loss_fn = loss_fn or _open_clip().loss.ClipLoss()
     text = tokenizer([" ".join(c.split()) for c in captions])
@@ -350,7 +360,10 @@ def retrieval_accuracy(
     try:
         images = data.centre_crops()
         image_features = torch.cat(
-            [clip.encode_image(_clip_input(images[i : i + chunk], clip), normalize=True) for i in range(0, len(images), chunk)]
+            [
+                clip.encode_image(_clip_input(images[i : i + chunk], clip), normalize=True)
+                for i in range(0, len(images), chunk)
+            ]
         )
         candidates = list(dict.fromkeys(" ".join(c.split()) for e in data.entries for c in e.captions))
         text_features = torch.cat(
@@ -414,7 +427,9 @@ def degradation_retrieval(clip: OpenClipModel, tokenizer, data: EncoderTrainingS
             for way in DEGRADATION_RETRIEVAL_WAYS:
                 generator = torch.Generator().manual_seed(index)
                 small = NAMED_DEGRADATIONS[way](scale)(crop[None], generator=generator)
-                views.append(F.interpolate(small, size=crop.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1))
+                views.append(
+                    F.interpolate(small, size=crop.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+                )
             image_features = clip.encode_image(_clip_input(torch.cat(views), clip), normalize=True)
             text = encode_text(clip, tokenizer([held_out_caption(entry.captions[0], p) for p in phrases]))
             hits += ((image_features @ text.T).argmax(dim=1) == torch.arange(len(phrases))).tolist()
@@ -452,7 +467,11 @@ def _attribute_retrieval(
         cosines.append(float(off_diagonal.mean()))
     return {
         f"attribute:{family}": RetrievalResult(
-            top1=float(np.mean(hits)), n_images=len(hits), n_captions=n, chance=1.0 / n, text_cosine=float(np.mean(cosines))
+            top1=float(np.mean(hits)),
+            n_images=len(hits),
+            n_captions=n,
+            chance=1.0 / n,
+            text_cosine=float(np.mean(cosines)),
         )
         for family, (hits, cosines, n) in by_family.items()
     }
@@ -475,7 +494,9 @@ def _load_entries(config: PretrainConfig) -> list[_Entry]:
             # The folder name keeps items of different folders apart (both might hold "1.png").
             entries += [_entry(item, group, f"{group}/{item.name}") for item in load_data_source(spec)]
     if config.synthetic:
-        entries += [_entry(item, "synthetic") for item in iter_synthetic(config.synthetic, config.seed, config.synthetic_size)]
+        entries += [
+            _entry(item, "synthetic") for item in iter_synthetic(config.synthetic, config.seed, config.synthetic_size)
+        ]
     if not entries:
         raise DataError("no training data: give --data folders and/or --synthetic N")
     return entries
@@ -517,15 +538,26 @@ def _optimizer(clip: OpenClipModel, config: PretrainConfig) -> torch.optim.Optim
     )
 
 
-_PRETRAIN_STATE_KEYS = {"arch", "steps", "seed", "step", "loss", "model", "optimizer", "scheduler", "numpy_rng", "torch_rng",
-                        "retrieval_before", "retrieval", "retrieval_step"}
+_PRETRAIN_STATE_KEYS = {
+    "arch",
+    "steps",
+    "seed",
+    "step",
+    "loss",
+    "model",
+    "optimizer",
+    "scheduler",
+    "numpy_rng",
+    "torch_rng",
+    "retrieval_before",
+    "retrieval",
+    "retrieval_step",
+}
 
 
 def train_state_path(out: Path) -> Path:
     """Where a run writing ``out`` keeps what an exact resume needs."""
     return out.with_name(out.stem + ".train_state.pt")
-
-
 
 
 def iter_pretrain(
@@ -612,19 +644,30 @@ def _pretrain(
     else:
         before = retrieval_accuracy(clip, tokenizer, val_set, degradation_scale=config.degradation_scale)
         retrieval, retrieval_step = before, 0
-    yield PretrainEvent(first_step - 1, config.steps, loss_value, optimizer.param_groups[0]["lr"], 0.0, retrieval=before)
+    yield PretrainEvent(
+        first_step - 1, config.steps, loss_value, optimizer.param_groups[0]["lr"], 0.0, retrieval=before
+    )
 
     config.out.parent.mkdir(parents=True, exist_ok=True)
     seen, tick = 0, time.perf_counter()
 
     def save_train_state(step: int) -> None:
         state = {
-            "arch": config.arch, "steps": config.steps, "seed": config.seed, "step": step, "loss": loss_value,
-            "model": clip.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "arch": config.arch,
+            "steps": config.steps,
+            "seed": config.seed,
+            "step": step,
+            "loss": loss_value,
+            "model": clip.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "numpy_rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
             "retrieval_before": {k: asdict(v) for k, v in before.items()},
-            "retrieval": {k: asdict(v) for k, v in retrieval.items()}, "retrieval_step": retrieval_step,
-            "degradations": config.degradations, "degradation_scale": config.degradation_scale,
+            "retrieval": {k: asdict(v) for k, v in retrieval.items()},
+            "retrieval_step": retrieval_step,
+            "degradations": config.degradations,
+            "degradation_scale": config.degradation_scale,
         }
         with atomic_write(state_path) as tmp:
             torch.save(state, tmp)
@@ -657,7 +700,10 @@ def _pretrain(
         seen += len(captions)
         evaluate = step == config.steps or (config.eval_every and step % config.eval_every == 0)
         if evaluate:
-            retrieval, retrieval_step = retrieval_accuracy(clip, tokenizer, val_set, degradation_scale=config.degradation_scale), step
+            retrieval, retrieval_step = (
+                retrieval_accuracy(clip, tokenizer, val_set, degradation_scale=config.degradation_scale),
+                step,
+            )
         checkpoint = None
         stopping = stop is not None and stop.is_set() and step < config.steps
         if stopping or step == config.steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
@@ -732,5 +778,7 @@ def pretrain_encoder(
         bar.close()
     for name, result in summary.retrieval_after.items():
         log(f"retrieval after ({name}): {result}")
-    log(f"saved {summary.out} (+ {summary.out.with_suffix('.json').name}); load with EncoderSpec({config.arch!r}, {str(summary.out)!r})")
+    log(
+        f"saved {summary.out} (+ {summary.out.with_suffix('.json').name}); load with EncoderSpec({config.arch!r}, {str(summary.out)!r})"
+    )
     return summary

@@ -92,8 +92,11 @@ class RunLock:
         """The current holder, or None (no lock, or an unreadable one)."""
         try:
             values = json.loads(self.path.read_text())
-            return LockHolder(**{k: values[k] for k in ("pid", "host", "started")},
-                              command=str(values.get("command", "")), process_start=str(values.get("process_start", "")))
+            return LockHolder(
+                **{k: values[k] for k in ("pid", "host", "started")},
+                command=str(values.get("command", "")),
+                process_start=str(values.get("process_start", "")),
+            )
         except (OSError, ValueError, TypeError, KeyError):
             return None
 
@@ -121,8 +124,10 @@ class RunLock:
                 except FileExistsError:
                     holder = self.read()
                     if holder is not None and (holder.host != me.host or _alive(holder)):
-                        where = "" if holder.host == me.host else (
-                            f"; it runs on another host, so if it is dead remove {self.path} by hand"
+                        where = (
+                            ""
+                            if holder.host == me.host
+                            else (f"; it runs on another host, so if it is dead remove {self.path} by hand")
                         )
                         raise RunLockedError(
                             f"{folder} is in use by another training run: {holder.describe()}{where}. "

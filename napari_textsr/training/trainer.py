@@ -263,7 +263,9 @@ def degradation_arguments(degradation: "DegradationLike") -> list[str]:
     }
     args = ["--degradations", kind]
     if changed:
-        text = {k: ":".join(map(str, v)) if isinstance(v, (list, tuple)) else _format_setting(v) for k, v in changed.items()}
+        text = {
+            k: ":".join(map(str, v)) if isinstance(v, (list, tuple)) else _format_setting(v) for k, v in changed.items()
+        }
         args += ["--degradation-option", ",".join(f"{k}={v}" for k, v in text.items())]
     return args
 
@@ -729,7 +731,9 @@ class Trainer:
         target = model.state_dict()
         taken = {k: v for k, v in source.state_dict().items() if k in target and target[k].shape == v.shape}
         if not taken:
-            raise ValueError(f"--init-transfer: no tensor of {config.init} fits a {config.method} {config.preset} model")
+            raise ValueError(
+                f"--init-transfer: no tensor of {config.init} fits a {config.method} {config.preset} model"
+            )
         model.load_state_dict(taken, strict=False)
         fresh = sorted(set(target) - set(taken))
         messages.append(
@@ -845,7 +849,11 @@ class Trainer:
             )
         except OSError as error:  # e.g. a full disk: the files written before are intact (atomic writes)
             saved = self._last_record.steps if self._last_record else s.start_step if s.state is not None else None
-            kept = f"the checkpoint saved before (step {saved}) is intact" if saved is not None else "nothing was saved before"
+            kept = (
+                f"the checkpoint saved before (step {saved}) is intact"
+                if saved is not None
+                else "nothing was saved before"
+            )
             raise OSError(
                 error.errno,
                 f"cannot save the checkpoint of step {completed} in {config.out_dir}: {error.strerror or error}; {kept}",
