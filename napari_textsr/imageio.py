@@ -186,14 +186,7 @@ def _default_axes(ndim: int, rgb: bool) -> str:
 
 
 def _napari_unit(unit: str) -> str:
-    return {
-        "µm": "micrometer",
-        "nm": "nanometer",
-        "mm": "millimeter",
-        "cm": "centimeter",
-        "m": "meter",
-        "inch": "inch",
-    }.get(unit, unit or "pixel")
+    return _NGFF_UNITS.get(unit, unit or "pixel")  # napari (pint) takes the same unit names as NGFF
 
 
 def _unit(text: Any) -> str:
