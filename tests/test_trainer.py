@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -116,10 +118,38 @@ def test_mismatched_init_is_refused(tmp_path):
         next(Trainer(tiny_config(tmp_path / "m", "tgsr", init=base.checkpoint)).run())
     with pytest.raises(ValueError, match="upscales x4 and this run trains x2"):
         next(Trainer(tiny_config(tmp_path / "s", "pdn", scale=2, init=base.checkpoint)).run())
+
+
+def test_fine_tune_onto_another_encoder(tmp_path):
+    """--init with an explicit --encoder of the same width keeps every weight and trains against the new encoder."""
+    _, base = run_all(Trainer(tiny_config(tmp_path / "base", "pdn", steps=1)))
     other = PromptEncoder.from_spec("textsr-tiny:none", seed=1)
     weights = save_encoder_state(other, tmp_path / "other.safetensors")
-    with pytest.raises(ValueError, match="was trained with prompt encoder"):
-        next(Trainer(tiny_config(tmp_path / "e", "pdn", init=base.checkpoint, encoder=f"textsr-tiny:{weights}")).run())
+    config = tiny_config(
+        tmp_path / "e", "pdn", steps=1, learning_rate=1e-12, init=base.checkpoint, encoder=f"textsr-tiny:{weights}"
+    )
+    events, summary = run_all(Trainer(config))
+    assert "switching prompt encoder" in events[0].message
+    tuned = load_checkpoint(summary.checkpoint)
+    assert tuned.metadata.encoder.matches(other.identity())
+    assert not tuned.metadata.encoder.matches(load_checkpoint(base.checkpoint).metadata.encoder)
+    start = load_checkpoint(base.checkpoint).model.state_dict()
+    assert all(torch.allclose(v, start[k], atol=1e-6) for k, v in tuned.model.state_dict().items())
+    assert [stage["steps"] for stage in tuned.metadata.training.stages()] == [1, 1]
+
+
+def test_fine_tune_onto_an_encoder_of_another_width_needs_transfer(tmp_path, monkeypatch):
+    _, base = run_all(Trainer(tiny_config(tmp_path / "base", "pdn", steps=1)))
+    meta = load_checkpoint(base.checkpoint).metadata
+    wider = dataclasses.replace(meta.encoder, embed_dim=meta.encoder.embed_dim * 2, fingerprint="0" * 16)
+    monkeypatch.setattr(
+        Trainer, "_check_init", lambda self, path: dataclasses.replace(meta, encoder=wider), raising=True
+    )
+    other = PromptEncoder.from_spec("textsr-tiny:none", seed=1)
+    weights = save_encoder_state(other, tmp_path / "other.safetensors")
+    config = tiny_config(tmp_path / "w", "pdn", init=base.checkpoint, encoder=f"textsr-tiny:{weights}")
+    with pytest.raises(ValueError, match="embedding width differs.*--init-transfer"):
+        next(Trainer(config).run())
 
 
 def test_adversarial_and_tic_terms_train(tmp_path, tiny_encoder):

@@ -697,16 +697,13 @@ class Trainer:
             model.load_state_dict(state["model"])
             return model
         if config.init is not None:
-            if not init_meta.encoder.matches(encoder.identity()):
-                raise ValueError(
-                    f"cannot fine-tune {config.init}: it was trained with prompt encoder "
-                    f"{init_meta.encoder.describe()}, but this run uses {encoder.identity().describe()}. "
-                    f"Train with --encoder {init_meta.encoder_spec} (or leave --encoder out)."
-                )
-            try:
-                model = load_checkpoint(config.init, encoder=encoder).model
-            except EncoderMismatchError as error:  # pragma: no cover - matched above
-                raise ValueError(str(error)) from error
+            if init_meta.encoder.matches(encoder.identity()):
+                try:
+                    model = load_checkpoint(config.init, encoder=encoder).model
+                except EncoderMismatchError as error:  # pragma: no cover - matched above
+                    raise ValueError(str(error)) from error
+            else:
+                model = self._switch_encoder(init_meta, encoder, messages)
             if config.init_transfer:
                 return self._transfer(model, encoder, messages)
             if config.model_overrides:
@@ -719,6 +716,33 @@ class Trainer:
             return create_model(
                 config.method, config.scale, config.preset, prompt_dim=encoder.embed_dim, **config.model_overrides
             )
+
+    def _switch_encoder(self, init_meta, encoder: PromptEncoder, messages: list[str]) -> TextSRModel:
+        """The --init model, to be fine-tuned against another prompt encoder than the one it was trained with.
+
+        Only when --encoder was asked for explicitly (otherwise the run takes
+        the checkpoint's own encoder, so there is no mismatch). The model's
+        weights are kept; its text layers see the new encoder's embeddings from
+        the first step on and adapt while fine-tuning. Encoders of another
+        embedding width need --init-transfer, which re-initialises the text
+        layers that no longer fit. Raises ValueError otherwise.
+        """
+        config = self.config
+        new_identity = encoder.identity()
+        if config.encoder is None:  # pragma: no cover - the run's encoder defaults to the checkpoint's
+            raise ValueError(f"{config.init} was trained with {init_meta.encoder.describe()}; pass --encoder")
+        if init_meta.encoder.embed_dim != new_identity.embed_dim and not config.init_transfer:
+            raise ValueError(
+                f"cannot fine-tune {config.init} onto prompt encoder {new_identity.describe()}: its embedding "
+                f"width differs from that of {init_meta.encoder.describe()}, the model's. Add --init-transfer "
+                f"to re-initialise the text layers that no longer fit, or train with --encoder {init_meta.encoder_spec}."
+            )
+        model = load_checkpoint(config.init).model.cpu()
+        messages.append(
+            f"switching prompt encoder from {init_meta.encoder.describe()} to {new_identity.describe()}: "
+            "the model's text layers adapt while fine-tuning"
+        )
+        return model
 
     def _transfer(self, source: TextSRModel, encoder: PromptEncoder, messages: list[str]) -> TextSRModel:
         """A new model (this run's scale and preset, seeded) with every tensor of ``source`` that fits."""
