@@ -80,3 +80,10 @@ def test_cli_defaults_are_train_configs(tmp_path):
     config = build_config(typed)
     assert (config.lr_patch, config.workers, config.learning_rate, config.scale) == (12, 2, 1e-3, 8)
     assert config.degradation.scale == 8 and config.steps == defaults.steps
+    # The degradation presets are named, with what each draws, from the one table the trainer uses.
+    from napari_textsr.training.degradations import DEFAULT_PRESET, DEGRADATION_PRESET_TITLES, DEGRADATION_PRESETS
+
+    assert set(DEGRADATION_PRESET_TITLES) == set(DEGRADATION_PRESETS) and DEFAULT_PRESET in DEGRADATION_PRESETS
+    help_text = next(a.help for a in parser._actions if a.dest == "degradations")
+    for name, title in DEGRADATION_PRESET_TITLES.items():
+        assert f"'{name}'{' (default)' if name == DEFAULT_PRESET else ''}: {title}" in help_text

@@ -118,14 +118,14 @@ def test_new_model_defaults_to_the_bundled_encoder_and_rate_resets_after_fine_tu
     assert widget.base_combo.currentData() == "__new__"
     assert widget.encoder_combo.currentData() == "textsr-clip-s:bundled:textsr-clip-s"
     assert widget.make_request().config.encoder == "textsr-clip-s:bundled:textsr-clip-s"
-    assert widget.learning_rate_edit.text() == "2e-4"
+    assert float(widget.learning_rate_edit.text()) == 2e-4
 
     widget.base_combo.setCurrentIndex(widget.base_combo.findData("pdn-x4"))  # fine-tune: rate capped
     assert widget.learning_rate_edit.text() == "1e-4"
     assert not widget.encoder_combo.isEnabled()
     assert widget.make_request().config.encoder is None  # the checkpoint's own
     widget.base_combo.setCurrentIndex(widget.base_combo.findData("__new__"))  # back to new: rate restored
-    assert widget.learning_rate_edit.text() == "2e-4" and widget.encoder_combo.isEnabled()
+    assert float(widget.learning_rate_edit.text()) == 2e-4 and widget.encoder_combo.isEnabled()
     assert widget.make_request().config.encoder == "textsr-clip-s:bundled:textsr-clip-s"
 
     # CLIP-SR embeds the encoder's ViT: its preset follows the encoder
@@ -180,6 +180,19 @@ def test_degradation_preset_reaches_the_training_config(viewer, qtbot, tmp_path)
     config = widget.make_request().config
     assert config.degradation == DegradationFamily.preset_family("microscopy", 8)
     assert config.degradation.p_jpeg == 0.0 and config.degradation.scale == 8
+
+
+def test_settings_start_at_train_configs_defaults(viewer, qtbot):
+    from napari_textsr.training.config import TrainConfig
+
+    widget = TrainingWidget(viewer, store=ModelStore())
+    qtbot.addWidget(widget)
+    defaults = TrainConfig(method="pdn")
+    assert widget.steps_spin.value() == defaults.steps
+    assert widget.batch_spin.value() == defaults.batch_size
+    assert widget.patch_spin.value() == defaults.lr_patch
+    assert widget.preview_spin.value() == defaults.preview_every
+    assert float(widget.learning_rate_edit.text()) == defaults.learning_rate
 
 
 def test_fits_a_narrow_dock_without_horizontal_scrolling(viewer, qtbot):

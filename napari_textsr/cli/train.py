@@ -15,25 +15,11 @@ from typing import Any
 from napari_textsr._generators import drive
 from napari_textsr.cli import command_help
 from napari_textsr.methods import method_names
+from napari_textsr.training.config import config_defaults, describe_presets
 
 # Every default is TrainConfig's: the options default to None, so ``--resume``
 # can tell what the user typed (overrides) from what the resumed run already
 # fixed, and a new run leaves what was not typed to the dataclass.
-
-
-def config_defaults() -> dict[str, Any]:
-    """TrainConfig's field defaults (``default_factory`` fields called), by field name."""
-    import dataclasses
-
-    from napari_textsr.training.config import TrainConfig
-
-    values = {}
-    for field in dataclasses.fields(TrainConfig):
-        if field.default is not dataclasses.MISSING:
-            values[field.name] = field.default
-        elif field.default_factory is not dataclasses.MISSING:
-            values[field.name] = field.default_factory()
-    return values
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,7 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     setting("--steps", "steps", "total optimiser steps", type=int)
     a("--out", required=True, metavar="DIR", help="output folder for the checkpoint and training state")
     setting(
-        "--init", "init", "fine-tune from this checkpoint (same method, scale and encoder)", metavar="CKPT", note=None
+        "--init",
+        "init",
+        "fine-tune from this checkpoint (same method and scale; with --encoder, onto another prompt encoder)",
+        metavar="CKPT",
+        note=None,
     )
     a(
         "--resume",
@@ -100,10 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--degradations",
         default=None,
         metavar="PRESET",
-        help="how LR training inputs are made: a family drawn per sample, 'realistic' (default: blur, five resize "
-        "kernels, camera noise, JPEG), 'microscopy' (optics blur, binning, shot noise, no JPEG), 'bicubic' "
-        "(antialiased bicubic only, the benchmark convention), or 'fixed' (one pipeline: --blur-sigma, --noise, "
-        "--degradation-option)",
+        help=f"how LR training inputs are made: a family drawn per sample, {describe_presets()}; or 'fixed' "
+        "(one pipeline: --blur-sigma, --noise, --degradation-option)",
     )
     a(
         "--degradation-option",

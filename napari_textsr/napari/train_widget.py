@@ -51,6 +51,7 @@ from napari_textsr.napari.training_job import (
     run_training_in_worker,
 )
 from napari_textsr.napari.widget_parts import BackgroundRun, DevicePicker, DockWidget, ModelPicker, compact_combo
+from napari_textsr.training.config import config_defaults
 
 if TYPE_CHECKING:
     import napari
@@ -95,13 +96,9 @@ ENCODER_CHOICES: list[tuple[str, str, str]] = [
     ),
 ]
 DEFAULT_ENCODER = ENCODER_CHOICES[0][1]
-DEFAULT_LEARNING_RATE = "2e-4"
+# The fine-tuning cap is the widget's own rule (a user switching to fine-tuning
+# keeps a new model's rate otherwise); every other default is TrainConfig's.
 FINE_TUNE_LEARNING_RATE = "1e-4"
-_DEGRADATION_TIPS = {
-    "bicubic": "Antialiased bicubic down-sampling only (the SR benchmark convention)",
-    "realistic": "Blur (sharp and soft optics), five resize kernels, camera noise and JPEG, drawn per patch",
-    "microscopy": "Optics blur, binning or smooth resizing and Poisson-Gaussian shot noise; no JPEG",
-}
 # CLIP-SR embeds the encoder's ViT: its size preset must match the encoder's tower.
 _CLIPSR_PRESET_FOR_ENCODER = {"textsr-clip-s": "default", "textsr-tiny": "tiny", "ViT-B-32": "paper"}
 
@@ -214,17 +211,19 @@ class TrainingWidget(DockWidget):
         model.add_row("Encoder", self.encoder_combo)
 
         settings = self.add_section("Settings", into=locked)
+        defaults = config_defaults()
+        default_learning_rate = f"{defaults['learning_rate']:g}"
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 1_000_000)
-        self.steps_spin.setValue(2000)
+        self.steps_spin.setValue(defaults["steps"])
         self.steps_spin.setSingleStep(100)
         self.steps_spin.setToolTip("Optimizer steps (about 0.5 s each for a tiny model on a 2-core CPU)")
-        self.learning_rate_edit = QLineEdit(DEFAULT_LEARNING_RATE)
+        self.learning_rate_edit = QLineEdit(default_learning_rate)
         validator = QDoubleValidator(1e-8, 1.0, 10)
         validator.setNotation(QDoubleValidator.ScientificNotation)
         self.learning_rate_edit.setValidator(validator)
         self.learning_rate_edit.setToolTip(
-            f"Peak learning rate of the cosine schedule: {DEFAULT_LEARNING_RATE} for a new model, "
+            f"Peak learning rate of the cosine schedule: {default_learning_rate} for a new model, "
             f"at most {FINE_TUNE_LEARNING_RATE} for fine-tuning"
         )
         steps_row = QHBoxLayout()
@@ -234,33 +233,36 @@ class TrainingWidget(DockWidget):
         settings.add_row("Steps", steps_row)
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 1024)
-        self.batch_spin.setValue(8)
+        self.batch_spin.setValue(defaults["batch_size"])
         self.batch_spin.setToolTip("Patches per step")
         self.patch_spin = QSpinBox()
         self.patch_spin.setRange(4, 512)
-        self.patch_spin.setValue(32)
+        self.patch_spin.setValue(defaults["lr_patch"])
         self.patch_spin.setToolTip("Side of the low-resolution training patches (high-resolution: x scale)")
         self.patch_spin.setSuffix(" px")
         settings.add_row("Batch", self.batch_spin)
         settings.add_row("LR patch", self.patch_spin)
-        from napari_textsr.training.degradations import DEFAULT_PRESET, DEGRADATION_PRESETS
+        from napari_textsr.training.degradations import (
+            DEFAULT_PRESET,
+            DEGRADATION_PRESET_TITLES,
+            DEGRADATION_PRESETS,
+            describe_presets,
+        )
 
         self.degradation_combo = compact_combo(QComboBox(), 8)
         for name in DEGRADATION_PRESETS:
             self.degradation_combo.addItem(name, name)
             self.degradation_combo.setItemData(
-                self.degradation_combo.count() - 1, _DEGRADATION_TIPS.get(name, name), Qt.ToolTipRole
+                self.degradation_combo.count() - 1, DEGRADATION_PRESET_TITLES[name], Qt.ToolTipRole
             )
         self.degradation_combo.setCurrentIndex(self.degradation_combo.findData(DEFAULT_PRESET))
         self.degradation_combo.setToolTip(
-            "How the low-resolution inputs are made from your images, drawn anew for every patch: "
-            "realistic = blur, the common resize kernels, camera noise and JPEG; microscopy = optics blur, "
-            "binning and shot noise, no JPEG; bicubic = antialiased bicubic only (the benchmark convention)"
+            f"How the low-resolution inputs are made from your images, drawn anew for every patch: {describe_presets()}"
         )
         settings.add_row("Degradation", self.degradation_combo)
         self.preview_spin = QSpinBox()
         self.preview_spin.setRange(1, 100_000)
-        self.preview_spin.setValue(200)
+        self.preview_spin.setValue(defaults["preview_every"])
         self.preview_spin.setSuffix(" steps")
         self.preview_spin.setToolTip("Validation, preview and checkpoint interval")
         settings.add_row("Validate every", self.preview_spin)

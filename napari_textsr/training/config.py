@@ -30,9 +30,28 @@ _STATE_VERSION = 1
 
 
 def _default_degradation(scale: int) -> "DegradationLike":
-    from napari_textsr.training.degradations import DEFAULT_PRESET, DegradationFamily
+    from napari_textsr.training.degradations import DegradationFamily
 
     return DegradationFamily.preset_family(DEFAULT_PRESET, scale)
+
+
+# The named degradation families (their settings: training/degradations.py,
+# DEGRADATION_PRESETS), what each is in a user's words, and the default of
+# `textsr train` and the Train widget. Here so that help texts need no torch.
+DEFAULT_PRESET = "realistic"
+DEGRADATION_PRESET_TITLES: dict[str, str] = {
+    "bicubic": "antialiased bicubic only, the benchmark convention",
+    "realistic": "blur, five resize kernels, camera noise, JPEG",
+    "microscopy": "optics blur, binning, shot noise, no JPEG",
+}
+
+
+def describe_presets(default_mark: str = " (default)") -> str:
+    """One phrase per named family, ``'name': what it draws``, the default marked; for help texts."""
+    return "; ".join(
+        f"'{name}'{default_mark if name == DEFAULT_PRESET else ''}: {title}"
+        for name, title in DEGRADATION_PRESET_TITLES.items()
+    )
 
 
 @dataclass
@@ -221,3 +240,17 @@ def _load_state(path: Path) -> dict[str, Any]:
     if state.get("version") != _STATE_VERSION:
         raise ValueError(f"{path}: training state version {state.get('version')} is not supported")
     return state
+
+
+def config_defaults() -> dict[str, Any]:
+    """TrainConfig's field defaults (``default_factory`` fields called), by field name.
+
+    The one source of the CLI's and the Train widget's defaults.
+    """
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(TrainConfig):
+        if item.default is not dataclasses.MISSING:
+            values[item.name] = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            values[item.name] = item.default_factory()
+    return values

@@ -32,13 +32,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_textsr.training.config import DEFAULT_PRESET, DEGRADATION_PRESET_TITLES, describe_presets
+
 __all__ = [
     "RESIZE_KERNELS",
     "Degradation",
     "DegradationFamily",
     "DegradationLike",
     "DEGRADATION_PRESETS",
+    "DEGRADATION_PRESET_TITLES",
     "DEFAULT_PRESET",
+    "describe_presets",
     "NAMED_DEGRADATIONS",
     "named_degradation",
     "degradation_from_dict",
@@ -393,8 +397,6 @@ DEGRADATION_PRESETS: dict[str, dict[str, Any]] = {
         p_jpeg=0.0,
     ),
 }
-DEFAULT_PRESET = "realistic"
-
 # The fixed pipelines `textsr bench --degradation NAME` scores (the table of
 # issue 9): noise and JPEG follow antialiased bicubic.
 NAMED_DEGRADATIONS: dict[str, Callable[[int], Degradation]] = {
