@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generator, Sequence
 
+from napari_textsr._generators import relay
 from napari_textsr.napari.layers import LayerDataTuple, SourceLayer, result_layer_data, select_input, source_from_layer
 from napari_textsr.napari.model_store import MODEL_STORE, ModelStore
 
@@ -143,6 +144,10 @@ def make_job(
     )
 
 
+class _Cancelled(Exception):
+    """Raised between tiles when the job's cancel event is set; ends the run with None."""
+
+
 def iter_job(
     job: UpscaleJob, upscaler: Upscaler, cancel: threading.Event | None = None
 ) -> Generator[JobProgress, None, list[UpscaleResult] | None]:
@@ -155,6 +160,27 @@ def iter_job(
     results = []
     n = len(job.captions)
     for i, caption in enumerate(job.captions):
+        if cancel is not None and cancel.is_set():
+            return None
+        label = f"caption {i + 1}/{n}: " if n > 1 else ""
+
+        def progress(event, i: int = i, label: str = label) -> list[JobProgress]:
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled
+            return [
+                JobProgress(
+                    done=i * event.total + event.done,
+                    total=n * event.total,
+                    caption_index=i,
+                    n_captions=n,
+                    slice_index=event.slice_index,
+                    n_slices=event.n_slices,
+                    tile_index=event.tile_index,
+                    n_tiles=event.n_tiles,
+                    message=label + event.message,
+                )
+            ]
+
         generator = upscaler.iter_upscale(
             job.data,
             caption,
@@ -166,28 +192,9 @@ def iter_job(
             **job.engine_kwargs,
         )
         try:
-            while True:
-                if cancel is not None and cancel.is_set():
-                    return None
-                try:
-                    event = next(generator)
-                except StopIteration as stop:
-                    results.append(stop.value)
-                    break
-                label = f"caption {i + 1}/{n}: " if n > 1 else ""
-                yield JobProgress(
-                    done=i * event.total + event.done,
-                    total=n * event.total,
-                    caption_index=i,
-                    n_captions=n,
-                    slice_index=event.slice_index,
-                    n_slices=event.n_slices,
-                    tile_index=event.tile_index,
-                    n_tiles=event.n_tiles,
-                    message=label + event.message,
-                )
-        finally:
-            generator.close()
+            results.append((yield from relay(generator, progress)))  # relay closes the engine's generator
+        except _Cancelled:
+            return None
     return results
 
 
