@@ -73,10 +73,15 @@ class DynamicCorrelationModule(nn.Module):
         self.kernel_attention = nn.Sequential(
             nn.Linear(prompt_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, n_kernels)
         )
+        # A tenth of nn.Conv2d's default (kaiming_uniform_, a=sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))),
+        # drawn directly: no arithmetic on the tensor, which on the meta device (checkpoint checks)
+        # would import torch._dynamo, 1-2 s of every command's start.
+        fan_in = channels * kernel_size * kernel_size
+        bound = 0.1 / math.sqrt(fan_in)
         weight = torch.empty(n_kernels, channels, channels, kernel_size, kernel_size)
         for k in range(n_kernels):
-            nn.init.kaiming_uniform_(weight[k], a=math.sqrt(5))
-        self.weight = nn.Parameter(weight * 0.1)
+            nn.init.uniform_(weight[k], -bound, bound)
+        self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(torch.zeros(n_kernels, channels))
         self.kernel_size = kernel_size
         # A buffer so the annealed value (34, divided by 3 every 10 epochs) is saved and resumed.
