@@ -15,7 +15,8 @@ from typing import Any
 from napari_textsr._generators import drive
 from napari_textsr.cli import command_help
 from napari_textsr.methods import method_names
-from napari_textsr.training.config import config_defaults, describe_presets
+from napari_textsr.training.config import config_defaults
+from napari_textsr.training.presets import describe_presets
 
 # Every default is TrainConfig's: the options default to None, so ``--resume``
 # can tell what the user typed (overrides) from what the resumed run already

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from napari_textsr.training.presets import DEFAULT_PRESET
+
 if TYPE_CHECKING:
     from napari_textsr.training.captions import CaptionPolicy
     from napari_textsr.training.degradations import DegradationLike
@@ -33,25 +35,6 @@ def _default_degradation(scale: int) -> "DegradationLike":
     from napari_textsr.training.degradations import DegradationFamily
 
     return DegradationFamily.preset_family(DEFAULT_PRESET, scale)
-
-
-# The named degradation families (their settings: training/degradations.py,
-# DEGRADATION_PRESETS), what each is in a user's words, and the default of
-# `textsr train` and the Train widget. Here so that help texts need no torch.
-DEFAULT_PRESET = "realistic"
-DEGRADATION_PRESET_TITLES: dict[str, str] = {
-    "bicubic": "antialiased bicubic only, the benchmark convention",
-    "realistic": "blur, five resize kernels, camera noise, JPEG",
-    "microscopy": "optics blur, binning, shot noise, no JPEG",
-}
-
-
-def describe_presets(default_mark: str = " (default)") -> str:
-    """One phrase per named family, ``'name': what it draws``, the default marked; for help texts."""
-    return "; ".join(
-        f"'{name}'{default_mark if name == DEFAULT_PRESET else ''}: {title}"
-        for name, title in DEGRADATION_PRESET_TITLES.items()
-    )
 
 
 @dataclass

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_textsr.training.config import DEFAULT_PRESET, DEGRADATION_PRESET_TITLES, describe_presets
+from napari_textsr.training.presets import DEFAULT_PRESET, DEGRADATION_PRESET_TITLES, describe_presets
 
 __all__ = [
     "RESIZE_KERNELS",

@@ -737,6 +737,7 @@ class Trainer:
                 f"width differs from that of {init_meta.encoder.describe()}, the model's. Add --init-transfer "
                 f"to re-initialise the text layers that no longer fit, or train with --encoder {init_meta.encoder_spec}."
             )
+        assert config.init is not None
         model = load_checkpoint(config.init).model.cpu()
         messages.append(
             f"switching prompt encoder from {init_meta.encoder.describe()} to {new_identity.describe()}: "
