@@ -568,20 +568,13 @@ def _check_encoder_source(path: Path, metadata: CheckpointMetadata, stored: dict
     ``random`` encoders must be embedded, ``bundled:`` names must resolve inside
     the package's weights folder, and a tag must be a public open_clip tag.
     """
-    from napari_textsr.prompts import (
-        bundled_weights_path,
-        is_public_tag,
-        register_encoder_configs,
-    )
+    from napari_textsr.prompts import bundled_weights_path, is_known_architecture, is_public_tag
 
     spec = EncoderSpec.parse(metadata.encoder_spec)
     identity = metadata.encoder
     if spec.arch != identity.arch or spec.kind != identity.source:
         raise _fail("encoder", f"({identity.arch}, {identity.source}) does not agree with encoder_spec {str(spec)!r}")
-    register_encoder_configs()
-    import open_clip
-
-    if spec.arch not in open_clip.list_models():
+    if not is_known_architecture(spec.arch):
         raise _fail("encoder_spec", f"names an unknown open_clip architecture {spec.arch!r}")
     if stored:
         budget = 2 * len(stored) + 64
@@ -608,6 +601,9 @@ def _check_encoder_source(path: Path, metadata: CheckpointMetadata, stored: dict
 
 
 def _meta_open_clip(arch: str) -> torch.nn.Module:
+    from napari_textsr.prompts import register_encoder_configs
+
+    register_encoder_configs()
     import open_clip
 
     from napari_textsr.prompts import _weights_loaded_afterwards

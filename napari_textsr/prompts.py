@@ -86,6 +86,93 @@ def _weights_loaded_afterwards():
         root.removeFilter(drop)
 
 
+def is_known_architecture(arch: str) -> bool:
+    """Whether open_clip can build ``arch``; this project's own architectures are answered without importing open_clip."""
+    if (_CONFIG_DIR / f"{arch}.json").is_file():
+        return True
+    register_encoder_configs()
+    import open_clip
+
+    return arch in open_clip.list_models()
+
+
+@dataclass
+class _LazyWeights:
+    """An encoder's weights before its open_clip model is built, and what can be known from them alone."""
+
+    state: dict[str, torch.Tensor]
+    embed_dim: int
+    fingerprint: str
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> "_LazyWeights | None":
+        """None when the embedding width cannot be read off the weights (then the model is built at once)."""
+        projection = state.get("text_projection")
+        if projection is None or projection.ndim != 2:
+            return None
+        return cls(state=state, embed_dim=int(projection.shape[1]), fingerprint=state_dict_fingerprint(state))
+
+
+EMBEDDING_CACHE_ENV = "NAPARI_TEXTSR_EMBEDDING_CACHE"
+
+
+def embedding_cache_dir() -> Path | None:
+    """Where encoded captions are kept between sessions, or None when that is off.
+
+    ``$NAPARI_TEXTSR_EMBEDDING_CACHE``: a folder, or ``0``/``off`` to turn it
+    off; by default ``embeddings/`` in :func:`cache_dir`. One small
+    safetensors file per encoder (weights fingerprint or tag), device type and
+    caption, so a caption seen before is encoded without building the
+    open_clip model (a command's start drops by the open_clip import).
+    """
+    value = os.environ.get(EMBEDDING_CACHE_ENV, "")
+    if value.strip().lower() in ("0", "off", "no", "false"):
+        return None
+    return Path(value) if value else cache_dir() / "embeddings"
+
+
+def _embedding_file_name(caption: str) -> str:
+    return hashlib.sha256(caption.encode("utf-8")).hexdigest()[:40] + ".safetensors"
+
+
+def _write_embedding(path: Path, caption: str, entry: tuple, fit: "CaptionFit") -> None:
+    import json
+
+    from safetensors.torch import save_file
+
+    from napari_textsr.durable import atomic_write
+
+    tokens, _mask, pooled, words, word_ids = entry
+    metadata = {
+        "caption": caption,
+        "words": json.dumps(words),
+        "word_ids": json.dumps(word_ids),
+        "fit": json.dumps([fit.caption, fit.encoded, fit.tokens_used, fit.tokens_total]),
+    }
+    with atomic_write(path) as tmp:
+        save_file({"tokens": tokens.contiguous(), "pooled": pooled.contiguous()}, str(tmp), metadata=metadata)
+
+
+def _read_embedding(path: Path, caption: str) -> tuple | None:
+    """A cached entry, or None if absent, unreadable or not this caption's (a hash collision)."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            if meta.get("caption") != caption:
+                return None
+            tokens, pooled = handle.get_tensor("tokens"), handle.get_tensor("pooled")
+        words, word_ids, fit = json.loads(meta["words"]), json.loads(meta["word_ids"]), json.loads(meta["fit"])
+        if tokens.ndim != 2 or pooled.shape != tokens.shape[1:] or len(words) != tokens.shape[0]:
+            return None
+        return (tokens, torch.ones(tokens.shape[0], dtype=torch.bool), pooled, words, word_ids, CaptionFit(*fit))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError):
+        return None
+
+
 def cache_dir() -> Path:
     """Where downloaded CLIP weights go: ``$NAPARI_TEXTSR_CACHE`` or ``~/.cache/napari-textsr``."""
     env = os.environ.get("NAPARI_TEXTSR_CACHE")
@@ -298,10 +385,26 @@ class PromptEncoder(nn.Module):
     caption (on the CPU, at most ``cache_size`` captions).
     """
 
-    def __init__(self, clip_model: OpenClipModel, tokenizer, spec: EncoderSpec, cache_size: int = 1024) -> None:
+    def __init__(
+        self,
+        clip_model: OpenClipModel | None,
+        tokenizer,
+        spec: EncoderSpec,
+        cache_size: int = 1024,
+        *,
+        lazy: "_LazyWeights | None" = None,
+    ) -> None:
         super().__init__()
-        self.clip: OpenClipModel = clip_model.eval().requires_grad_(False)
-        self.tokenizer = tokenizer
+        if (clip_model is None) == (lazy is None):
+            raise ValueError("give either an open_clip model or lazy weights")
+        if clip_model is not None:
+            self.clip: OpenClipModel = clip_model.eval().requires_grad_(False)
+            self.tokenizer = tokenizer
+        # Bundled weights build the open_clip model on first need (see _materialise).
+        self._lazy = lazy
+        self._build_lock = threading.Lock()
+        self._device = torch.device("cpu")
+        self._fits: dict[str, CaptionFit] = {}
         self.spec = spec
         self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], list[int]]] = (
             OrderedDict()
@@ -323,15 +426,19 @@ class PromptEncoder(nn.Module):
         a tag not already cached raises ValueError instead.
         Raises ValueError for an unknown architecture or a missing file.
         """
-        register_encoder_configs()
-        import open_clip
-
         spec = EncoderSpec.parse(spec) if isinstance(spec, str) else spec
-        if spec.arch not in open_clip.list_models():
+        if not is_known_architecture(spec.arch):
             raise ValueError(
                 f"unknown open_clip architecture {spec.arch!r}; e.g. 'ViT-B-32', 'textsr-tiny', 'textsr-clip-s'"
             )
         kind = spec.kind
+        if kind == "bundled":
+            lazy = _LazyWeights.from_state(load_encoder_state(_resolve_weights_path(spec)))
+            if lazy is not None:
+                return cls(None, None, spec, lazy=lazy).to(device)
+        register_encoder_configs()
+        import open_clip
+
         if kind == "random":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -367,12 +474,53 @@ class PromptEncoder(nn.Module):
         return cls(model, open_clip.get_tokenizer(spec.arch), spec).to(device)
 
     # -------------------------------------------------------------- properties
+    # ------------------------------------------------------------ lazy model
+    def __getattr__(self, name: str) -> Any:
+        # ``clip`` and ``tokenizer`` of an encoder whose model is not built yet: build it now.
+        if name in ("clip", "tokenizer") and self.__dict__.get("_lazy") is not None:
+            self._materialise()
+            return getattr(self, name)
+        return super().__getattr__(name)
+
+    @property
+    def is_built(self) -> bool:
+        """Whether the open_clip model exists (a bundled encoder builds it on the first caption not on disk)."""
+        return self._lazy is None
+
+    def _materialise(self) -> None:
+        """Build the open_clip model from the lazy weights (imports open_clip: about 1-4 s on a CPU)."""
+        with self._build_lock:
+            lazy = self._lazy
+            if lazy is None:
+                return
+            register_encoder_configs()
+            import open_clip
+
+            with _weights_loaded_afterwards():
+                model = open_clip.create_model(self.spec.arch, pretrained=None)
+            model.load_state_dict(lazy.state)
+            self.clip = model.eval().requires_grad_(False).to(self._device)
+            self.tokenizer = open_clip.get_tokenizer(self.spec.arch)
+            self._lazy = None
+
+    def to(self, *args: Any, **kwargs: Any) -> "PromptEncoder":
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        if dtype is not None:
+            self._materialise()
+        if device is not None:
+            self._device = torch.device(device)
+        return super().to(*args, **kwargs)
+
     @property
     def device(self) -> torch.device:
+        if self._lazy is not None:
+            return self._device
         return next(self.clip.parameters()).device
 
     @property
     def embed_dim(self) -> int:
+        if self._lazy is not None:
+            return self._lazy.embed_dim
         proj = getattr(self.clip, "text_projection", None)
         if isinstance(proj, nn.Linear):
             return proj.out_features
@@ -388,7 +536,10 @@ class PromptEncoder(nn.Module):
     def identity(self) -> EncoderIdentity:
         if self._identity is None:
             kind = self.spec.kind
-            fingerprint = "" if kind == "tag" else state_dict_fingerprint(self.clip.state_dict())
+            if self._lazy is not None:
+                fingerprint = self._lazy.fingerprint
+            else:
+                fingerprint = "" if kind == "tag" else state_dict_fingerprint(self.clip.state_dict())
             self._identity = EncoderIdentity(
                 arch=self.spec.arch,
                 source=kind,
@@ -412,6 +563,16 @@ class PromptEncoder(nn.Module):
         report the caption unchanged.
         """
         text = " ".join(caption.split())
+        known = self._fits.get(text)
+        if known is None:
+            stored = self._disk_entries([text]).get(text)
+            known = stored[5] if stored is not None else None
+        if known is None:
+            known = self._fit_uncached(text)
+            self._fits[text] = known
+        return known
+
+    def _fit_uncached(self, text: str) -> CaptionFit:
         context = int(getattr(self.tokenizer, "context_length", 0) or 0)
         encode = getattr(self.tokenizer, "encode", None)
         decode = getattr(self.tokenizer, "decode", None)
@@ -442,7 +603,14 @@ class PromptEncoder(nn.Module):
                     found[c] = self._cache[c]
         missing = [c for c in dict.fromkeys(captions) if c not in found]
         if missing:
-            found.update(self._encode_uncached(missing))
+            for caption, entry in self._disk_entries(missing).items():
+                found[caption] = entry[:5]
+                self._remember(caption, entry[:5])
+            missing = [c for c in missing if c not in found]
+        if missing:
+            encoded = self._encode_uncached(missing)
+            found.update(encoded)
+            self._store_on_disk(encoded)
         entries = [found[c] for c in captions]
         prompts = [
             PromptEmbedding(tokens=t[None], mask=m[None], pooled=p[None], words=[w], word_ids=[ids])
@@ -468,11 +636,49 @@ class PromptEncoder(nn.Module):
                 _word_ids(self.tokenizer, ids[:-1]) + [-2],  # EOT is its own "word"
             )
             encoded[caption] = entry
-            with self._cache_lock:
-                self._cache[caption] = entry
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+            self._remember(caption, entry)
         return encoded
+
+    def _remember(self, caption: str, entry: tuple) -> None:
+        with self._cache_lock:
+            self._cache[caption] = entry
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    # ------------------------------------------------- on-disk caption cache
+    def _disk_folder(self) -> Path | None:
+        """This encoder's folder of cached caption embeddings, or None (random weights, or the cache is off)."""
+        root = embedding_cache_dir()
+        if root is None or self.spec.kind == "random":
+            return None
+        identity = self.identity()
+        name = f"{identity.arch}-{identity.fingerprint or identity.pretrained}-{self.device.type}"
+        return root / re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+    def _disk_entries(self, captions: Sequence[str]) -> dict[str, tuple]:
+        """Cached (tokens, mask, pooled, words, word_ids, fit) of those ``captions`` found on disk."""
+        folder = self._disk_folder()
+        if folder is None or not folder.is_dir():
+            return {}
+        found = {}
+        for caption in captions:
+            entry = _read_embedding(folder / _embedding_file_name(caption), caption)
+            if entry is not None:
+                found[caption] = entry
+                self._fits.setdefault(caption, entry[5])
+        return found
+
+    def _store_on_disk(self, encoded: dict[str, tuple]) -> None:
+        folder = self._disk_folder()
+        if folder is None:
+            return
+        for caption, entry in encoded.items():
+            fit = self._fits.get(caption) or self._fit_uncached(caption)
+            self._fits[caption] = fit
+            try:
+                _write_embedding(folder / _embedding_file_name(caption), caption, entry, fit)
+            except OSError:  # a read-only or full cache costs speed, never a result
+                return
 
     def _text_features(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) token ids -> token features (B, L, D) and pooled (B, D), both projected."""

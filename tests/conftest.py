@@ -8,6 +8,12 @@ import pytest
 
 # Widget tests need Qt without a screen.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Encoded captions are cached on disk between runs; tests keep theirs in a
+# fresh folder of their own (not the user's cache, not shared between runs).
+if "NAPARI_TEXTSR_EMBEDDING_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["NAPARI_TEXTSR_EMBEDDING_CACHE"] = tempfile.mkdtemp(prefix="textsr-test-embeddings-")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402  (before Qt: a known crash when PyQt is imported first)

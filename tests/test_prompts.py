@@ -110,3 +110,75 @@ def test_pooled_embedding_is_open_clips_encode_text(tiny_encoder):
         expected = torch.nn.functional.normalize(tiny_encoder.clip.encode_text(text).float(), dim=-1)
     got = tiny_encoder.encode(captions).pooled
     assert torch.equal(got, expected)
+
+
+BUNDLED = "textsr-clip-s:bundled:textsr-clip-s"
+
+
+def test_bundled_encoder_builds_open_clip_only_when_needed():
+    from napari_textsr.prompts import state_dict_fingerprint
+
+    lazy = PromptEncoder.from_spec(BUNDLED)
+    assert not lazy.is_built
+    identity, width = lazy.identity(), lazy.embed_dim
+    assert not lazy.is_built  # both known from the weights alone
+    built = lazy.clip  # first use builds it
+    assert lazy.is_built and not built.training
+    assert identity.fingerprint == state_dict_fingerprint(built.state_dict())
+    assert width == built.text_projection.shape[1] == 128
+
+
+def test_captions_are_cached_on_disk_across_encoders(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_TEXTSR_EMBEDDING_CACHE", str(tmp_path / "cache"))
+    first = PromptEncoder.from_spec(BUNDLED)
+    caption = "a  brick wall,   out of focus"
+    reference = first.encode(caption)
+    fit = first.fit_caption(caption)
+    files = list((tmp_path / "cache").rglob("*.safetensors"))
+    assert len(files) == 1 and first.identity().fingerprint in files[0].parent.name
+
+    second = PromptEncoder.from_spec(BUNDLED)  # a new session's encoder
+    again = second.encode(caption)
+    assert second.fit_caption(caption) == fit
+    assert not second.is_built  # served from disk: open_clip never built
+    assert torch.equal(again.tokens, reference.tokens) and torch.equal(again.pooled, reference.pooled)
+    assert again.words == reference.words and again.word_ids == reference.word_ids
+    # A caption not on disk builds the model; a damaged file is recomputed, never trusted.
+    files[0].write_bytes(b"not a safetensors file")
+    third = PromptEncoder.from_spec(BUNDLED)
+    assert torch.equal(third.encode(caption).pooled, reference.pooled) and third.is_built
+    assert torch.equal(PromptEncoder.from_spec(BUNDLED).encode(caption).pooled, reference.pooled)
+
+
+def test_disk_cache_can_be_turned_off_and_skips_random_encoders(tmp_path, monkeypatch, tiny_encoder):
+    monkeypatch.setenv("NAPARI_TEXTSR_EMBEDDING_CACHE", "0")
+    PromptEncoder.from_spec(BUNDLED).encode("a cat")
+    monkeypatch.setenv("NAPARI_TEXTSR_EMBEDDING_CACHE", str(tmp_path / "cache"))
+    tiny_encoder.encode("a dog never cached")  # random weights: nothing to share between sessions
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_repeated_upscale_does_not_import_open_clip(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys, numpy as np\n"
+        "from napari_textsr.inference import load_model\n"
+        "up = load_model('default', scale=2)\n"
+        "out = up.upscale(np.zeros((16, 16), np.uint8), 'a grey square')\n"
+        "print(json.dumps(['open_clip' in sys.modules, 'torch._dynamo' in sys.modules, float(out.image.mean())]))\n"
+    )
+    env = {**os.environ, "NAPARI_TEXTSR_EMBEDDING_CACHE": str(tmp_path / "cache")}
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=300
+            ).stdout
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    assert runs[0][0] and not runs[1][0] and not runs[1][1]  # cold: builds open_clip; warm: neither it nor dynamo
+    assert runs[0][2] == runs[1][2]
