@@ -587,10 +587,13 @@ class PromptEncoder(nn.Module):
     # no_grad, not inference_mode: cached features feed training graphs, and
     # inference tensors cannot be saved for backward.
     @torch.no_grad()
-    def encode(self, captions: Sequence[str] | str) -> PromptEmbedding:
+    def encode(self, captions: Sequence[str] | str, *, disk: bool = True) -> PromptEmbedding:
         """Captions -> PromptEmbedding (tokens (B, T, D), mask (B, T), pooled (B, D)).
 
         Whitespace-only captions count as empty (the unconditional prompt).
+        ``disk=False`` neither reads nor writes the on-disk caption cache
+        (:func:`embedding_cache_dir`), for captions unlikely to come again
+        (training's composed captions).
         """
         if isinstance(captions, str):
             captions = [captions]
@@ -602,7 +605,7 @@ class PromptEncoder(nn.Module):
                     self._cache.move_to_end(c)
                     found[c] = self._cache[c]
         missing = [c for c in dict.fromkeys(captions) if c not in found]
-        if missing:
+        if missing and disk:
             for caption, entry in self._disk_entries(missing).items():
                 found[caption] = entry[:5]
                 self._remember(caption, entry[:5])
@@ -610,7 +613,8 @@ class PromptEncoder(nn.Module):
         if missing:
             encoded = self._encode_uncached(missing)
             found.update(encoded)
-            self._store_on_disk(encoded)
+            if disk:
+                self._store_on_disk(encoded)
         entries = [found[c] for c in captions]
         prompts = [
             PromptEmbedding(tokens=t[None], mask=m[None], pooled=p[None], words=[w], word_ids=[ids])
