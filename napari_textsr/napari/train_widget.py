@@ -85,6 +85,12 @@ ENCODER_CHOICES: list[tuple[str, str, str]] = [
         "captions carry meaning from the first step.",
     ),
     (
+        "textsr-clip-s-deg (bundled, also knows degradation words)",
+        "textsr-clip-s:bundled:textsr-clip-s-deg",
+        "The bundled encoder fine-tuned on degraded images with words for how they were made "
+        "(blurry, sharp, ...); the bundled PDN x4 uses it.",
+    ),
+    (
         "ViT-B-32, OpenAI weights (downloads ~600 MB)",
         "ViT-B-32:openai",
         "The CLIP of the papers; needs the network the first time.",
@@ -125,6 +131,7 @@ class TrainingWidget(DockWidget):
         self._run_name = ""
         self._layer_state: dict[int, tuple[bool, str]] = {}
         self._learning_rate_before_fine_tune: str | None = None
+        self._encoder_before_fine_tune: str | None = None  # a new model's encoder choice, kept while fine-tuning
         self._pending_preview: Any = None
         self._build()
         self.listen_to_layer_list()
@@ -418,6 +425,8 @@ class TrainingWidget(DockWidget):
             meta = read_metadata(path)
             self.method_combo.setCurrentIndex(self.method_combo.findData(meta.method))
             self.scale_combo.setCurrentIndex(self.scale_combo.findData(meta.scale))
+            if self._encoder_before_fine_tune is None:
+                self._encoder_before_fine_tune = self.encoder_combo.currentData()
             if self.encoder_combo.findData(meta.encoder_spec) < 0:
                 self.encoder_combo.addItem(meta.encoder_spec, meta.encoder_spec)
             self.encoder_combo.setCurrentIndex(self.encoder_combo.findData(meta.encoder_spec))
@@ -430,8 +439,12 @@ class TrainingWidget(DockWidget):
             before, self._learning_rate_before_fine_tune = self._learning_rate_before_fine_tune, None
             if before is not None and self.learning_rate_edit.text() == FINE_TUNE_LEARNING_RATE:
                 self.learning_rate_edit.setText(before)
-            if self.encoder_combo.currentIndex() >= len(ENCODER_CHOICES):  # a checkpoint's own encoder
-                self.encoder_combo.setCurrentIndex(self.encoder_combo.findData(DEFAULT_ENCODER))
+            # Back to the encoder chosen for a new model before (a checkpoint's own was shown meanwhile).
+            encoder, self._encoder_before_fine_tune = self._encoder_before_fine_tune, None
+            if encoder is None and self.encoder_combo.currentIndex() >= len(ENCODER_CHOICES):
+                encoder = DEFAULT_ENCODER
+            if encoder is not None and self.encoder_combo.findData(encoder) >= 0:
+                self.encoder_combo.setCurrentIndex(self.encoder_combo.findData(encoder))
 
     def _on_method_changed(self, index: int | None = None) -> None:
         method = self.method_combo.currentData()
