@@ -423,7 +423,10 @@ class PromptEncoder(nn.Module):
         ``none`` gives a random initialisation seeded by ``seed`` (same spec,
         same weights). A tag downloads into :func:`cache_dir` on first use;
         with ``download=False`` (the spec came from a file, not from the user)
-        a tag not already cached raises ValueError instead.
+        a tag not already cached raises ValueError instead. A ``bundled:``
+        spec reads its weights now and builds the open_clip model on first
+        need (``clip``, ``tokenizer``, a caption not in the on-disk cache), so
+        a session whose captions are all cached never imports open_clip.
         Raises ValueError for an unknown architecture or a missing file.
         """
         spec = EncoderSpec.parse(spec) if isinstance(spec, str) else spec
@@ -473,7 +476,6 @@ class PromptEncoder(nn.Module):
         model.load_state_dict(state)
         return cls(model, open_clip.get_tokenizer(spec.arch), spec).to(device)
 
-    # -------------------------------------------------------------- properties
     # ------------------------------------------------------------ lazy model
     def __getattr__(self, name: str) -> Any:
         # ``clip`` and ``tokenizer`` of an encoder whose model is not built yet: build it now.
@@ -511,6 +513,7 @@ class PromptEncoder(nn.Module):
             self._device = torch.device(device)
         return super().to(*args, **kwargs)
 
+    # -------------------------------------------------------------- properties
     @property
     def device(self) -> torch.device:
         if self._lazy is not None:
@@ -566,7 +569,9 @@ class PromptEncoder(nn.Module):
         known = self._fits.get(text)
         if known is None:
             stored = self._disk_entries([text]).get(text)
-            known = stored[5] if stored is not None else None
+            if stored is not None:  # the embedding came with it: encode() then needs no second read
+                known = stored[5]
+                self._remember(text, stored[:5])
         if known is None:
             known = self._fit_uncached(text)
             self._fits[text] = known
