@@ -76,9 +76,10 @@ def test_cli_defaults_are_train_configs(tmp_path):
     assert shown["learning_rate"].endswith(f"(default {defaults.learning_rate})")
     # A typed option reaches its field.
     typed = parser.parse_args(["--out", str(tmp_path / "b"), "--method", "pdn", "--data", DATA, "--patch", "12",
-                               "--workers", "2", "--lr", "1e-3", "--scale", "8"])  # fmt: skip
+                               "--workers", "2", "--lr", "1e-3", "--scale", "8", "--ema", "0.999"])  # fmt: skip
     config = build_config(typed)
     assert (config.lr_patch, config.workers, config.learning_rate, config.scale) == (12, 2, 1e-3, 8)
+    assert config.ema_decay == 0.999 and defaults.ema_decay == 0.0
     assert config.degradation.scale == 8 and config.steps == defaults.steps
     # The degradation presets are named, with what each draws, from the one table the trainer uses.
     from napari_textsr.training.degradations import DEFAULT_PRESET, DEGRADATION_PRESET_TITLES, DEGRADATION_PRESETS

@@ -283,3 +283,38 @@ def test_a_model_fine_tuned_many_times_stays_readable_and_lists_every_stage(tmp_
     assert [stage["steps"] for stage in record.stages()] == steps  # newest first
     assert all("earlier_stages" not in stage["extra"] for stage in record.stages())
     assert load_checkpoint(previous).model.method == "pdn"
+
+
+def test_weight_average_is_what_the_checkpoint_holds_and_resumes_exactly(tmp_path):
+    _, base = run_all(Trainer(tiny_config(tmp_path / "base", "pdn", steps=2)))
+    initial = load_checkpoint(base.checkpoint).model.state_dict()
+    config = tiny_config(tmp_path / "ema", "pdn", steps=1, init=base.checkpoint, ema_decay=0.75)
+    events, summary = run_all(Trainer(config))
+    assert "weight average (ema_decay 0.75)" in events[0].message
+    state = torch.load(config.state_path, weights_only=False)
+    raw, averaged = state["model"], state["ema"]
+    saved = load_checkpoint(summary.checkpoint).model.state_dict()
+    moved = 0
+    for name, value in saved.items():
+        assert torch.equal(value, averaged[name]), name
+        if name.endswith("temperature"):
+            continue
+        assert torch.allclose(value, 0.75 * initial[name] + 0.25 * raw[name], atol=1e-7), name
+        moved += int(not torch.equal(raw[name], initial[name]))
+    assert moved > 10  # the step changed the weights, and the checkpoint holds a quarter of that change
+    assert read_metadata(summary.checkpoint).training.extra["ema_decay"] == 0.75
+    assert "--ema 0.75" in read_metadata(summary.checkpoint).training.command
+
+    # Cancel after step 3 of 6 and resume: the same average as one uninterrupted run.
+    _, full = run_all(Trainer(tiny_config(tmp_path / "a", "pdn", steps=6, ema_decay=0.5)))
+    generator = Trainer(tiny_config(tmp_path / "b", "pdn", steps=6, ema_decay=0.5)).run()
+    done = 0
+    while done < 3:
+        done += bool(next(generator).losses)
+    generator.close()
+    _, resumed = run_all(Trainer(tiny_config(tmp_path / "b", "pdn", steps=6, ema_decay=0.5, resume=True)))
+    a = load_checkpoint(full.checkpoint).model.state_dict()
+    b = load_checkpoint(resumed.checkpoint).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="ema_decay"):
+        tiny_config(tmp_path / "c", "pdn", ema_decay=1.0)

@@ -148,6 +148,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     setting("--checkpoint-every", "checkpoint_every", "checkpoint interval", type=int, metavar="STEPS")
     setting("--warmup", "warmup_steps", "linear learning-rate warm-up", type=int, metavar="STEPS")
     setting("--grad-clip", "grad_clip", "max gradient norm, 0 = off", type=float)
+    setting(
+        "--ema",
+        "ema_decay",
+        "decay of an exponential moving average of the weights, which validation and the checkpoint use, "
+        "e.g. 0.999 (about the last 1000 steps); 0 = off",
+        metavar="DECAY",
+        type=float,
+    )
     a("--model-option", default=None, metavar="NAME=VALUE,...", help="model config overrides, e.g. text_fusion=false")
     setting("--name", "name", "name stored in the checkpoint", note=None)
     setting("--seed", "seed", "seed of the batches and the model's initialisation", type=int)

@@ -72,6 +72,11 @@ class TrainConfig:
     (e.g. ``text_fusion=False`` for the text-free baseline). ``command``: the
     command line to record (the CLI passes ``sys.argv``); ``None`` records an
     equivalent ``textsr train`` command rebuilt from this config.
+    ``ema_decay``: keep an exponential moving average of the weights,
+    ``ema = decay * ema + (1 - decay) * weights`` after every optimiser step
+    (Polyak averaging; BasicSR's ``ema_decay``, typically 0.999: about the last
+    1000 steps), and validate, preview and write the checkpoint from it; 0 = off.
+    The raw weights keep training and are in the training state with the average.
     ``workers``: processes that draw (degrade) the coming steps' batches
     while the model trains (:class:`~napari_textsr.training.data.BatchPrefetcher`;
     0 = drawn in the training process). Batches, and so the trained model, are
@@ -105,6 +110,7 @@ class TrainConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
+    ema_decay: float = 0.0
     mixed_precision: bool | None = None
     # Which images are held out is fixed apart from ``seed``, so a fine-tune or
     # a rerun with another seed never trains on an earlier run's validation images.
@@ -122,7 +128,7 @@ class TrainConfig:
     RESUME_FIXED = (
         "method", "scale", "preset", "encoder", "data", "batch_size", "lr_patch", "learning_rate",
         "degradation", "losses", "val_fraction", "split_seed", "seed", "warmup_steps", "min_lr_ratio", "grad_clip",
-        "augment", "model_overrides", "init", "captions", "init_transfer",
+        "augment", "model_overrides", "init", "captions", "init_transfer", "ema_decay",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -140,6 +146,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         self.out_dir = Path(self.out_dir)

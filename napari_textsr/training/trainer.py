@@ -28,6 +28,7 @@ yields events with validation/preview (every rank yields per-step events).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -238,6 +239,7 @@ def equivalent_command(config: TrainConfig, data_note: str | None = None) -> str
         ("--checkpoint-every", "checkpoint_every"),
         ("--warmup", "warmup_steps"),
         ("--grad-clip", "grad_clip"),
+        ("--ema", "ema_decay"),
     ):
         value = getattr(c, name)
         if value != field_defaults[name]:
@@ -412,6 +414,13 @@ class _Session:
     start_step: int = 0
     history: list[float] = field(default_factory=list)
     last_validation: ValidationResult | None = None
+    # The moving average of the weights (TrainConfig.ema_decay), or None.
+    ema: TextSRModel | None = None
+
+    @property
+    def output_model(self) -> TextSRModel:
+        """The weights validation, previews and the checkpoint use: the average when kept."""
+        return self.ema if self.ema is not None else self.model
 
 
 # ----------------------------------------------------------------------- trainer
@@ -515,6 +524,7 @@ class Trainer:
                         prompt, batch.captions,
                     )  # fmt: skip
                     s.scheduler.step()
+                    self._update_ema(s)
                 completed = step + 1
                 losses, stop = self._reduce_step_results(s, terms)
                 s.history.append(losses.get("total", float("nan")))
@@ -689,7 +699,34 @@ class Trainer:
             self._restore(session, state)
         else:
             criterion.prepare(model)
+        if config.ema_decay > 0:
+            session.ema = self._start_ema(model, state, messages, session.start_step)
         return session
+
+    def _start_ema(
+        self, model: TextSRModel, state: dict[str, Any] | None, messages: list[str], step: int
+    ) -> TextSRModel:
+        """The weight average: a frozen copy of ``model``, or the one the resumed state kept."""
+        ema = copy.deepcopy(model).requires_grad_(False).eval()
+        if state is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        else:
+            messages.append(
+                f"weight average (ema_decay {self.config.ema_decay}) starts from the weights of step {step}"
+            )
+        return ema
+
+    @torch.no_grad()
+    def _update_ema(self, s: "_Session") -> None:
+        """ema <- decay * ema + (1 - decay) * weights for the trained parameters; buffers copied."""
+        if s.ema is None:
+            return
+        pairs = [(e, p) for e, p in zip(s.ema.parameters(), s.model.parameters()) if p.requires_grad]
+        if pairs:
+            averaged, current = zip(*pairs)
+            torch._foreach_lerp_(list(averaged), [p.detach() for p in current], 1.0 - self.config.ema_decay)
+        for e, b in zip(s.ema.buffers(), s.model.buffers()):
+            e.copy_(b)
 
     def _build_model(
         self, state: dict[str, Any] | None, init_meta, encoder: PromptEncoder, messages: list[str]
@@ -830,6 +867,7 @@ class Trainer:
                 "seed": config.seed,
                 "world_size": s.dist.world_size,
                 "steps_per_epoch": s.steps_per_epoch,
+                "ema_decay": config.ema_decay,
                 "resume_commands": s.commands[1:],
             },
         )
@@ -848,6 +886,7 @@ class Trainer:
             "encoder_spec": s.encoder_spec,
             "model_config": s.model.config.to_dict(),
             "model": {k: v.detach().cpu().clone() for k, v in s.model.state_dict().items()},
+            "ema": {k: v.detach().cpu().clone() for k, v in s.ema.state_dict().items()} if s.ema is not None else None,
             "optimizer": s.optimizer.state_dict(),
             "scheduler": s.scheduler.state_dict(),
             "scaler": s.scaler.state_dict() if s.scaler is not None else None,
@@ -869,7 +908,7 @@ class Trainer:
             record = self._record(s, completed)
             checkpoint = save_checkpoint(
                 config.checkpoint_path,
-                s.model,
+                s.output_model,
                 s.encoder,
                 name=config.name or f"{config.method}-x{config.scale}-{config.out_dir.name}",
                 description=f"trained {completed} steps with napari-textsr's trainer",
@@ -1050,7 +1089,7 @@ class Trainer:
     @torch.no_grad()
     def _validate(self, s: "_Session", step: int) -> ValidationResult:
         """PSNR/SSIM of the model and of bicubic on the held-out images (rank 0)."""
-        model, scale = s.model, self.config.scale
+        model, scale = s.output_model, self.config.scale
         was_training = model.training
         model.eval()
         scores: dict[str, list[float]] = {}
@@ -1075,7 +1114,7 @@ class Trainer:
     @torch.no_grad()
     def _preview(self, s: "_Session") -> PreviewImages | None:
         """The first held-out image (or a crop of the first training image) through the model."""
-        config, model = self.config, s.model
+        config, model = self.config, s.output_model
         candidates = s.val_images or self._prepare_validation(s.train_items[:1], config)
         if not candidates:
             return None
