@@ -316,5 +316,14 @@ def test_weight_average_is_what_the_checkpoint_holds_and_resumes_exactly(tmp_pat
     a = load_checkpoint(full.checkpoint).model.state_dict()
     b = load_checkpoint(resumed.checkpoint).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # A run without an average may start one when resumed: from the weights it resumes with.
+    _, plain = run_all(Trainer(tiny_config(tmp_path / "p", "pdn", steps=2)))
+    before = load_checkpoint(plain.checkpoint).model.state_dict()
+    events, later = run_all(Trainer(tiny_config(tmp_path / "p", "pdn", steps=3, ema_decay=0.9, resume=True)))
+    assert "weight average (ema_decay 0.9) starts from the weights of step 2" in events[0].message
+    after = load_checkpoint(later.checkpoint).model.state_dict()
+    raw = torch.load(tmp_path / "p" / "run" / "train_state.pt", weights_only=False)["model"]
+    name = "head.weight"
+    assert torch.allclose(after[name], 0.9 * before[name] + 0.1 * raw[name], atol=1e-7)
     with pytest.raises(ValueError, match="ema_decay"):
         tiny_config(tmp_path / "c", "pdn", ema_decay=1.0)

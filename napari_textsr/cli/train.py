@@ -76,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume",
         action="store_true",
         help="continue the run in --out exactly where it stopped (its settings are reused; options given here override "
-        "steps, intervals, device and threads)",
+        "steps, intervals, --ema, device and threads)",
     )
     a(
         "--overwrite",

@@ -77,6 +77,8 @@ class TrainConfig:
     (Polyak averaging; BasicSR's ``ema_decay``, typically 0.999: about the last
     1000 steps), and validate, preview and write the checkpoint from it; 0 = off.
     The raw weights keep training and are in the training state with the average.
+    A resumed run may switch it on (the average starts from the weights it
+    resumes with), change the decay, or switch it off.
     ``workers``: processes that draw (degrade) the coming steps' batches
     while the model trains (:class:`~napari_textsr.training.data.BatchPrefetcher`;
     0 = drawn in the training process). Batches, and so the trained model, are
@@ -124,11 +126,11 @@ class TrainConfig:
     command: str | None = None
 
     # Fields a resumed run must share with the run it continues (others, like
-    # steps, intervals, device and threads, may change between sessions).
+    # steps, intervals, the weight average, device and threads, may change between sessions).
     RESUME_FIXED = (
         "method", "scale", "preset", "encoder", "data", "batch_size", "lr_patch", "learning_rate",
         "degradation", "losses", "val_fraction", "split_seed", "seed", "warmup_steps", "min_lr_ratio", "grad_clip",
-        "augment", "model_overrides", "init", "captions", "init_transfer", "ema_decay",
+        "augment", "model_overrides", "init", "captions", "init_transfer",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
