@@ -203,6 +203,14 @@ def test_cli_trains_with_a_family_records_it_and_resumes(tmp_path):
 
     command = equivalent_command(config)
     assert "--degradations microscopy" in command and "p_blur=0.2" in command and "blur_sigma_range=0.5:2.0" in command
+    # ... and `textsr models` names the family with what was changed, not the preset alone.
+    from napari_textsr.cli.models import describe_degradation_record
+
+    described = describe_degradation_record(record.degradation)
+    assert described == "microscopy family (drawn per sample) with p_blur=0.2,blur_sigma_range=0.5:2.0", described
+    assert describe_degradation_record(DegradationFamily.preset_family("realistic", 2).to_dict()) == (
+        "realistic family (drawn per sample)"
+    )
 
 
 def test_default_training_degradation_is_the_realistic_family_and_old_runs_keep_theirs(tmp_path):

@@ -69,7 +69,12 @@ def describe_degradation_record(values: dict) -> str:
     except (ValueError, TypeError):
         return f"unreadable record {values!r}"
     if isinstance(degradation, DegradationFamily):
-        return f"{degradation.preset} family (drawn per sample)"
+        changed = degradation.changes_from_preset()
+        if not changed:
+            return f"{degradation.preset} family (drawn per sample)"
+        from napari_textsr.training.degradations import format_degradation_options
+
+        return f"{degradation.preset} family (drawn per sample) with {format_degradation_options(changed)}"
     if degradation.to_dict() == type(degradation)(scale=degradation.scale).to_dict():
         return "antialiased bicubic only (the benchmark convention)"
     return str(degradation)

@@ -45,6 +45,7 @@ __all__ = [
     "describe_presets",
     "NAMED_DEGRADATIONS",
     "named_degradation",
+    "format_degradation_options",
     "degradation_from_dict",
     "gaussian_blur",
 ]
@@ -371,6 +372,15 @@ class DegradationFamily:
                 values[key] = tuple(value)
         return cls(**values)
 
+    def changes_from_preset(self) -> dict[str, Any]:
+        """The settings (as :meth:`to_dict` writes them) that differ from the named family it is based on.
+
+        ``preset`` names the base ('custom': the default family); empty for a preset itself.
+        """
+        base = self.preset if self.preset in DEGRADATION_PRESETS else DEFAULT_PRESET
+        reference = DegradationFamily.preset_family(base, self.scale).to_dict()
+        return {k: v for k, v in self.to_dict().items() if k not in ("kind", "scale", "preset") and v != reference[k]}
+
     def replace(self, **changes: Any) -> "DegradationFamily":
         """A copy with some settings changed (``preset`` becomes 'custom' unless given)."""
         changes.setdefault("preset", "custom" if changes else self.preset)
@@ -415,6 +425,17 @@ NAMED_DEGRADATION_TITLES: dict[str, str] = {
     "jpeg": "antialiased bicubic, then JPEG quality 60",
     "bicubic": "plain bicubic without antialiasing (OpenCV INTER_CUBIC, torch antialias=False)",
 }
+
+
+def format_degradation_options(settings: dict[str, Any]) -> str:
+    """``NAME=VALUE,...`` as ``textsr train --degradation-option`` reads it (ranges and kernel lists joined by ':')."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return ":".join(map(str, value))
+        return "none" if value is None else str(value)
+
+    return ",".join(f"{name}={text(value)}" for name, value in settings.items())
 
 
 def named_degradation(name: str, scale: int) -> Degradation:

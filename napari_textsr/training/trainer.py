@@ -251,24 +251,24 @@ def equivalent_command(config: TrainConfig, data_note: str | None = None) -> str
 
 def degradation_arguments(degradation: "DegradationLike") -> list[str]:
     """``--degradations`` / ``--degradation-option`` arguments that rebuild ``degradation``."""
-    from napari_textsr.training.degradations import Degradation, DegradationFamily
+    from napari_textsr.training.degradations import (
+        DEFAULT_PRESET,
+        DEGRADATION_PRESETS,
+        Degradation,
+        DegradationFamily,
+        format_degradation_options,
+    )
 
     if isinstance(degradation, DegradationFamily):
-        name = degradation.preset if degradation.preset != "custom" else "realistic"
-        reference = DegradationFamily.preset_family(name, degradation.scale).to_dict()
-        kind = name
+        kind = degradation.preset if degradation.preset in DEGRADATION_PRESETS else DEFAULT_PRESET
+        changed = degradation.changes_from_preset()
     else:
         reference = Degradation(scale=degradation.scale).to_dict()
         kind = "fixed"
-    changed = {
-        k: v for k, v in degradation.to_dict().items() if k not in ("kind", "scale", "preset") and v != reference[k]
-    }
+        changed = {k: v for k, v in degradation.to_dict().items() if k not in ("kind", "scale") and v != reference[k]}
     args = ["--degradations", kind]
     if changed:
-        text = {
-            k: ":".join(map(str, v)) if isinstance(v, (list, tuple)) else _format_setting(v) for k, v in changed.items()
-        }
-        args += ["--degradation-option", ",".join(f"{k}={v}" for k, v in text.items())]
+        args += ["--degradation-option", format_degradation_options(changed)]
     return args
 
 
