@@ -21,7 +21,7 @@ SHIPPED = {
     "tgsr-x8": ("tgsr", 8),
     "clipsr-x4": ("clipsr", 4),
 }
-ENCODERS = {"pdn-x4": "textsr-clip-s:bundled:textsr-clip-s-deg"}
+ENCODERS = {"pdn-x2": "textsr-clip-s:bundled:textsr-clip-s-deg", "pdn-x4": "textsr-clip-s:bundled:textsr-clip-s-deg"}
 # Trained on the realistic degradation family (the others: antialiased bicubic only).
 REALISTIC = ("pdn-x2", "pdn-x4", "pdn-x8", "pdn-x16")
 
@@ -32,7 +32,7 @@ def test_shipped_models_are_listed_with_their_training_record():
     for name, (method, scale) in SHIPPED.items():
         m = models[name]
         assert (m.method, m.scale) == (method, scale)
-        # pdn-x4 reads the encoder that also learned degradation words; the others the first one.
+        # pdn-x2 and pdn-x4 read the encoder that also learned degradation words; the others the first one.
         assert m.encoder == ENCODERS.get(name, "textsr-clip-s:bundled:textsr-clip-s")
         assert m.training is not None and m.training.command.startswith("textsr train")
         assert any("bsd200" in d for d in m.training.data) and m.training.steps > 0
@@ -51,8 +51,11 @@ def test_the_defaults_record_their_degradation_family_and_stages():
     models = {m.name: m for m in list_models()}
     for name in REALISTIC:
         record = models[name].training
-        assert record.degradation["kind"] == "family" and record.degradation["preset"] == "realistic"
+        # The realistic family, or the same kinds drawn at other rates and strengths (--degradation-option).
+        family = record.degradation
+        assert family["kind"] == "family" and family["preset"] in ("realistic", "custom")
         assert "--degradations realistic" in record.command
+        assert len(family["resize_kernels"]) == 5 and min(family["p_blur"], family["p_noise"], family["p_jpeg"]) > 0
         assert record.extra["captions"]["p_empty"] > 0  # caption dropout: the empty caption is unconditional
         assert len(record.stages()) > 1 and record.stages()[1]["steps"] > 0  # fine-tuned or transferred
     for name in ("tgsr-x8", "clipsr-x4"):  # benchmark-convention models
