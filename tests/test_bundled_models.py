@@ -21,7 +21,7 @@ SHIPPED = {
     "tgsr-x8": ("tgsr", 8),
     "clipsr-x4": ("clipsr", 4),
 }
-ENCODERS = {f"pdn-x{s}": "textsr-clip-s:bundled:textsr-clip-s-deg" for s in (2, 4, 8)}
+ENCODERS = {f"pdn-x{s}": "textsr-clip-s:bundled:textsr-clip-s-deg" for s in (2, 4, 8, 16)}
 # Trained on the realistic degradation family (the others: antialiased bicubic only).
 REALISTIC = ("pdn-x2", "pdn-x4", "pdn-x8", "pdn-x16")
 
@@ -32,7 +32,7 @@ def test_shipped_models_are_listed_with_their_training_record():
     for name, (method, scale) in SHIPPED.items():
         m = models[name]
         assert (m.method, m.scale) == (method, scale)
-        # pdn-x2, x4 and x8 read the encoder that also learned degradation words; the others the first one.
+        # The PDNs read the encoder that also learned degradation words; TGSR and CLIP-SR the first one.
         assert m.encoder == ENCODERS.get(name, "textsr-clip-s:bundled:textsr-clip-s")
         assert m.training is not None and m.training.command.startswith("textsr train")
         assert any("bsd200" in d for d in m.training.data) and m.training.steps > 0
