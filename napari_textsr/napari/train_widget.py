@@ -88,7 +88,7 @@ ENCODER_CHOICES: list[tuple[str, str, str]] = [
         "textsr-clip-s-deg (bundled, also knows degradation words)",
         "textsr-clip-s:bundled:textsr-clip-s-deg",
         "The bundled encoder fine-tuned on degraded images with words for how they were made "
-        "(blurry, sharp, ...); the bundled PDN x4 uses it.",
+        "(blurry, sharp, ...); the bundled PDNs (x2 to x16) use it.",
     ),
     (
         "ViT-B-32, OpenAI weights (downloads ~600 MB)",
