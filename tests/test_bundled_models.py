@@ -1,5 +1,6 @@
 """The models that ship in the package: present, described, loadable, better than bicubic."""
 
+import itertools
 import json
 
 import numpy as np
@@ -58,9 +59,22 @@ def test_the_defaults_record_their_degradation_family_and_stages():
         assert len(family["resize_kernels"]) == 5 and min(family["p_blur"], family["p_noise"], family["p_jpeg"]) > 0
         assert record.extra["captions"]["p_empty"] > 0  # caption dropout: the empty caption is unconditional
         assert len(record.stages()) > 1 and record.stages()[1]["steps"] > 0  # fine-tuned or transferred
+        assert record.extra["ema_decay"] == 0.999  # their latest stage kept a moving average of the weights
     for name in ("tgsr-x8", "clipsr-x4"):  # benchmark-convention models
         assert models[name].training.degradation.get("blur_sigma", 0) == 0
         assert models[name].training.degradation["kind"] == "bicubic-antialias"
+
+
+def test_textsr_models_shows_each_stage_with_its_changed_family_and_weight_average(capsys):
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    header, *rest = text[text.index("pdn-x4 ") :].splitlines()
+    # pdn-x4's block: its header line and the indented lines under it, up to the next model.
+    x4 = "\n".join([header, *itertools.takewhile(lambda line: line.startswith(" "), rest)])
+    assert "[default at x4]" in x4.splitlines()[0]
+    assert "realistic family (drawn per sample) with p_blur=0.3," in x4
+    assert "weights: moving average, ema_decay 0.999" in x4
+    assert "fine-tuned from a model trained 3600 steps" in x4
 
 
 def test_default_x4_on_a_photograph_however_it_was_made():

@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
             label = "trained" if depth == 0 else "fine-tuned from a model trained"
             print(f"    {label} {stage.get('steps')} steps on: {'; '.join(stage.get('data', []))}")
             print(f"        degradation: {describe_degradation_record(stage.get('degradation') or {})}")
+            ema = (stage.get("extra") or {}).get("ema_decay")
+            if ema:
+                print(f"        weights: moving average, ema_decay {ema}")
     return 0
 
 
