@@ -327,3 +327,17 @@ def test_weight_average_is_what_the_checkpoint_holds_and_resumes_exactly(tmp_pat
     assert torch.allclose(after[name], 0.9 * before[name] + 0.1 * raw[name], atol=1e-7)
     with pytest.raises(ValueError, match="ema_decay"):
         tiny_config(tmp_path / "c", "pdn", ema_decay=1.0)
+
+
+def test_weight_average_shares_frozen_weights_and_copies_trained_ones(tmp_path):
+    # CLIP-SR freezes the CLIP-ViT weights it starts from: averaging them would
+    # only double their memory, so the average holds the same tensors.
+    trainer = Trainer(tiny_config(tmp_path / "f", "pdn", steps=1, ema_decay=0.5))
+    model = create_model("pdn", 4, "tiny", prompt_dim=16)
+    model.head.requires_grad_(False)
+    ema = trainer._start_ema(model, None, [], 0)
+    pairs = dict(zip((n for n, _ in model.named_parameters()), zip(model.parameters(), ema.parameters())))
+    assert pairs["head.weight"][0] is pairs["head.weight"][1]
+    trained = [(p, e) for p, e in pairs.values() if p.requires_grad]
+    assert trained and all(p.data_ptr() != e.data_ptr() and torch.equal(p, e) for p, e in trained)
+    assert all(not e.requires_grad for e in ema.parameters()) and model.blocks[0].body[0].weight.requires_grad

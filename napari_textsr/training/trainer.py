@@ -706,8 +706,13 @@ class Trainer:
     def _start_ema(
         self, model: TextSRModel, state: dict[str, Any] | None, messages: list[str], step: int
     ) -> TextSRModel:
-        """The weight average: a frozen copy of ``model``, or the one the resumed state kept."""
-        ema = copy.deepcopy(model).requires_grad_(False).eval()
+        """The weight average: a frozen copy of ``model``, or the one the resumed state kept.
+
+        Parameters training never changes (CLIP-SR's frozen CLIP-ViT weights) are
+        shared with ``model``, not copied: their average is themselves.
+        """
+        frozen: dict[int, Any] = {id(p): p for p in model.parameters() if not p.requires_grad}
+        ema = copy.deepcopy(model, frozen).requires_grad_(False).eval()
         if state is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         else:
