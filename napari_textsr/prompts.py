@@ -592,33 +592,37 @@ class PromptEncoder(nn.Module):
     # no_grad, not inference_mode: cached features feed training graphs, and
     # inference tensors cannot be saved for backward.
     @torch.no_grad()
-    def encode(self, captions: Sequence[str] | str, *, disk: bool = True) -> PromptEmbedding:
+    def encode(self, captions: Sequence[str] | str, *, cache: bool = True) -> PromptEmbedding:
         """Captions -> PromptEmbedding (tokens (B, T, D), mask (B, T), pooled (B, D)).
 
         Whitespace-only captions count as empty (the unconditional prompt).
-        ``disk=False`` neither reads nor writes the on-disk caption cache
-        (:func:`embedding_cache_dir`), for captions unlikely to come again
-        (training's composed captions).
+        ``cache=False`` neither reads nor writes this encoder's in-memory cache
+        or the on-disk caption cache (:func:`embedding_cache_dir`): the distinct
+        captions are encoded in one batch, so the result depends only on
+        ``captions`` and not on what was encoded before (training's composed
+        captions: a resumed run must get the same numbers as an uninterrupted
+        one, and batched encoding differs from one-by-one in the last bits).
         """
         if isinstance(captions, str):
             captions = [captions]
         captions = [" ".join(c.split()) for c in captions]
         found: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], list[int]]] = {}
-        with self._cache_lock:
-            for c in dict.fromkeys(captions):
-                if c in self._cache:
-                    self._cache.move_to_end(c)
-                    found[c] = self._cache[c]
+        if cache:
+            with self._cache_lock:
+                for c in dict.fromkeys(captions):
+                    if c in self._cache:
+                        self._cache.move_to_end(c)
+                        found[c] = self._cache[c]
         missing = [c for c in dict.fromkeys(captions) if c not in found]
-        if missing and disk:
+        if missing and cache:
             for caption, entry in self._disk_entries(missing).items():
                 found[caption] = entry[:5]
                 self._remember(caption, entry[:5])
             missing = [c for c in missing if c not in found]
         if missing:
-            encoded = self._encode_uncached(missing)
+            encoded = self._encode_uncached(missing, remember=cache)
             found.update(encoded)
-            if disk:
+            if cache:
                 self._store_on_disk(encoded)
         entries = [found[c] for c in captions]
         prompts = [
@@ -627,7 +631,7 @@ class PromptEncoder(nn.Module):
         ]
         return PromptEmbedding.cat(prompts).to(self.device)
 
-    def _encode_uncached(self, captions: list[str]) -> dict[str, tuple]:
+    def _encode_uncached(self, captions: list[str], remember: bool = True) -> dict[str, tuple]:
         text = self.tokenize(captions)
         encoded = {}
         tokens, pooled = self._text_features(text)
@@ -645,7 +649,8 @@ class PromptEncoder(nn.Module):
                 _word_ids(self.tokenizer, ids[:-1]) + [-2],  # EOT is its own "word"
             )
             encoded[caption] = entry
-            self._remember(caption, entry)
+            if remember:
+                self._remember(caption, entry)
         return encoded
 
     def _remember(self, caption: str, entry: tuple) -> None:

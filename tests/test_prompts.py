@@ -155,7 +155,7 @@ def test_disk_cache_can_be_turned_off_and_skips_random_encoders(tmp_path, monkey
     PromptEncoder.from_spec(BUNDLED).encode("a cat")
     monkeypatch.setenv("NAPARI_TEXTSR_EMBEDDING_CACHE", str(tmp_path / "cache"))
     tiny_encoder.encode("a dog never cached")  # random weights: nothing to share between sessions
-    PromptEncoder.from_spec(BUNDLED).encode("a composed training caption, grainy", disk=False)
+    PromptEncoder.from_spec(BUNDLED).encode("a composed training caption, grainy", cache=False)
     assert not (tmp_path / "cache").exists()
 
 

@@ -293,13 +293,13 @@ def _to_numpy_image(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy().astype(np.float32)
 
 
-def _encode_captions(encoder: PromptEncoder, captions: list[str], disk: bool = True) -> dict[str, PromptEmbedding]:
-    """One embedding per caption; ``disk``: through the on-disk caption cache (see PromptEncoder.encode)."""
+def _encode_captions(encoder: PromptEncoder, captions: list[str], cache: bool = True) -> dict[str, PromptEmbedding]:
+    """One embedding per caption; ``cache``: through the encoder's caption caches (see PromptEncoder.encode)."""
     cache: dict[str, PromptEmbedding] = {}
     chunk = 256
     for start in range(0, len(captions), chunk):
         part = captions[start : start + chunk]
-        encoded = encoder.encode(part, disk=disk)
+        encoded = encoder.encode(part, cache=cache)
         for i, caption in enumerate(part):
             n = int(encoded.mask[i].sum())  # real tokens come first; drop the batch padding
             cache[caption] = PromptEmbedding(
@@ -319,11 +319,13 @@ class _CaptionCache:
     (content plus degradation words, :mod:`napari_textsr.training.captions`)
     are rarely drawn twice, so they are not kept: :meth:`batch` encodes the
     distinct composed captions of one step together, in sorted order, in one
-    encoder call (one at a time, they were what limited training on a GPU).
-    A step's embeddings so depend only on that step's captions, and a resumed
-    run gets the same numbers. Content captions go through the on-disk caption
-    cache (the next run on the same data starts faster); composed ones do not
-    (they would fill it with captions never asked for again).
+    encoder call (one at a time, they were what limited training on a GPU),
+    past the encoder's caches. A step's embeddings so depend only on that
+    step's captions, and a resumed run gets the same numbers (a cached
+    embedding from an earlier step's batch differs in the last bits). Content
+    captions go through the on-disk caption cache (the next run on the same
+    data starts faster); composed ones do not (they would fill it with
+    captions never asked for again).
     """
 
     def __init__(self, encoder: PromptEncoder, captions: list[str]) -> None:
@@ -332,12 +334,12 @@ class _CaptionCache:
 
     def __getitem__(self, caption: str) -> PromptEmbedding:
         found = self.fixed.get(caption)
-        return found if found is not None else _encode_captions(self.encoder, [caption], disk=False)[caption]
+        return found if found is not None else _encode_captions(self.encoder, [caption], cache=False)[caption]
 
     def batch(self, captions: list[str]) -> PromptEmbedding:
         """The embeddings of one step's captions, in order, as one batch."""
         composed = sorted({c for c in captions if c not in self.fixed})
-        encoded = _encode_captions(self.encoder, composed, disk=False) if composed else {}
+        encoded = _encode_captions(self.encoder, composed, cache=False) if composed else {}
         return PromptEmbedding.cat([self.fixed[c] if c in self.fixed else encoded[c] for c in captions])
 
 
