@@ -302,6 +302,7 @@ class ModelDescription:
     description: str = ""
     half: bool = False
     encoder_parameters: int = 0
+    self_ensemble: bool = False  # outputs averaged over 8 rotations/mirrors (Upscaler's self_ensemble)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

@@ -48,6 +48,12 @@ def test_upscale_png(tmp_path, rng, capsys):
     expected = load_model(MODEL, device="cpu").upscale(image, "two cells").image
     np.testing.assert_array_equal(pixels, expected)
     assert "wrote" in capsys.readouterr().out
+    args = ["upscale", str(tmp_path / "in.png"), str(tmp_path / "se.png"), "--model", MODEL, "--quiet"]
+    assert main([*args, "--self-ensemble"]) == 0
+    with Image.open(tmp_path / "se.png") as out:
+        assert json.loads(out.text["textsr"])["textsr"]["self_ensemble"] is True
+        expected = load_model(MODEL, device="cpu", self_ensemble=True).upscale(image, "").image
+        np.testing.assert_array_equal(np.asarray(out), expected)
 
 
 def test_upscale_16_bit_tif_stack_with_attention_maps(tmp_path, rng, capsys):

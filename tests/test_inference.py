@@ -122,6 +122,38 @@ def test_tiled_equals_untiled(method, encoder):
         np.testing.assert_allclose(tiled.attention[name], amap, atol=1e-4, rtol=0)
 
 
+def test_self_ensemble_averages_eight_turns_and_mirrors_and_tiles_exactly(encoder):
+    model = _model("pdn", encoder)
+    plain, ensemble = Upscaler(model, encoder), Upscaler(model, encoder, self_ensemble=True)
+    assert ensemble.description.self_ensemble and not plain.description.self_ensemble
+    lr = torch.from_numpy(_smooth((3, 20, 28), seed=4))[None]
+    prompt = encoder.encode("a striped texture")
+    with torch.inference_mode():
+        got = ensemble._predict(lr, prompt)
+        outputs = []
+        for turns in range(4):
+            for mirror in (False, True):
+                x = torch.rot90(lr, turns, (2, 3))
+                out = model(x.flip(3) if mirror else x, prompt)
+                outputs.append({k: torch.rot90(v.flip(3) if mirror else v, -turns, (2, 3)) for k, v in
+                                [("image", out.image), *out.attention.items()]})  # fmt: skip
+        single = model(lr, prompt)
+    for key in outputs[0]:
+        expected = torch.stack([o[key] for o in outputs]).mean(0)
+        value = got.image if key == "image" else got.attention[key]
+        torch.testing.assert_close(value, expected, atol=1e-6, rtol=0)
+    assert (got.image - single.image).abs().max() > 1e-3  # the eight runs do differ
+    # Every run sees the same pixels, so tiles put together equal the whole image.
+    image = _smooth((72, 88), seed=1)
+    whole = ensemble.upscale(image, "a striped texture", tile=0)
+    tiled = ensemble.upscale(image, "a striped texture", tile=32)
+    np.testing.assert_allclose(tiled.image, whole.image, atol=1e-4, rtol=0)
+    for name, amap in whole.attention.items():
+        np.testing.assert_allclose(tiled.attention[name], amap, atol=1e-4, rtol=0)
+    assert whole.provenance()["self_ensemble"] is True
+    assert "self_ensemble" not in plain.upscale(image, "", tile=0).provenance()
+
+
 @pytest.mark.parametrize("method", _methods())
 def test_native_attention_grid_is_the_models_own_and_upsamples_to_the_output_maps(method, encoder):
     """attention_grid="native": PDN's and CLIP-SR's maps on the input grid (the output-grid maps are

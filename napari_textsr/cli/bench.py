@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from napari_textsr.cli import add_threads_option, command_help
+from napari_textsr.cli import add_self_ensemble_option, add_threads_option, command_help
 
 
 def register(subparsers) -> None:
@@ -69,6 +69,7 @@ def register(subparsers) -> None:
         help="no float16 autocast on a GPU, so the numbers match a CPU's (default: float16 on GPUs)",
     )
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
+    add_self_ensemble_option(parser)
     add_threads_option(parser)
     parser.set_defaults(func=run)
 
@@ -90,7 +91,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"unknown --degradation {', '.join(unknown)}; choose from {', '.join(NAMED_DEGRADATIONS)} or all"
         )
-    upscaler = load_model(args.model, scale=args.scale, device=args.device, half=False if args.float32 else None)
+    upscaler = load_model(
+        args.model,
+        scale=args.scale,
+        device=args.device,
+        half=False if args.float32 else None,
+        self_ensemble=args.self_ensemble,
+    )
     datasets = list(_datasets(args))
     reports = []
     for degradation in names:

@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-from napari_textsr.cli import add_threads_option, command_help
+from napari_textsr.cli import add_self_ensemble_option, add_threads_option, command_help
 
 # Outputs of more than this many bytes written to .tif are streamed tile by
 # tile into a tiled BigTIFF (memory independent of the output's size) instead
@@ -68,6 +68,7 @@ def register(subparsers) -> None:
         default="auto",
         help="half = float16 autocast on GPUs (auto: half on GPUs, full on the CPU)",
     )
+    add_self_ensemble_option(upscale)
     upscale.add_argument(
         "--consistency",
         action="store_true",
@@ -242,7 +243,13 @@ def run_upscale(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace):
     from napari_textsr.inference import load_model
 
-    return load_model(args.model, scale=args.scale, device=args.device, half=_half(args.precision))
+    return load_model(
+        args.model,
+        scale=args.scale,
+        device=args.device,
+        half=_half(args.precision),
+        self_ensemble=args.self_ensemble,
+    )
 
 
 def _bar(args: argparse.Namespace, unit: str, total: int | None = None):
