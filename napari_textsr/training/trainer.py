@@ -295,21 +295,21 @@ def _to_numpy_image(x: torch.Tensor) -> np.ndarray:
 
 def _encode_captions(encoder: PromptEncoder, captions: list[str], cache: bool = True) -> dict[str, PromptEmbedding]:
     """One embedding per caption; ``cache``: through the encoder's caption caches (see PromptEncoder.encode)."""
-    cache: dict[str, PromptEmbedding] = {}
+    embeddings: dict[str, PromptEmbedding] = {}
     chunk = 256
     for start in range(0, len(captions), chunk):
         part = captions[start : start + chunk]
         encoded = encoder.encode(part, cache=cache)
         for i, caption in enumerate(part):
             n = int(encoded.mask[i].sum())  # real tokens come first; drop the batch padding
-            cache[caption] = PromptEmbedding(
+            embeddings[caption] = PromptEmbedding(
                 tokens=encoded.tokens[i : i + 1, :n].clone(),
                 mask=encoded.mask[i : i + 1, :n].clone(),
                 pooled=encoded.pooled[i : i + 1].clone(),
                 words=[encoded.words[i][:n]],
                 word_ids=[encoded.word_ids[i][:n]] if encoded.word_ids is not None else None,
             )
-    return cache
+    return embeddings
 
 
 class _CaptionCache:
