@@ -24,6 +24,7 @@ Nothing here imports Qt or napari.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
 import math
@@ -367,6 +368,16 @@ class Upscaler:
     @property
     def scale(self) -> int:
         return self.model.scale
+
+    def with_self_ensemble(self, on: bool) -> "Upscaler":
+        """This upscaler with ``self_ensemble`` set to ``on``: itself when it already is, else a
+        shallow copy sharing the model and encoder (for a cached upscaler, e.g. napari's model store)."""
+        if bool(on) == self.self_ensemble:
+            return self
+        other = copy.copy(self)
+        other.self_ensemble = bool(on)
+        other.description = dataclasses.replace(self.description, self_ensemble=bool(on))
+        return other
 
     def __repr__(self) -> str:
         d = self.description

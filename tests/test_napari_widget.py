@@ -84,9 +84,11 @@ def test_rgb_keeps_channels_and_dtype(viewer, qtbot):
     widget.select_layer(rgb)
     widget.caption_edit.setPlainText("a red bird on a branch")
     widget.consistency_check.setChecked(True)
+    widget.ensemble_check.setChecked(True)
     run_and_wait(widget, qtbot)
 
     out = viewer.layers["photo x2"]
+    assert out.metadata["self_ensemble"] is True
     assert out.rgb and out.data.shape == (64, 72, 3) and out.data.dtype == np.uint8
     np.testing.assert_allclose(out.translate, [-0.25, -0.25])
     consistency = viewer.layers["photo x2 consistency"]
@@ -397,6 +399,7 @@ def test_dock_is_narrow_and_controls_have_tooltips(viewer, qtbot):
         widget.tile_combo,
         widget.attention_check,
         widget.consistency_check,
+        widget.ensemble_check,
         widget.slice_radio,
         widget.stack_radio,
         widget.run_button,

@@ -48,6 +48,8 @@ class UpscaleJob:
     # Maps on the model's own grid (the input's for PDN and CLIP-SR): the layers get a scale that
     # overlays them on the output, and napari holds scale**2 times fewer pixels.
     attention_grid: str = "native"
+    # EDSR+'s geometric self-ensemble (Upscaler.self_ensemble): eight times the compute.
+    self_ensemble: bool = False
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -110,6 +112,7 @@ def make_job(
     tile: int | None = None,
     consistency: bool = False,
     attention: bool = True,
+    self_ensemble: bool = False,
     **engine_kwargs: Any,
 ) -> UpscaleJob:
     """A job for ``layer`` (TypeError/ValueError with a user-facing message if it cannot be upscaled).
@@ -140,6 +143,7 @@ def make_job(
         tile=tile,
         consistency=consistency,
         attention=attention,
+        self_ensemble=self_ensemble,
         engine_kwargs=dict(engine_kwargs),
     )
 
@@ -159,6 +163,7 @@ def iter_job(
     """
     results = []
     n = len(job.captions)
+    upscaler = upscaler.with_self_ensemble(job.self_ensemble)
     for i, caption in enumerate(job.captions):
         if cancel is not None and cancel.is_set():
             return None
