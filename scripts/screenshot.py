@@ -102,9 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         layer.visible = True
         if layer in maps:
             layer.blending = "translucent"  # alone in its grid cell
-    viewer.grid.enabled = True
-    viewer.grid.shape = (2, 2) if len(shown) > 3 else (1, len(shown))
-    viewer.grid.spacing = 0.03
+    grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid  # napari >= 0.9 / older
+    grid.enabled = True
+    grid.shape = (2, 2) if len(shown) > 3 else (1, len(shown))
+    grid.spacing = 0.03
     viewer.layers.selection.active = output
     viewer.reset_view()
     for _ in range(20):
