@@ -313,7 +313,7 @@ class Upscaler:
     average the model's outputs (and attention maps) over the eight rotations
     and mirror images of each tile, the geometric self-ensemble of EDSR+ (Lim et
     al., CVPR-W 2017, section 4.3): eight times the compute, a few hundredths to
-    a tenth of a dB of PSNR (docs/api-and-cli.md); tiling stays exact.
+    a tenth of a dB of PSNR (README.md, "Self-ensemble"); tiling stays exact.
 
     Calls are meant to come from one thread at a time (e.g. one napari worker).
     """
