@@ -79,6 +79,25 @@ class StackSampler:
         return "\n".join(f"    {c}/{n} samples: {line}" for line, c in counts.most_common(top))
 
 
+class GcRecorder:
+    """Python's garbage-collection pauses (``gc.callbacks``): (generation, start, end) each (``--why``)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float, float]] = []
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append((int(info["generation"]), self._start, time.perf_counter()))
+
+    def within(self, begin: float, end: float, longer_than: float = 0.01) -> list[str]:
+        return [
+            f"gen {g} {1000 * (b - a):.0f} ms" for g, a, b in self.pauses if begin <= a <= end and b - a > longer_than
+        ]
+
+
 @dataclass
 class GapRecorder:
     """Arrival times of a 50 ms timer's ticks on the GUI thread, split into named phases."""
@@ -175,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         lambda event: inserts.__setitem__(-1, (event.value.name, inserts[-1][1], time.perf_counter()))
     )
     sampler = StackSampler() if args.why else None
+    collections = GcRecorder()
     if sampler is not None:
+        import gc
+
+        gc.callbacks.append(collections)
         sampler.start()
     timer = QTimer()
     timer.setInterval(TICK_MS)
@@ -226,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
                 within = [f"{name} {1000 * (e - s):.0f} ms" for name, s, e in inserts if a <= s <= b]
                 if within:
                     print(f"    layers inserted in it (napari's own insertion time): {'; '.join(within)}")
+                pauses = collections.within(a, b)
+                if pauses:
+                    print(f"    garbage collections in it (> 10 ms): {'; '.join(pauses)}")
                 print(sampler.explain(a, b))
     if sampler is not None:
         sampler.stop()

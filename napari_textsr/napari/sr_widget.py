@@ -15,6 +15,7 @@ the same way.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from pathlib import Path
@@ -873,7 +874,12 @@ class SuperResolutionWidget(DockWidget):
         if not is_alive(self):
             return
         if self._pending_layers is not None and not self.closed:
-            self._add_next_layer()  # _finish_run once every layer is in
+            # Python's full garbage collection of napari's and torch's objects holds the GUI thread
+            # 0.2-0.3 s; when it starts on its own during a layer insertion (0.1-0.3 s each) the two
+            # add up past 0.5 s (benchmarks/bench_gui_responsiveness.py --why). Collect now, alone,
+            # so none is due while the layers go in; _finish_run once every layer is in.
+            gc.collect()
+            QTimer.singleShot(LAYER_ADD_PAUSE_MS, self._add_next_layer)
             return
         self._finish_run()
 
