@@ -244,3 +244,85 @@ def test_pretraining_with_degradations_records_them_and_refuses_a_different_resu
         _run(PretrainConfig(**{**config.__dict__, "resume": True, "degradations": None, "steps": 3}), items)
     with pytest.raises(ValueError, match="even"):
         PretrainConfig(batch_size=5, degradations="realistic")
+
+
+def test_paraphrases_keep_content_and_degradation_in_other_words():
+    from napari_textsr.training.captions import TRAIN_VOCABULARY
+    from napari_textsr.training.degradations import DegradationFamily
+
+    items = _items(8)
+    data = EncoderTrainingSet.from_items(items, 32, 1.0)
+    with pytest.raises(ValueError, match="degradation family"):
+        data.random_batch_with_paraphrases(8, np.random.default_rng(0))
+    data.degradation = DegradationFamily.preset_family("realistic", 2)
+    images, captions, paraphrases = data.random_batch_with_paraphrases(8, np.random.default_rng(3))
+    assert len(captions) == len(paraphrases) == images.shape[0] == 8
+    contents = {c.strip().rstrip(".") for item, _ in items for c in item.captions}
+
+    def said(caption: str) -> set[str]:  # the properties whose words a caption contains
+        rest = caption
+        for content in contents:
+            rest = rest.replace(content, "")
+        return {p for p, ws in TRAIN_VOCABULARY.items() if any(w in rest for w in ws)}
+
+    changed = 0
+    for caption, paraphrase in zip(captions, paraphrases):
+        assert any(c in caption and c in paraphrase for c in contents)
+        assert said(caption) and said(caption) <= said(paraphrase) | {"clean"}  # "sharp and clean" vs "crisp"
+        changed += caption != paraphrase
+    assert changed >= 6  # other words or template, wherever the vocabulary allows
+    assert said(captions[0]) != said(captions[1])  # the pair's other view: same content, other words
+    again = data.random_batch_with_paraphrases(8, np.random.default_rng(3))
+    assert torch.equal(again[0], images) and again[1:] == (captions, paraphrases)  # seeded
+
+
+def test_paraphrase_loss_separates_degradation_words(tiny_encoder):
+    """A few steps on the paraphrase loss alone pull a caption towards its paraphrase and
+    away from the same content with another degradation's words."""
+    from napari_textsr.training.pretrain_encoder import paraphrase_loss
+
+    clip = PromptEncoder.from_spec("textsr-tiny:none", seed=0).clip
+    clip.requires_grad_(True).train()
+    captions = ["red circles, blurry", "red circles, noisy", "blue stripes, JPEG-compressed", "blue stripes, sharp"]
+    paraphrases = ["out of focus: red circles", "red circles (grainy)", "blue stripes. blocky.", "crisp: blue stripes"]
+    tokenizer = tiny_encoder.tokenizer
+
+    def margin() -> float:  # cosine to own paraphrase minus cosine to the same content's other words
+        with torch.no_grad():
+            a = encode_text(clip, tokenizer(captions))
+            b = encode_text(clip, tokenizer(paraphrases))
+        own = (a * b).sum(1)
+        other = (a * b[[1, 0, 3, 2]]).sum(1)
+        return float((own - other).mean())
+
+    with pytest.raises(ValueError, match="paraphrases"):
+        paraphrase_loss(clip, tokenizer, captions, paraphrases[:3])
+    with torch.no_grad():
+        before, first = margin(), float(paraphrase_loss(clip, tokenizer, captions, paraphrases))
+    optimizer = torch.optim.Adam(clip.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    for _ in range(30):
+        loss = paraphrase_loss(clip, tokenizer, captions, paraphrases)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert float(paraphrase_loss(clip, tokenizer, captions, paraphrases)) < first / 2
+    assert margin() > before + 0.2
+
+
+def test_word_loss_needs_degradations_and_is_recorded(tmp_path):
+    with pytest.raises(ValueError, match="word_loss"):
+        PretrainConfig(word_loss=1.0)
+    with pytest.raises(ValueError, match="word_loss"):
+        PretrainConfig(word_loss=-1.0, degradations="realistic")
+    items = _items(12)
+    out = tmp_path / "enc.safetensors"
+    config = PretrainConfig(
+        arch="textsr-tiny", out=out, steps=2, batch_size=8, learning_rate=1e-3, warmup_steps=1,
+        val_fraction=0.25, seed=0, checkpoint_every=1, num_threads=1, degradations="realistic", word_loss=0.5,
+    )  # fmt: skip
+    _run(config, items)
+    assert json.loads(out.with_suffix(".json").read_text())["config"]["word_loss"] == 0.5
+    with pytest.raises(ValueError, match="word_loss=0.5"):
+        _run(PretrainConfig(**{**config.__dict__, "resume": True, "word_loss": 0.0}), items)

@@ -88,6 +88,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=(2, 4),
         help="down-sampling factor of those degradations (default 2)",
     )
+    parser.add_argument(
+        "--word-loss",
+        type=float,
+        default=0.0,
+        metavar="WEIGHT",
+        help="with --degradations: also train the text tower to tell degradation words apart and "
+        "ignore their phrasing (each caption against a paraphrase of it; default 0: off)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -125,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         degradations=args.degradations,
         degradation_scale=args.degradation_scale,
+        word_loss=args.word_loss,
         command=_command_line(args),
     )
     stop = threading.Event()
@@ -159,6 +168,7 @@ def _command_line(args: argparse.Namespace) -> str:
         ("--threads", args.threads),
         ("--degradations", args.degradations),
         ("--degradation-scale", args.degradation_scale if args.degradations else None),
+        ("--word-loss", args.word_loss or None),
     ]
     for flag, value in options:
         if value is not None:

@@ -72,6 +72,7 @@ __all__ = [
     "retrieval_accuracy",
     "degradation_retrieval",
     "contrastive_loss",
+    "paraphrase_loss",
     "encode_text",
     "train_state_path",
 ]
@@ -97,6 +98,11 @@ class PretrainConfig:
         each image twice per batch (see the module docstring).
     degradation_scale: the down-sampling factor of those degradations (the
         encoder sees 64-px images, so 2 keeps them recognisable).
+    word_loss: weight of the paraphrase loss (:func:`paraphrase_loss`; needs
+        ``degradations``): each caption against a paraphrase of it (same content,
+        same degradation, other words and template), the other captions of the
+        batch, among them the same content with other degradation words, as
+        negatives. 0 (default): the image-text loss alone.
     resume: continue exactly from ``train_state_path(out)`` (written with every
         checkpoint: weights, optimizer, schedule, random states) if it exists.
     """
@@ -123,9 +129,15 @@ class PretrainConfig:
     command: str = ""
     degradations: str | None = None
     degradation_scale: int = 2
+    word_loss: float = 0.0
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        if self.word_loss < 0 or (self.word_loss > 0 and self.degradations is None):
+            raise ValueError(
+                f"word_loss must be >= 0 and needs degradations (the words to paraphrase), got {self.word_loss} "
+                f"with degradations={self.degradations}"
+            )
         if self.degradations is not None:
             from napari_textsr.training.degradations import DEGRADATION_PRESETS
 
@@ -234,7 +246,23 @@ class EncoderTrainingSet:
     def random_batch(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[str]]:
         """(B, 3, S, S) float crops in [0, 1] and one caption each; captions in a batch are distinct
         (a duplicate would be a false negative for the contrastive loss). B <= batch_size."""
-        images, captions = [], []
+        images, captions, _ = self._batch(batch_size, rng, paraphrase=False)
+        return images, captions
+
+    def random_batch_with_paraphrases(
+        self, batch_size: int, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, list[str], list[str]]:
+        """:meth:`random_batch` plus, per caption, a paraphrase: the same content and
+        degradation in other words and another template (needs ``degradation``).
+        Raises ValueError without a degradation family."""
+        if self.degradation is None:
+            raise ValueError("paraphrases need a degradation family (their words are what is paraphrased)")
+        return self._batch(batch_size, rng, paraphrase=True)
+
+    def _batch(
+        self, batch_size: int, rng: np.random.Generator, paraphrase: bool
+    ) -> tuple[torch.Tensor, list[str], list[str]]:
+        images, captions, paraphrases = [], [], []
         seen: set[str] = set()
         for index in rng.permutation(len(self.entries)):
             entry = self.entries[int(index)]
@@ -253,15 +281,17 @@ class EncoderTrainingSet:
                 images.append(crop)
                 captions.append(caption)
             else:
-                for view, view_caption in self._degraded_pair(crop, caption, rng):
+                for view, view_caption, degradation in self._degraded_pair(crop, caption, rng):
                     images.append(view)
                     captions.append(view_caption)
+                    if paraphrase:
+                        paraphrases.append(_paraphrase(caption, view_caption, degradation, rng))
             if len(images) >= batch_size:
                 break
-        return torch.cat(images), captions
+        return torch.cat(images), captions, paraphrases
 
     def _degraded_pair(self, crop: torch.Tensor, caption: str, rng: np.random.Generator):
-        """Two views of ``crop`` (1, 3, S, S) made small two ways whose words differ, with their captions."""
+        """Two views of ``crop`` (1, 3, S, S) made small two ways whose words differ: (view, caption, degradation)."""
         from napari_textsr.training.captions import TRAIN_TEMPLATES, compose_caption, describe_degradation
 
         assert self.degradation is not None
@@ -276,7 +306,7 @@ class EncoderTrainingSet:
             small = degradation(crop, generator=generator)
             view = F.interpolate(small, size=crop.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
             template = TRAIN_TEMPLATES[int(rng.integers(len(TRAIN_TEMPLATES)))]
-            yield view, compose_caption(caption, describe_degradation(degradation, rng), template)
+            yield view, compose_caption(caption, describe_degradation(degradation, rng), template), degradation
 
     def centre_crops(self) -> torch.Tensor:
         """(N, 3, S, S): each image's central square, resized (the validation view)."""
@@ -287,6 +317,21 @@ class EncoderTrainingSet:
             y, x = (h - side) // 2, (w - side) // 2
             crops.append(self._resize(entry.image[y : y + side, x : x + side]))
         return torch.cat(crops)
+
+
+def _paraphrase(content: str, caption: str, degradation, rng: np.random.Generator) -> str:
+    """``content`` and ``degradation`` in words and a template drawn afresh, differing from ``caption``
+    where the vocabulary allows (a few redraws)."""
+    from napari_textsr.training.captions import TRAIN_TEMPLATES, compose_caption, describe_degradation
+
+    words_rng = np.random.default_rng(int(rng.integers(2**62)))
+    other = caption
+    for _ in range(8):
+        template = TRAIN_TEMPLATES[int(words_rng.integers(len(TRAIN_TEMPLATES)))]
+        other = compose_caption(content, describe_degradation(degradation, words_rng), template)
+        if other != caption:
+            break
+    return other
 
 
 def _said(degradation) -> frozenset[str]:
@@ -346,6 +391,30 @@ def contrastive_loss(
     image_features = clip.encode_image(_clip_input(images, clip), normalize=True)
     text_features = encode_text(clip, text)
     return loss_fn(image_features, text_features, clip.logit_scale.exp())
+
+
+PARAPHRASE_TEMPERATURE = 0.03  # as sharp as the image-text loss (logit scale ~30-100), which it must outweigh
+
+
+def paraphrase_loss(
+    clip: OpenClipModel, tokenizer, captions: Sequence[str], paraphrases: Sequence[str]
+) -> torch.Tensor:
+    """Symmetric InfoNCE between B captions and their B paraphrases (text tower only).
+
+    Caption i's positive is paraphrase i (same content and degradation, other
+    words); every other paraphrase is a negative, among them the same content
+    with another degradation's words, so the text embedding must move with the
+    degradation words (a cosine of 0.99 between "..., grainy" and "..., sharp"
+    cannot pay) and not with their phrasing. Temperature :data:`PARAPHRASE_TEMPERATURE`.
+    Returns a scalar tensor.
+    """
+    if len(captions) != len(paraphrases) or len(captions) < 2:
+        raise ValueError(f"need >= 2 captions and as many paraphrases, got {len(captions)} and {len(paraphrases)}")
+    a = encode_text(clip, tokenizer([" ".join(c.split()) for c in captions]))
+    b = encode_text(clip, tokenizer([" ".join(c.split()) for c in paraphrases]))
+    logits = a @ b.T / PARAPHRASE_TEMPERATURE
+    target = torch.arange(len(captions))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
 @torch.no_grad()
@@ -622,14 +691,18 @@ def _pretrain(
         state = load_torch_state(state_path)
         if not isinstance(state, dict) or not _PRETRAIN_STATE_KEYS <= set(state):
             raise ValueError(f"{state_path} is not a pretrain-encoder training state")
-        settings = (state.get("degradations"), state.get("degradation_scale", config.degradation_scale))
+        settings = (
+            state.get("degradations"),
+            state.get("degradation_scale", config.degradation_scale),
+            state.get("word_loss", 0.0),
+        )
         if (
             state["steps"] != config.steps or state["arch"] != config.arch or state["seed"] != config.seed
-            or settings != (config.degradations, config.degradation_scale)
+            or settings != (config.degradations, config.degradation_scale, config.word_loss)
         ):  # fmt: skip
             raise ValueError(
                 f"{state_path} is from a run with steps={state['steps']}, arch={state['arch']}, seed={state['seed']}, "
-                f"degradations={settings[0]} x{settings[1]}; "
+                f"degradations={settings[0]} x{settings[1]}, word_loss={settings[2]}; "
                 "resume with the same settings or start afresh without --resume"
             )
         clip.load_state_dict(state["model"])
@@ -668,6 +741,7 @@ def _pretrain(
             "retrieval_step": retrieval_step,
             "degradations": config.degradations,
             "degradation_scale": config.degradation_scale,
+            "word_loss": config.word_loss,
         }
         with atomic_write(state_path) as tmp:
             torch.save(state, tmp)
@@ -687,8 +761,13 @@ def _pretrain(
         )
 
     for step in range(first_step, config.steps + 1):
-        images, captions = train_set.random_batch(config.batch_size, rng)
-        loss = contrastive_loss(clip, tokenizer, images, captions, loss_fn)
+        if config.word_loss > 0:
+            images, captions, paraphrases = train_set.random_batch_with_paraphrases(config.batch_size, rng)
+            loss = contrastive_loss(clip, tokenizer, images, captions, loss_fn)
+            loss = loss + config.word_loss * paraphrase_loss(clip, tokenizer, captions, paraphrases)
+        else:
+            images, captions = train_set.random_batch(config.batch_size, rng)
+            loss = contrastive_loss(clip, tokenizer, images, captions, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
