@@ -36,3 +36,10 @@ def test_large_output_peak_is_each_childs_own():
     with pytest.raises(ValueError, match="-m MODULE or -c CODE"):
         bench.run_measured(["script.py"])
     del ballast
+
+
+def test_degradation_word_cosines_cover_the_six_pairs():
+    bench = _load("bench_degradation_words")
+    cosines = bench.pair_cosines("textsr-tiny:none", ["red circles on black", "green filaments"])
+    assert len(cosines) == 6 and ("noise", "clean") in cosines
+    assert all(-1.0 <= c < 0.9999 for c in cosines.values())  # the words move the embedding, a little at least
