@@ -16,6 +16,7 @@ the machine and its load (the docs quote one run with its machine).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import sys
 import tempfile
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also print where the GUI thread was during every gap longer than this (stack samples)",
     )
     args = parser.parse_args(argv)
+    faulthandler.enable()  # a crash in Qt or vispy prints every thread's Python stack
     if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
         parser.error("needs a display with OpenGL: run it under xvfb-run")
 
