@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -43,3 +45,25 @@ def test_degradation_word_cosines_cover_the_six_pairs():
     cosines = bench.pair_cosines("textsr-tiny:none", ["red circles on black", "green filaments"])
     assert len(cosines) == 6 and ("noise", "clean") in cosines
     assert all(-1.0 <= c < 0.9999 for c in cosines.values())  # the words move the embedding, a little at least
+
+
+def test_gui_stack_sampler_reads_a_thread_from_faulthandler_without_holding_frames():
+    """The --why sampler reads stacks from faulthandler's text: holding frame objects kept
+    napari's painters alive into the sampler thread (crashes in the GUI benchmark)."""
+    import faulthandler
+    import tempfile
+    import threading
+
+    bench = _load("bench_gui_responsiveness")
+
+    def innermost_function_here() -> str:
+        with tempfile.TemporaryFile() as dump:
+            faulthandler.dump_traceback(dump.fileno(), all_threads=True)
+            dump.seek(0)
+            return dump.read().decode()
+
+    text = innermost_function_here()
+    stack = bench.thread_stack(text, threading.main_thread().ident)
+    assert stack[-1][2] == "innermost_function_here" and stack[-1][0] == __file__
+    assert stack[-2][2] == "test_gui_stack_sampler_reads_a_thread_from_faulthandler_without_holding_frames"
+    assert bench.thread_stack(text, 12345) == []  # a thread that is not there
