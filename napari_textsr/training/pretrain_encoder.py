@@ -771,11 +771,11 @@ def _pretrain(
     for step in range(first_step, config.steps + 1):
         if config.word_loss > 0:
             images, captions, paraphrases = train_set.random_batch_with_paraphrases(config.batch_size, rng)
-            loss = contrastive_loss(clip, tokenizer, images, captions, loss_fn)
-            loss = loss + config.word_loss * paraphrase_loss(clip, tokenizer, captions, paraphrases)
         else:
-            images, captions = train_set.random_batch(config.batch_size, rng)
-            loss = contrastive_loss(clip, tokenizer, images, captions, loss_fn)
+            (images, captions), paraphrases = train_set.random_batch(config.batch_size, rng), []
+        loss = contrastive_loss(clip, tokenizer, images, captions, loss_fn)
+        if paraphrases:
+            loss = loss + config.word_loss * paraphrase_loss(clip, tokenizer, captions, paraphrases)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
