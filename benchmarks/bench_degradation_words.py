@@ -1,7 +1,10 @@
 """How far apart a prompt encoder puts the degradation words, after real content captions.
 
     python benchmarks/bench_degradation_words.py --data ../shared/data/train/bsd200 \
-        --encoder textsr-clip-s:bundled:textsr-clip-s-deg --encoder textsr-clip-s:bundled:textsr-clip-s-words
+        --encoder textsr-clip-s:bundled:textsr-clip-s --encoder textsr-clip-s:bundled:textsr-clip-s-words
+
+(``--encoder ARCH:FILE`` scores any other weights file, e.g. an encoder an
+earlier version shipped, taken from git history.)
 
 For each image's first caption, the four held-out phrasings
 (``napari_textsr.training.captions.HELD_OUT_PHRASES`` in ``HELD_OUT_TEMPLATE``,

@@ -839,7 +839,14 @@ def bundled_weights_path(spec: EncoderSpec) -> Path:
     folder = WEIGHTS_DIR.resolve()
     path = (WEIGHTS_DIR / f"{name}.safetensors").resolve()
     if path.parent != folder or not path.is_file():
-        raise ValueError(f"no bundled prompt encoder weights named {name!r} in {folder}")
+        shipped = sorted(
+            f.name[: -len(".safetensors")] for f in folder.glob("*.safetensors") if f.suffixes == [".safetensors"]
+        )
+        raise ValueError(
+            f"no bundled prompt encoder weights named {name!r} in {folder} (this version ships: "
+            f"{', '.join(shipped) or 'none'}); weights an earlier version shipped can be taken from that "
+            f"version and given as a file, '{spec.arch}:/path/to/{name}.safetensors'"
+        )
     return path
 
 

@@ -81,21 +81,16 @@ ENCODER_CHOICES: list[tuple[str, str, str]] = [
     (
         "textsr-clip-s (bundled, trained on captions)",
         "textsr-clip-s:bundled:textsr-clip-s",
-        "The prompt encoder shipped with the plugin (the one the bundled models use): "
+        "The first prompt encoder shipped with the plugin (the bundled TGSR and CLIP-SR use it): "
         "captions carry meaning from the first step.",
     ),
     (
-        "textsr-clip-s-deg (bundled, also knows degradation words)",
-        "textsr-clip-s:bundled:textsr-clip-s-deg",
-        "The bundled encoder fine-tuned on degraded images with words for how they were made "
-        "(blurry, sharp, ...); the bundled PDNs at x4, x8 and x16 use it.",
-    ),
-    (
-        "textsr-clip-s-words (bundled, best at degradation words)",
+        "textsr-clip-s-words (bundled, knows degradation words)",
         "textsr-clip-s:bundled:textsr-clip-s-words",
-        "textsr-clip-s-deg fine-tuned further so that degradation words move the embedding "
-        "(pretrain-encoder --word-loss); the bundled PDN x2 uses it, and saying 'out of focus' "
-        "on a blurred photograph gains it 0.9 dB.",
+        "textsr-clip-s fine-tuned on degraded images with words for how they were made "
+        "(blurry, sharp, ...) and so that those words move the embedding (pretrain-encoder "
+        "--word-loss); the bundled PDNs use it, and saying 'out of focus' on a blurred "
+        "photograph gains the x2 one 0.9 dB.",
     ),
     (
         "ViT-B-32, OpenAI weights (downloads ~600 MB)",
