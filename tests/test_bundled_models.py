@@ -104,6 +104,27 @@ def test_default_x4_on_a_photograph_however_it_was_made():
     assert np.mean(list(gains.values())) > 0.15, gains
 
 
+def _words_on_the_photograph(scale: int):
+    """The default at ``scale`` on the sample photograph (never trained on): a function
+    (degradation name, held-out words key) -> PSNR-Y of the output for the true caption with
+    those words in the held-out phrasing, the low-resolution input made that way."""
+    from napari_textsr.benchmark import degrade_to_uint8
+    from napari_textsr.samples import load_sample
+    from napari_textsr.training.captions import HELD_OUT_PHRASES, held_out_caption
+    from napari_textsr.training.degradations import named_degradation
+
+    sample = load_sample("photograph")
+    hr = sample.image[:100, :148].astype(np.float32) / 255
+    upscaler = load_model("default", scale=scale)
+
+    def psnr_y(degradation: str, words: str) -> float:
+        lr = degrade_to_uint8(hr, named_degradation(degradation, scale), "cat")
+        sr = upscaler.upscale(lr, held_out_caption(sample.caption, HELD_OUT_PHRASES[words])).image
+        return quality_scores(sr.astype(np.float32) / 255, hr, scale).psnr_y
+
+    return psnr_y
+
+
 def test_degradation_words_pay_at_x2_on_a_photograph():
     """Issue 9's "text pays": the x2 default (on ``textsr-clip-s-words``) on the sample photograph
     (never trained on), the true caption with degradation words in a phrasing training never used.
@@ -113,51 +134,23 @@ def test_degradation_words_pay_at_x2_on_a_photograph():
     +1.50 against +1.01 with "soft and out of focus". README, "Held-out photographs", has the
     34 held-out photographs (+0.91 dB on blur).
     """
-    from napari_textsr.benchmark import degrade_to_uint8
-    from napari_textsr.samples import load_sample
-    from napari_textsr.training.captions import HELD_OUT_PHRASES, held_out_caption
-    from napari_textsr.training.degradations import named_degradation
-
-    sample = load_sample("photograph")
-    hr = sample.image[:100, :148].astype(np.float32) / 255
-    upscaler = load_model("default", scale=2)
-
-    def psnr_y(lr: np.ndarray, words: str) -> float:
-        sr = upscaler.upscale(lr, held_out_caption(sample.caption, HELD_OUT_PHRASES[words])).image
-        return quality_scores(sr.astype(np.float32) / 255, hr, 2).psnr_y
-
-    blurred = degrade_to_uint8(hr, named_degradation("blur", 2), "cat")
-    assert psnr_y(blurred, "blur") > psnr_y(blurred, "clean") + 0.5
-    sharp = degrade_to_uint8(hr, named_degradation("bicubic-aa", 2), "cat")
-    assert psnr_y(sharp, "clean") > psnr_y(sharp, "blur") + 0.3
+    psnr_y = _words_on_the_photograph(2)
+    assert psnr_y("blur", "blur") > psnr_y("blur", "clean") + 0.5
+    assert psnr_y("bicubic-aa", "clean") > psnr_y("bicubic-aa", "blur") + 0.3
 
 
 def test_degradation_words_pay_at_x4_on_a_photograph():
     """The x4 default on ``textsr-clip-s-words``: the words now move it on sharp and JPEG inputs.
 
-    Measured here (sample photograph, never trained on, held-out phrasing): antialiased bicubic,
-    "sharp and clean" 28.26 dB against 27.93 with "soft and out of focus" (+0.33); JPEG quality 60,
-    "blocky and JPEG-compressed" 25.98 against 25.52 with "sharp and clean" (+0.46). The x4
-    default on ``textsr-clip-s-deg`` it replaced gave +0.03 and +0.12. README, "Held-out
-    photographs", has the 34 held-out photographs (+0.31 and +0.22 dB).
+    Measured here (sample photograph, held-out phrasing): antialiased bicubic, "sharp and clean"
+    28.26 dB against 27.93 with "soft and out of focus" (+0.33); JPEG quality 60, "blocky and
+    JPEG-compressed" 25.98 against 25.52 with "sharp and clean" (+0.46). The x4 default on
+    ``textsr-clip-s-deg`` it replaced gave +0.03 and +0.12. README, "Held-out photographs", has
+    the 34 held-out photographs (+0.31 and +0.22 dB).
     """
-    from napari_textsr.benchmark import degrade_to_uint8
-    from napari_textsr.samples import load_sample
-    from napari_textsr.training.captions import HELD_OUT_PHRASES, held_out_caption
-    from napari_textsr.training.degradations import named_degradation
-
-    sample = load_sample("photograph")
-    hr = sample.image[:100, :148].astype(np.float32) / 255
-    upscaler = load_model("default", scale=4)
-
-    def psnr_y(lr: np.ndarray, words: str) -> float:
-        sr = upscaler.upscale(lr, held_out_caption(sample.caption, HELD_OUT_PHRASES[words])).image
-        return quality_scores(sr.astype(np.float32) / 255, hr, 4).psnr_y
-
-    sharp = degrade_to_uint8(hr, named_degradation("bicubic-aa", 4), "cat")
-    assert psnr_y(sharp, "clean") > psnr_y(sharp, "blur") + 0.2
-    compressed = degrade_to_uint8(hr, named_degradation("jpeg", 4), "cat")
-    assert psnr_y(compressed, "jpeg") > psnr_y(compressed, "clean") + 0.3
+    psnr_y = _words_on_the_photograph(4)
+    assert psnr_y("bicubic-aa", "clean") > psnr_y("bicubic-aa", "blur") + 0.2
+    assert psnr_y("jpeg", "jpeg") > psnr_y("jpeg", "clean") + 0.3
 
 
 def test_self_ensemble_adds_psnr_to_the_x8_default_on_a_photograph():
