@@ -844,8 +844,8 @@ def bundled_weights_path(spec: EncoderSpec) -> Path:
         )
         raise ValueError(
             f"no bundled prompt encoder weights named {name!r} in {folder} (this version ships: "
-            f"{', '.join(shipped) or 'none'}); weights an earlier version shipped can be taken from that "
-            f"version and given as a file, '{spec.arch}:/path/to/{name}.safetensors'"
+            f"{', '.join(shipped) or 'none'}); to load a checkpoint made with an encoder an earlier version "
+            f"shipped, copy that version's {name}.safetensors into this folder (docs/training.md)"
         )
     return path
 
