@@ -232,3 +232,82 @@ def test_default_training_degradation_is_the_realistic_family_and_old_runs_keep_
     if shipped.is_dir():
         run = TrainConfig.from_run(shipped)
         assert run.degradation == Degradation(4) and run.captions == CaptionPolicy.content_only()
+
+
+def test_degradation_as_content_is_drawn_at_its_rate_and_worded_as_clean():
+    noisy, clean = Degradation(4, noise_gaussian_sigma=5 / 255), Degradation(4)
+    policy, off = CaptionPolicy(p_degradation_as_content=0.4), CaptionPolicy()
+    content, n = "a red boat", 3000
+    kept = worded = 0
+    for i in range(n):
+        rng, rng_off = np.random.default_rng([3, i]), np.random.default_rng([3, i])
+        drawn = policy.draw_sample(content, noisy, rng)
+        assert (
+            drawn.caption == content
+            or drawn.caption == ""
+            or drawn.degradation_in_target == (not any(w in drawn.caption for w in TRAIN_VOCABULARY["noise"]))
+        )
+        # the choice takes no draws from the sample's generator: runs resume with the same batches
+        assert off.draw(content, noisy, rng_off) is not None and rng.bit_generator.state == rng_off.bit_generator.state
+        if drawn.caption not in ("", content):
+            worded += 1
+            if drawn.degradation_in_target:
+                kept += 1
+                assert any(w in drawn.caption for w in TRAIN_VOCABULARY["clean"]), drawn.caption
+        assert not policy.draw_sample(content, clean, np.random.default_rng([3, i])).degradation_in_target
+    assert abs(worded / n - 0.6) < 0.03 and abs(kept / worded - 0.4) < 0.04, (worded, kept)
+    assert "p_degradation_as_content" not in off.to_dict()  # records made before it are unchanged
+    assert CaptionPolicy.from_dict(policy.to_dict()) == policy
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        CaptionPolicy(p_degradation_as_content=1.5)
+
+
+def test_content_target_keeps_blur_and_noise_and_resizes_back_to_the_lr():
+    hr = _image(5, 64)
+    assert torch.equal(Degradation(4).content_target(hr, Degradation(4)(hr)), hr)  # nothing to keep
+    pipeline = Degradation(4, blur_sigma=1.5, noise_gaussian_sigma=0.03, resize="area")
+    lr = pipeline(hr, generator=torch.Generator().manual_seed(0))
+    target = pipeline.content_target(hr, lr)
+    assert target.shape == hr.shape and 0 <= float(target.min()) and float(target.max()) <= 1
+    resize = pipeline.resize_only()
+    assert resize == Degradation(4, resize="area")
+    # the target is a scene whose plain resize is (nearly) the degraded LR; the true HR's is far from it
+    assert float((resize(target) - lr).abs().mean()) < 0.25 * float((resize(hr) - lr).abs().mean())
+    assert float((target - hr).abs().mean()) > 0.01
+
+
+def test_patch_sampler_keeps_the_degradation_in_the_target_only_where_the_caption_calls_it_clean():
+    arrays = [np.random.default_rng(i).random((64, 64, 3)).astype(np.float32) for i in range(2)]
+    items = captioned_images_from_arrays(arrays, ["a cat", "a dog"])
+    noisy = Degradation(4, noise_gaussian_sigma=0.05)
+    plain = PatchSampler(items, noisy, lr_patch=8, captions=CaptionPolicy()).batch(64, np.random.default_rng(2))
+    kept = PatchSampler(items, noisy, lr_patch=8, captions=CaptionPolicy(p_degradation_as_content=1.0)).batch(
+        64, np.random.default_rng(2)
+    )
+    assert torch.equal(plain.lr, kept.lr)
+    changed = [not torch.equal(a, b) for a, b in zip(plain.hr, kept.hr)]
+    worded = [c not in ("", "a cat", "a dog") for c in kept.captions]
+    assert changed == worded and any(changed) and not all(changed)
+    for caption, other in zip(kept.captions, plain.captions):
+        if caption not in ("", "a cat", "a dog"):
+            assert not any(w in caption for w in TRAIN_VOCABULARY["noise"]), caption
+            assert any(w in other for w in TRAIN_VOCABULARY["noise"]), other
+
+
+def test_degradation_as_content_from_the_cli_is_recorded_and_repeated(tmp_path):
+    from napari_textsr.cli import main
+    from napari_textsr.training.trainer import TrainConfig, equivalent_command
+
+    out = tmp_path / "run"
+    args = ["train", "--data", "synthetic:4:0:64", "--method", "pdn", "--preset", "tiny", "--steps", "1",
+            "--batch-size", "2", "--patch", "8", "--val-every", "1", "--out", str(out), "--threads", "1",
+            "--no-progress", "--degradation-as-content", "0.3"]  # fmt: skip
+    assert main(args) == 0
+    config = TrainConfig.from_run(out)
+    assert config.captions == CaptionPolicy(p_degradation_as_content=0.3)
+    command = equivalent_command(config)
+    assert "--degradation-as-content 0.3" in command and "--caption-rates" not in command
+    resume = ["train", "--out", str(out), "--resume", "--steps", "2", "--threads", "1", "--no-progress"]
+    assert main(resume + ["--caption-rates", "0.45,0.2,0.15,0.2"]) == 0  # the run's forms: its as-content rate stays
+    assert TrainConfig.from_run(out).captions == CaptionPolicy(p_degradation_as_content=0.3)
+    assert main(resume + ["--steps", "3", "--degradation-as-content", "0.5"]) != 0  # another rate: not this run

@@ -122,6 +122,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and empty (caption dropout); default 0.45,0.2,0.15,0.2; 0,1,0,0 trains on content captions only",
     )
     a(
+        "--degradation-as-content",
+        type=float,
+        default=None,
+        metavar="P",
+        help="of the samples whose caption puts blur, noise or JPEG into words, the fraction captioned 'sharp/clean' "
+        "instead with that blur and noise kept in the target, so the words decide whether grain and softness are "
+        "removed or kept as detail (default 0)",
+    )
+    a(
         "--init-transfer",
         action="store_true",
         help="with --init: start from a checkpoint of another scale, taking every tensor that fits (the backbone)",
@@ -356,11 +365,24 @@ def build_config(args: argparse.Namespace):
     if args.init_transfer:
         values["init_transfer"] = True
     if args.caption_rates:
+        previous = values.get("captions")
         values["captions"] = _parse_caption_rates(args.caption_rates)
+        if previous is not None:  # a resumed run keeps its as-content rate unless told otherwise
+            as_content = (previous if isinstance(previous, dict) else previous.to_dict()).get(
+                "p_degradation_as_content"
+            )
+            values["captions"].p_degradation_as_content = float(as_content or 0.0)
     elif isinstance(values.get("captions"), dict):
         from napari_textsr.training.captions import CaptionPolicy
 
         values["captions"] = CaptionPolicy.from_dict(values["captions"])
+    if args.degradation_as_content is not None:
+        from dataclasses import replace
+
+        from napari_textsr.training.captions import CaptionPolicy
+
+        policy = values.get("captions") or CaptionPolicy()
+        values["captions"] = replace(policy, p_degradation_as_content=args.degradation_as_content)
     values["resume"] = bool(args.resume)
     values["out_dir"] = out
 

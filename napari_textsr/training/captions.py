@@ -11,6 +11,15 @@ the empty caption (caption dropout, as in classifier-free guidance: Ho &
 Salimans 2022), so the empty caption is a true unconditional prompt and no
 caption damages an image.
 
+With rate ``p_degradation_as_content`` a sample whose degradation would be put
+into words (blur, noise, JPEG) is instead captioned as clean and its target
+keeps the degradation (:meth:`~napari_textsr.training.degradations.Degradation.content_target`):
+the blur and noise are then part of the scene. So the words, not only the
+pixels, decide whether grain and softness are removed ("grainy", "out of
+focus") or kept as detail ("sharp", "clean"), as a noise-level input does in
+FFDNet (Zhang et al. 2018). The empty caption and the content caption alone
+still always train on the true target.
+
 :data:`TRAIN_VOCABULARY` lists the words training uses for each property of a
 degradation (:func:`degradation_properties`); :data:`HELD_OUT_TEMPLATE` and
 :data:`HELD_OUT_PHRASES` are phrasings training never uses, for evaluating
@@ -29,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "CaptionPolicy",
+    "CaptionDraw",
     "TRAIN_VOCABULARY",
     "TRAIN_TEMPLATES",
     "DEGRADATION_ONLY_TEMPLATES",
@@ -75,30 +85,58 @@ HELD_OUT_PHRASES: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class CaptionDraw:
+    """One sample's caption, and whether its target keeps the degradation.
+
+    degradation_in_target: True when the caption calls the degradation's blur,
+    noise and JPEG part of the scene ("sharp", "clean"); the sample's HR target
+    is then :meth:`~napari_textsr.training.degradations.Degradation.content_target`.
+    """
+
+    caption: str
+    degradation_in_target: bool = False
+
+
+# The four caption forms (they sum to 1); p_degradation_as_content is a rate within the worded forms.
+_FORM_RATES = ("p_content_and_degradation", "p_content", "p_degradation", "p_empty")
+
+
 @dataclass
 class CaptionPolicy:
-    """Rates at which a training sample's caption takes each form (they must sum to 1).
+    """Rates at which a training sample's caption takes each form (the four forms sum to 1).
 
     p_content_and_degradation: content caption joined with degradation words.
     p_content: content caption alone.
     p_degradation: degradation words alone.
     p_empty: the empty caption (caption dropout).
-    Raises ValueError for rates outside [0, 1] or not summing to 1.
+    p_degradation_as_content: of the samples with degradation words whose
+        degradation has blur, noise or JPEG worth saying, the fraction captioned
+        as clean with that degradation kept in the target (see the module
+        docstring); 0 (the default) never does.
+    Raises ValueError for rates outside [0, 1] or forms not summing to 1.
     """
 
     p_content_and_degradation: float = 0.45
     p_content: float = 0.2
     p_degradation: float = 0.15
     p_empty: float = 0.2
+    p_degradation_as_content: float = 0.0
 
     def __post_init__(self) -> None:
         rates = [float(getattr(self, f.name)) for f in fields(self)]
         if any(not 0.0 <= r <= 1.0 for r in rates):
             raise ValueError(f"caption rates must be in [0, 1], got {rates}")
-        if abs(sum(rates) - 1.0) > 1e-6:
-            raise ValueError(f"caption rates must sum to 1, got {sum(rates):.4f} ({rates})")
+        forms = [float(getattr(self, name)) for name in _FORM_RATES]
+        if abs(sum(forms) - 1.0) > 1e-6:
+            raise ValueError(f"caption rates must sum to 1, got {sum(forms):.4f} ({forms})")
         for f, r in zip(fields(self), rates):
             setattr(self, f.name, r)
+
+    @property
+    def form_rates(self) -> tuple[float, float, float, float]:
+        """The four form rates in the order of ``--caption-rates`` (FULL, CONTENT, WORDS, EMPTY)."""
+        return tuple(float(getattr(self, name)) for name in _FORM_RATES)  # type: ignore[return-value]
 
     @classmethod
     def content_only(cls) -> "CaptionPolicy":
@@ -110,26 +148,42 @@ class CaptionPolicy:
         return self.p_content < 1.0
 
     def draw(self, content: str, degradation: "Degradation", rng: np.random.Generator) -> str:
-        """The caption of one sample; consumes draws from ``rng`` only when ``uses_randomness``."""
+        """The caption of one sample (see :meth:`draw_sample`)."""
+        return self.draw_sample(content, degradation, rng).caption
+
+    def draw_sample(self, content: str, degradation: "Degradation", rng: np.random.Generator) -> CaptionDraw:
+        """The caption of one sample and whether its target keeps the degradation.
+
+        Consumes draws from ``rng`` only when ``uses_randomness``, and the same
+        number whatever ``p_degradation_as_content`` is (that choice and the
+        words come from a generator seeded by one draw), so runs resume exactly.
+        """
         if not self.uses_randomness:
-            return content
+            return CaptionDraw(content)
         u, template_u, words_seed = rng.random(), rng.random(), int(rng.integers(2**31))
         words_rng = np.random.default_rng(words_seed)
         edges = np.cumsum([self.p_content_and_degradation, self.p_content, self.p_degradation])
-        if u < edges[0] and content:
-            phrase = describe_degradation(degradation, words_rng)
-            return compose_caption(content, phrase, TRAIN_TEMPLATES[int(template_u * len(TRAIN_TEMPLATES))])
-        if u < edges[1] or (u < edges[0] and not content):
-            return content
-        if u < edges[2]:
-            phrase = describe_degradation(degradation, words_rng)
-            return DEGRADATION_ONLY_TEMPLATES[int(template_u * len(DEGRADATION_ONLY_TEMPLATES))].format(
-                degradation=phrase
-            )
-        return ""
+        worded = (u < edges[0] and content) or (edges[1] <= u < edges[2])
+        if not worded:
+            return CaptionDraw(content if u < edges[2] else "")
+        as_content = (
+            self.p_degradation_as_content > 0
+            and _has_removable_words(degradation)
+            and words_rng.random() < self.p_degradation_as_content
+        )
+        phrase = describe_degradation(degradation.resize_only() if as_content else degradation, words_rng)
+        if u < edges[0]:
+            caption = compose_caption(content, phrase, TRAIN_TEMPLATES[int(template_u * len(TRAIN_TEMPLATES))])
+        else:
+            template = DEGRADATION_ONLY_TEMPLATES[int(template_u * len(DEGRADATION_ONLY_TEMPLATES))]
+            caption = template.format(degradation=phrase)
+        return CaptionDraw(caption, degradation_in_target=bool(as_content))
 
     def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+        values = asdict(self)
+        if not values["p_degradation_as_content"]:  # records made before it existed stay as they were
+            del values["p_degradation_as_content"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "CaptionPolicy":
@@ -163,6 +217,11 @@ def degradation_properties(degradation: "Degradation") -> list[str]:
     elif degradation.scale > 1 and degradation.resize in ("bicubic", "bilinear"):
         props.append("aliased")
     return props
+
+
+def _has_removable_words(degradation: "Degradation") -> bool:
+    """Blur, noise or JPEG worth saying: what a sample may call part of the scene instead."""
+    return any(p in ("blur", "noise", "jpeg") for p in degradation_properties(degradation))
 
 
 def _join(words: list[str]) -> str:

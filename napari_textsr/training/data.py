@@ -329,7 +329,8 @@ class PatchSampler:
     and the item allows it, and one content caption drawn from the item's
     captions, turned into the sample's caption by ``captions`` (a
     :class:`~napari_textsr.training.captions.CaptionPolicy`: degradation
-    words, caption dropout; default: the content caption alone). All
+    words, caption dropout, degradation kept in the target when the caption
+    calls it content; default: the content caption alone). All
     randomness comes from the ``rng`` passed to :meth:`batch` (noise via a
     torch generator seeded from it), so a seeded rng gives the same batch.
 
@@ -393,17 +394,20 @@ class PatchSampler:
             # A fixed pipeline and the content-only policy draw nothing, so runs
             # made before the family existed resume with the same batches.
             degradation = self.degradation.draw(rng)
-            caption = self.captions.draw(caption, degradation, rng)
+            drawn = self.captions.draw_sample(caption, degradation, rng)
             y0, y1 = max(ly - m, 0), min(ly + p + m, lh)
             x0, x1 = max(lx - m, 0), min(lx + p + m, lw)
             region = _to_tensor(item.image[y0 * s : y1 * s, x0 * s : x1 * s])
-            lr = degradation(region, generator=generator)[..., ly - y0 : ly - y0 + p, lx - x0 : lx - x0 + p]
+            lr_region = degradation(region, generator=generator)
+            if drawn.degradation_in_target:  # the caption calls the blur and noise part of the scene
+                region = degradation.content_target(region, lr_region)
+            lr = lr_region[..., ly - y0 : ly - y0 + p, lx - x0 : lx - x0 + p]
             hr = region[..., (ly - y0) * s : (ly - y0 + p) * s, (lx - x0) * s : (lx - x0 + p) * s]
             if self.augment and item.augment and k:
                 lr, hr = _dihedral(lr, k), _dihedral(hr, k)
             lrs.append(lr)
             hrs.append(hr)
-            captions.append(caption)
+            captions.append(drawn.caption)
             names.append(item.name)
         return TrainingBatch(
             lr=torch.cat(lrs).contiguous().float(),

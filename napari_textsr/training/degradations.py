@@ -208,6 +208,27 @@ class Degradation:
             x = _jpeg(x, self.jpeg_quality)
         return x
 
+    def resize_only(self) -> "Degradation":
+        """This pipeline's resize alone (no blur, noise or JPEG)."""
+        return Degradation(scale=self.scale, resize=self.resize)
+
+    def content_target(self, hr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        """The HR image of a scene in which this pipeline's blur, noise and JPEG are content, not degradation.
+
+        hr float (B, C, H, W) in [0, 1]; lr (B, C, H/s, W/s): this pipeline's
+        output for ``hr``. Returns (B, C, H, W) in [0, 1]: the blurred HR plus
+        the LR's noise and JPEG residue (``lr`` minus the resize of the blurred
+        HR) up-sampled bicubically. Its resize is ``lr`` up to that residue's
+        round trip, so a model told the image is clean learns to keep grain
+        and softness as detail (see
+        :class:`~napari_textsr.training.captions.CaptionPolicy`).
+        """
+        blurred = gaussian_blur(hr.float(), self.blur_sigma, self.blur_sigma_minor, self.blur_angle)
+        residue = lr.float() - self.resize_only()(blurred)
+        if self.scale > 1:
+            residue = F.interpolate(residue, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return (blurred + residue).clamp(0.0, 1.0)
+
     @property
     def noisy(self) -> bool:
         return self.noise_poisson_peak is not None or self.noise_gaussian_sigma > 0

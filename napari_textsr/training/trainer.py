@@ -221,8 +221,10 @@ def equivalent_command(config: TrainConfig, data_note: str | None = None) -> str
     args += degradation_arguments(c.degradation)
     from napari_textsr.training.captions import CaptionPolicy
 
-    if c.captions != CaptionPolicy():
-        args += ["--caption-rates", ",".join(repr(v) for v in c.captions.to_dict().values())]
+    if c.captions.form_rates != CaptionPolicy().form_rates:
+        args += ["--caption-rates", ",".join(repr(v) for v in c.captions.form_rates)]
+    if c.captions.p_degradation_as_content:
+        args += ["--degradation-as-content", repr(c.captions.p_degradation_as_content)]
     if c.init_transfer:
         args += ["--init-transfer"]
     defaults = default_loss_weights(c.method).to_dict()
