@@ -1,7 +1,7 @@
 """How far apart a prompt encoder puts the degradation words, after real content captions.
 
     python benchmarks/bench_degradation_words.py --data ../shared/data/train/bsd200 \
-        --encoder textsr-clip-s:bundled:textsr-clip-s --encoder textsr-clip-s:bundled:textsr-clip-s-words
+        --encoder textsr-clip-s:bundled:textsr-clip-s --encoder textsr-clip-s:bundled:textsr-clip-s-words2
 
 (``--encoder ARCH:FILE`` scores any other weights file, e.g. an encoder an
 earlier version shipped, taken from git history.)
