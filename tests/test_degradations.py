@@ -311,3 +311,14 @@ def test_degradation_as_content_from_the_cli_is_recorded_and_repeated(tmp_path):
     assert main(resume + ["--caption-rates", "0.45,0.2,0.15,0.2"]) == 0  # the run's forms: its as-content rate stays
     assert TrainConfig.from_run(out).captions == CaptionPolicy(p_degradation_as_content=0.3)
     assert main(resume + ["--steps", "3", "--degradation-as-content", "0.5"]) != 0  # another rate: not this run
+
+
+def test_the_word_tables_in_the_docs_list_the_training_vocabulary():
+    """README and docs/training.md copy TRAIN_VOCABULARY into tables: each row must match it."""
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    for doc in (root / "README.md", root / "docs" / "training.md"):
+        rows = [line for line in doc.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
+        for words in TRAIN_VOCABULARY.values():
+            assert any(line.rstrip(" |").endswith(" | " + ", ".join(words)) for line in rows), (doc.name, words)
