@@ -112,6 +112,37 @@ class BenchReport:
             "images": [dataclasses.asdict(i) for i in self.images],
         }
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "BenchReport":
+        """The report :meth:`to_dict` wrote (``textsr bench --json``); the summary is recomputed from the images.
+
+        Raises:
+            KeyError: ``values`` lacks a field of :meth:`to_dict`'s output.
+        """
+        images = [
+            ImageResult(
+                **{
+                    **{k: v for k, v in image.items() if k != "variants"},
+                    "lr_shape": tuple(image["lr_shape"]),
+                    "variants": {
+                        name: VariantResult(QualityScores(**variant["scores"]), variant["text_image_similarity"])
+                        for name, variant in image["variants"].items()
+                    },
+                }
+            )
+            for image in values["images"]
+        ]
+        return cls(
+            model=values["model"],
+            dataset=values["dataset"],
+            scale=values["scale"],
+            images=images,
+            degradation=values["degradation"],
+            machine=values["machine"],
+            date=values["date"],
+            command=values["command"],
+        )
+
     def markdown(self) -> str:
         """The summary as a Markdown table (what README shows)."""
         summary = self.summary()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +119,44 @@ def test_bench_degradations_right_and_wrong_words_and_worst_image(scenes):
     assert table.count("\n") == 3 and "| jpeg | 3 |" in table and "| box | 3 |" in table
     with pytest.raises(ValueError, match="choose from"):
         run_benchmark(upscaler, scenes, dataset="synthetic", degradation="smudge")
+
+
+def test_table_from_a_saved_report_round_trips(scenes, tmp_path, capsys):
+    """`textsr bench --table REPORT.json` prints the same pooled table the run printed."""
+    from napari_textsr.benchmark import BenchReport, degradation_table
+
+    upscaler = load_model("random:pdn:2:tiny")
+    reports = [run_benchmark(upscaler, scenes, dataset="synthetic", degradation=d) for d in ("noise", "bicubic")]
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps([r.to_dict() for r in reports]))
+    again = [BenchReport.from_dict(r) for r in json.loads(path.read_text())]
+    assert again[0].images[0].lr_shape == reports[0].images[0].lr_shape
+    assert again[1].worst_gain() == reports[1].worst_gain()
+    assert main(["bench", "--table", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert degradation_table(reports) in out and "| noise | 3 |" in out
+    assert main(["bench"]) == 1  # neither --model nor --table
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize(
+    "report", sorted(p.name for p in RESULTS.glob("bench-pdn-x*-real*.json")), ids=lambda name: name[:-5]
+)
+def test_readme_held_out_tables_are_the_committed_reports(report):
+    """Every held-out PDN table in README.md is what `textsr bench --table` prints from the report it names."""
+    from napari_textsr.benchmark import BenchReport, degradation_table
+
+    readme = README.read_text(encoding="utf-8")
+    assert f"docs/results/{report}" in readme
+    table = degradation_table([BenchReport.from_dict(r) for r in json.loads((RESULTS / report).read_text())])
+    assert table in readme
+
+
+def test_every_report_readme_names_exists():
+    import re
+
+    named = set(re.findall(r"docs/results/[\w./-]+\.json", README.read_text(encoding="utf-8")))
+    assert named and not [n for n in named if not (README.parent / n).exists()]

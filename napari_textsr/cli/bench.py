@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--synthetic-seed", type=int, default=90210)
     parser.add_argument("--synthetic-size", type=int, default=256)
-    parser.add_argument("--model", required=True, metavar="SPEC", help="checkpoint path, bundled name or 'default'")
+    parser.add_argument("--model", metavar="SPEC", help="checkpoint path, bundled name or 'default'")
     parser.add_argument("--scale", type=int, default=None, help="with --model default: which scale")
     parser.add_argument("--caption-index", type=int, default=0, help="which caption of each image (0: short)")
     parser.add_argument(
@@ -69,9 +69,31 @@ def register(subparsers) -> None:
         help="no float16 autocast on a GPU, so the numbers match a CPU's (default: float16 on GPUs)",
     )
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
+    parser.add_argument(
+        "--table",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="run nothing: print the pooled per-degradation table of an earlier run's --json report (README's "
+        "tables are printed this way from the reports in docs/results/)",
+    )
     add_self_ensemble_option(parser)
     add_threads_option(parser)
     parser.set_defaults(func=run)
+
+
+def print_table(path: Path) -> int:
+    """Print the pooled per-degradation PSNR-Y table of a saved ``--json`` report."""
+    from napari_textsr.benchmark import BenchReport, degradation_table
+
+    reports = [BenchReport.from_dict(r) for r in json.loads(path.read_text(encoding="utf-8"))]
+    if not reports:
+        raise ValueError(f"{path} holds no bench report")
+    first = reports[0]
+    print(f"x{first.scale}, all datasets pooled, PSNR-Y (dB):")
+    print(degradation_table(reports))
+    print(f"model: {first.model.get('name')}; machine: {first.machine}; date: {first.date}; command: {first.command}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
     from napari_textsr.inference import load_model
     from napari_textsr.training.degradations import NAMED_DEGRADATIONS
 
+    if args.table is not None:
+        return print_table(args.table)
+    if args.model is None:
+        raise ValueError("give --model SPEC (or --table JSON to print an earlier run's table)")
     if not args.data and not args.synthetic:
         raise ValueError("nothing to score: give --data DIR and/or --synthetic N")
     names = args.degradation or ["bicubic-aa"]
