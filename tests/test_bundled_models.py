@@ -140,17 +140,19 @@ def test_degradation_words_pay_at_x2_on_a_photograph():
 
 
 def test_degradation_words_pay_at_x4_on_a_photograph():
-    """The x4 default on ``textsr-clip-s-words2``: the words move it on sharp and JPEG inputs.
+    """The x4 default (``textsr-clip-s-words2``, ``--degradation-as-content 0.5``): the words move it.
 
     Measured here (sample photograph, held-out phrasing): antialiased bicubic, "sharp and clean"
-    28.33 dB against 27.96 with "soft and out of focus" (+0.37); JPEG quality 60, "blocky and
-    JPEG-compressed" 26.02 against 25.47 with "sharp and clean" (+0.55). The x4 default on
-    ``textsr-clip-s-deg`` (bundled until 1 Dec 2026) gave +0.03 and +0.12. README, "Held-out
-    photographs", has the 34 held-out photographs.
+    28.48 dB against 28.20 with "soft and out of focus" (+0.28); JPEG quality 60, "blocky and
+    JPEG-compressed" 26.04 against 25.86 with "sharp and clean" (+0.18). The x4 before it (no
+    ``--degradation-as-content``, until 1 Dec 2026) gave 28.33 / 27.96 and 26.02 / 25.47: the new
+    one needs the JPEG words less because it removes more of the blocking without them. README,
+    "Held-out photographs", has the 34 held-out photographs.
     """
     psnr_y = _words_on_the_photograph(4)
-    assert psnr_y("bicubic-aa", "clean") > psnr_y("bicubic-aa", "blur") + 0.2
-    assert psnr_y("jpeg", "jpeg") > psnr_y("jpeg", "clean") + 0.3
+    assert psnr_y("bicubic-aa", "clean") > psnr_y("bicubic-aa", "blur") + 0.15
+    assert psnr_y("jpeg", "jpeg") > psnr_y("jpeg", "clean") + 0.1
+    assert psnr_y("jpeg", "clean") > 25.7  # the x4 before: 25.47
 
 
 def test_self_ensemble_adds_psnr_to_the_x8_default_on_a_photograph():
