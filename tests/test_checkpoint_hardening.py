@@ -232,6 +232,7 @@ _SIZES = [
     ("encoder", "embed_dim"),
 ]
 _FREE = ("degradation", "extra")  # free-form notes under training: any JSON value is valid there
+_NULLABLE = {("training",)}  # null is valid there: a model saved without training
 
 
 def _typed_paths(meta, prefix=()):
@@ -245,9 +246,9 @@ def _typed_paths(meta, prefix=()):
             yield from _typed_paths(value, path)
 
 
-def _other_type(value, rng):
+def _other_type(value, rng, nullable=False):
     """A value of a JSON type the field does not accept (an int is accepted where a number is)."""
-    candidates = [None, True, "text", [1, 2], {"k": 1}, 3, 2.5, -(10**30), "x" * 70_000]
+    candidates = [True, "text", [1, 2], {"k": 1}, 3, 2.5, -(10**30), "x" * 70_000] + ([] if nullable else [None])
     if isinstance(value, bool):
         candidates = [c for c in candidates if not isinstance(c, bool)]
     elif isinstance(value, float):
@@ -278,7 +279,7 @@ def _mutations(meta: dict, rng: random.Random, n: int):
         if kind == "type":
             path, value = rng.choice(typed)
             parent, key = _get(m, path)
-            parent[key] = _other_type(value, rng)
+            parent[key] = _other_type(value, rng, nullable=path in _NULLABLE)
         elif kind == "delete":
             path = rng.choice(_REQUIRED)
             parent, key = _get(m, path)
