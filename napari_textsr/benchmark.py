@@ -117,31 +117,40 @@ class BenchReport:
         """The report :meth:`to_dict` wrote (``textsr bench --json``); the summary is recomputed from the images.
 
         Raises:
-            KeyError: ``values`` lacks a field of :meth:`to_dict`'s output.
+            ValueError: ``values`` is not such a report, or one written before the right/wrong-words
+                variants existed (it lacks fields this version scores).
         """
-        images = [
-            ImageResult(
-                **{
-                    **{k: v for k, v in image.items() if k != "variants"},
-                    "lr_shape": tuple(image["lr_shape"]),
-                    "variants": {
-                        name: VariantResult(QualityScores(**variant["scores"]), variant["text_image_similarity"])
-                        for name, variant in image["variants"].items()
-                    },
-                }
+        try:
+            images = [
+                ImageResult(
+                    **{
+                        **{k: v for k, v in image.items() if k != "variants"},
+                        "lr_shape": tuple(image["lr_shape"]),
+                        "variants": {
+                            name: VariantResult(QualityScores(**variant["scores"]), variant["text_image_similarity"])
+                            for name, variant in image["variants"].items()
+                        },
+                    }
+                )
+                for image in values["images"]
+            ]
+            missing = [v for image in images for v in VARIANTS if v not in image.variants]
+            if missing:
+                raise KeyError(f"variant {missing[0]}")
+            return cls(
+                model=values["model"],
+                dataset=values["dataset"],
+                scale=values["scale"],
+                images=images,
+                degradation=values["degradation"],
+                machine=values["machine"],
+                date=values["date"],
+                command=values["command"],
             )
-            for image in values["images"]
-        ]
-        return cls(
-            model=values["model"],
-            dataset=values["dataset"],
-            scale=values["scale"],
-            images=images,
-            degradation=values["degradation"],
-            machine=values["machine"],
-            date=values["date"],
-            command=values["command"],
-        )
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(
+                f"not a bench report of this version (an older `textsr bench --json` lacks fields): {error}"
+            ) from error
 
     def markdown(self) -> str:
         """The summary as a Markdown table (what README shows)."""

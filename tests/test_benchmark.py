@@ -136,6 +136,12 @@ def test_table_from_a_saved_report_round_trips(scenes, tmp_path, capsys):
     out = capsys.readouterr().out
     assert degradation_table(reports) in out and "| noise | 3 |" in out
     assert main(["bench"]) == 1  # neither --model nor --table
+    old = [r.to_dict() for r in reports]
+    for image in old[0]["images"]:  # a report from before the right/wrong-words variants
+        del image["right_words"], image["variants"]["right_words"]
+    path.write_text(json.dumps(old))
+    assert main(["bench", "--table", str(path)]) == 1
+    assert "not a bench report of this version" in capsys.readouterr().err
 
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
