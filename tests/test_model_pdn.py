@@ -53,3 +53,30 @@ def test_presets_and_scales():
         create_model("pdn", preset="huge")
     with pytest.raises(ValueError, match="scale must be one of"):
         create_model("pdn", scale=3)
+
+
+def test_a_deepened_pdn_computes_the_same_and_its_new_blocks_learn(tiny_encoder):
+    """Net2Net-style growth: appended blocks start as the identity, but their gradients are not zero."""
+    torch.manual_seed(0)
+    model = create_model("pdn", scale=4, preset="tiny", prompt_dim=32)
+    model.set_kernel_temperature(34.0 / 3)
+    for dcm in model.dcms:  # a trained model's kernel banks are not near zero
+        torch.nn.init.normal_(dcm.weight, std=0.3)
+    grown = model.deepened(5)
+    assert grown.config.n_blocks == 5 and len(grown.blocks) == len(grown.dcms) == 5 and model.config.n_blocks == 2
+    assert all(float(d.temperature) == pytest.approx(34.0 / 3) for d in grown.dcms)
+    prompt = tiny_encoder.encode(["nuclei", "green filaments along the membrane"])
+    lr = torch.rand(2, 3, 9, 11)
+    with torch.no_grad():
+        before, after = model(lr, prompt), grown(lr, prompt)
+    assert torch.equal(before.image, after.image)
+    assert (after.image - before.image).abs().max() == 0 and list(after.attention)[-1] == "DCM 5"
+    grown(lr, prompt).image.square().mean().backward()
+    for i in (2, 3, 4):
+        assert grown.blocks[i].body[2].weight.grad.abs().sum() > 0
+        assert grown.dcms[i].weight.grad.abs().sum() > 0
+    assert grown.tiling_info().receptive_field > model.tiling_info().receptive_field
+    with pytest.raises(ValueError, match="more than its 2 blocks"):
+        model.deepened(2)
+    with pytest.raises(ValueError, match="EDSR-backbone"):
+        create_model("pdn", scale=2, preset="rcan-tiny", prompt_dim=32).deepened(9)

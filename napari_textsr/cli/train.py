@@ -165,7 +165,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DECAY",
         type=float,
     )
-    a("--model-option", default=None, metavar="NAME=VALUE,...", help="model config overrides, e.g. text_fusion=false")
+    a(
+        "--model-option",
+        default=None,
+        metavar="NAME=VALUE,...",
+        help="model config overrides of a new model, e.g. text_fusion=false; with --init, n_blocks=N grows "
+        "a PDN to N blocks that start as the identity (the same output at step 0)",
+    )
     setting("--name", "name", "name stored in the checkpoint", note=None)
     setting("--seed", "seed", "seed of the batches and the model's initialisation", type=int)
     setting(

@@ -10,6 +10,7 @@ kernels by prompt-dependent weights.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -196,6 +197,43 @@ class PDN(TextSRModel):
         self.body_tail = conv3x3(c, c)
         self.upsampler = PixelShuffleUpsampler(c, config.scale)
         self.out_conv = conv3x3(c, config.in_channels)
+
+    def deepened(self, n_blocks: int) -> "PDN":
+        """A copy with ``n_blocks`` EDSR blocks that computes exactly what this model computes.
+
+        The blocks (and their DCMs) beyond this model's are appended after its
+        last one and start as the identity: the second convolution of each new
+        residual block and the kernel bank of each new DCM are zero, so the
+        output is unchanged at the start of fine-tuning, and their gradients are
+        not zero, so the new depth learns (the function-preserving growth of
+        Chen et al., "Net2Net", ICLR 2016, deeper case). The first convolution
+        of each new block is drawn from the global torch generator (seed it for
+        a repeatable start). Old DCMs' annealed temperature carries over.
+
+        Raises:
+            ValueError: the backbone is not EDSR, or ``n_blocks`` is not larger
+                than this model's.
+        """
+        config: PDNConfig = self.config  # type: ignore[assignment]
+        if config.backbone != "edsr":
+            raise ValueError(f"only an EDSR-backbone PDN can be deepened, this one is {config.backbone!r}")
+        if n_blocks <= config.n_blocks:
+            raise ValueError(f"a deeper PDN needs more than its {config.n_blocks} blocks, got n_blocks={n_blocks}")
+        grown = PDN(dataclasses.replace(config, n_blocks=n_blocks))
+        missing, unexpected = grown.load_state_dict(self.state_dict(), strict=False)
+        if unexpected or any(not key.startswith(("blocks.", "dcms.")) for key in missing):  # pragma: no cover
+            raise RuntimeError(f"deepening PDN: unexpected {unexpected}, missing {missing}")
+        with torch.no_grad():
+            for i in range(config.n_blocks, n_blocks):
+                last_conv = grown.blocks[i].body[2]
+                last_conv.weight.zero_()
+                last_conv.bias.zero_()
+                if config.text_fusion:
+                    dcm = grown.dcms[i]
+                    dcm.weight.zero_()
+                    dcm.bias.zero_()
+                    dcm.get_buffer("temperature").copy_(self.dcms[config.n_blocks - 1].get_buffer("temperature"))
+        return grown
 
     def set_kernel_temperature(self, value: float) -> None:
         """Anneal the softmax temperature of every DCM's kernel attention."""

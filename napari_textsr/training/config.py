@@ -69,7 +69,9 @@ class TrainConfig:
     scaling), off elsewhere. Validation uses at most ``val_max_images``
     held-out images, centre-cropped to ``val_crop`` HR pixels, so it stays
     quick on a CPU. ``model_overrides`` set model config fields of a new model
-    (e.g. ``text_fusion=False`` for the text-free baseline). ``command``: the
+    (e.g. ``text_fusion=False`` for the text-free baseline); with ``init``
+    the one override taken is ``n_blocks`` of a PDN, which grows it by blocks
+    that start as the identity (:meth:`napari_textsr.models.pdn.PDN.deepened`). ``command``: the
     command line to record (the CLI passes ``sys.argv``); ``None`` records an
     equivalent ``textsr train`` command rebuilt from this config.
     ``ema_decay``: keep an exponential moving average of the weights,

@@ -756,7 +756,7 @@ class Trainer:
             if config.init_transfer:
                 return self._transfer(model, encoder, messages)
             if config.model_overrides:
-                messages.append("model options are ignored when fine-tuning: the architecture comes from --init")
+                return self._deepen(model, messages)
             messages.append(f"fine-tuning {config.init.name} ({init_meta.method} x{init_meta.scale})")
             return model
         # A new model's initialisation comes from the seed (same config, same start).
@@ -765,6 +765,34 @@ class Trainer:
             return create_model(
                 config.method, config.scale, config.preset, prompt_dim=encoder.embed_dim, **config.model_overrides
             )
+
+    def _deepen(self, model: TextSRModel, messages: list[str]) -> TextSRModel:
+        """The --init model grown to ``--model-option n_blocks=N`` (PDN, EDSR backbone), computing what it computed.
+
+        New blocks start as the identity (:meth:`~napari_textsr.models.pdn.PDN.deepened`);
+        their first convolutions are drawn from the run's seed. Raises ValueError
+        for any other model option: the rest of the architecture comes from --init.
+        """
+        config = self.config
+        overrides = dict(config.model_overrides)
+        n_blocks = overrides.pop("n_blocks", None)
+        deepen = getattr(model, "deepened", None)
+        if overrides or n_blocks is None or deepen is None:
+            raise ValueError(
+                "when fine-tuning, the architecture comes from --init; the one model option it takes is "
+                f"n_blocks (a deeper PDN), got --model-option {config.model_overrides}"
+            )
+        before = model.config.n_blocks  # type: ignore[attr-defined]
+        if int(n_blocks) == before:
+            return model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            grown = deepen(int(n_blocks))
+        messages.append(
+            f"deepened {config.init.name if config.init else 'the model'} from {before} to {n_blocks} blocks; "
+            "the new blocks start as the identity, so the output is unchanged at step 0"
+        )
+        return grown
 
     def _switch_encoder(self, init_meta, encoder: PromptEncoder, messages: list[str]) -> TextSRModel:
         """The --init model, to be fine-tuned against another prompt encoder than the one it was trained with.
