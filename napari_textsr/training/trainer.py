@@ -756,7 +756,7 @@ class Trainer:
             if config.init_transfer:
                 return self._transfer(model, encoder, messages)
             if config.model_overrides:
-                return self._deepen(model, messages)
+                model = self._deepen(model, messages)
             messages.append(f"fine-tuning {config.init.name} ({init_meta.method} x{init_meta.scale})")
             return model
         # A new model's initialisation comes from the seed (same config, same start).
