@@ -225,14 +225,13 @@ class PDN(TextSRModel):
             raise RuntimeError(f"deepening PDN: unexpected {unexpected}, missing {missing}")
         with torch.no_grad():
             for i in range(config.n_blocks, n_blocks):
-                last_conv = grown.blocks[i].body[2]
-                last_conv.weight.zero_()
-                last_conv.bias.zero_()
+                for param in grown.get_submodule(f"blocks.{i}.body.2").parameters():  # the block's last conv
+                    param.zero_()
                 if config.text_fusion:
-                    dcm = grown.dcms[i]
-                    dcm.weight.zero_()
-                    dcm.bias.zero_()
-                    dcm.get_buffer("temperature").copy_(self.dcms[config.n_blocks - 1].get_buffer("temperature"))
+                    grown.get_parameter(f"dcms.{i}.weight").zero_()
+                    grown.get_parameter(f"dcms.{i}.bias").zero_()
+                    annealed = self.get_buffer(f"dcms.{config.n_blocks - 1}.temperature")
+                    grown.get_buffer(f"dcms.{i}.temperature").copy_(annealed)
         return grown
 
     def set_kernel_temperature(self, value: float) -> None:
