@@ -67,3 +67,20 @@ def test_gui_stack_sampler_reads_a_thread_from_faulthandler_without_holding_fram
     assert stack[-1][2] == "innermost_function_here" and stack[-1][0] == __file__
     assert stack[-2][2] == "test_gui_stack_sampler_reads_a_thread_from_faulthandler_without_holding_frames"
     assert bench.thread_stack(text, 12345) == []  # a thread that is not there
+
+
+def test_caption_sweep_scores_each_template_against_bicubic_and_the_first_output():
+    from napari_textsr.inference import load_model
+    from napari_textsr.synthetic import synthetic_dataset
+
+    bench = _load("bench_caption_sweep")
+    upscaler = load_model("random:pdn:2:tiny")
+    scenes = synthetic_dataset(2, seed=4, size=48)
+    scores = bench.sweep(upscaler, scenes, "noise", ["{c}", "{c}", "", "{c}, noisy"])
+    assert [s.template for s in scores] == ["{c}", "{c}", "", "{c}, noisy"]
+    assert scores[0].moved == 0.0 and scores[1].moved == 0.0  # the same caption: the same output
+    assert scores[1].gain_db == scores[0].gain_db
+    assert scores[2].moved > 0.0 and scores[3].moved > 0.0  # another caption moves a text-conditioned model
+    assert all(-20.0 < s.gain_db < 20.0 for s in scores)
+    with pytest.raises(ValueError, match="at least one caption template"):
+        bench.sweep(upscaler, scenes, "noise", [])
