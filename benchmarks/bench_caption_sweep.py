@@ -85,7 +85,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     upscaler = load_model(args.model, scale=args.scale)
-    _, held_out = split_train_val(load_captioned_folder(args.data), 0.1, seed=0)
+    _, held_out = split_train_val(load_captioned_folder(args.data))  # textsr bench's and training's split
     held_out = held_out[: args.limit]
     print(
         f"{upscaler.description.name} x{upscaler.scale}, {args.degradation}, {len(held_out)} held-out images: "
