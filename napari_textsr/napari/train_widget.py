@@ -90,7 +90,7 @@ ENCODER_CHOICES: list[tuple[str, str, str]] = [
         "textsr-clip-s fine-tuned on degraded images with words for how they were made "
         "(blurry, sharp, ...) and so that those words move the embedding (pretrain-encoder "
         "--word-loss); the bundled PDNs use it, and on blurred held-out photographs "
-        "'soft and out of focus' gains the x2 one 2.1 dB over 'sharp and clean'.",
+        "'soft and out of focus' gains the x2 one 1.8 dB over 'sharp and clean'.",
     ),
     (
         "ViT-B-32, OpenAI weights (downloads ~600 MB)",
