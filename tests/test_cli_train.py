@@ -88,3 +88,24 @@ def test_cli_defaults_are_train_configs(tmp_path):
     help_text = next(a.help for a in parser._actions if a.dest == "degradations")
     for name, title in DEGRADATION_PRESET_TITLES.items():
         assert f"'{name}'{' (default)' if name == DEFAULT_PRESET else ''}: {title}" in help_text
+
+
+def test_cli_init_takes_a_bundled_name_and_its_method_and_scale(tmp_path):
+    """`--init pdn-x2` fine-tunes the bundled model, as `--model pdn-x2` names it elsewhere; method and scale follow it."""
+    import pytest
+
+    from napari_textsr.cli.train import build_config
+    from napari_textsr.loading import list_models
+
+    bundled = {m.name: m.path for m in list_models()}
+    parser = _train_parser()
+    config = build_config(parser.parse_args(["--out", str(tmp_path / "a"), "--data", DATA, "--init", "pdn-x2"]))
+    assert (config.init, config.method, config.scale) == (bundled["pdn-x2"], "pdn", 2)
+    assert config.degradation.scale == 2
+    config = build_config(parser.parse_args(["--out", str(tmp_path / "b"), "--data", DATA, "--init", "default",
+                                             "--scale", "8"]))  # fmt: skip
+    assert (config.init, config.scale) == (bundled["pdn-x8"], 8)
+    with pytest.raises(ValueError, match="--init nonesuch: no model 'nonesuch'"):
+        build_config(parser.parse_args(["--out", str(tmp_path / "c"), "--data", DATA, "--init", "nonesuch"]))
+    with pytest.raises(ValueError, match="not a random model"):
+        build_config(parser.parse_args(["--out", str(tmp_path / "d"), "--data", DATA, "--init", "random:pdn:2"]))

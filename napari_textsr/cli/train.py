@@ -68,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     setting(
         "--init",
         "init",
-        "fine-tune from this checkpoint (same method and scale; with --encoder, onto another prompt encoder)",
+        "fine-tune from this checkpoint: a file, a bundled model's name (e.g. pdn-x2) or 'default' (at --scale); "
+        "--method and --scale default to the checkpoint's (with --encoder, onto another prompt encoder)",
         metavar="CKPT",
         note=None,
     )
@@ -348,13 +349,22 @@ def build_config(args: argparse.Namespace):
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder for the checkpoint and training state")
     given = {k: v for k, v in vars(args).items() if v is not None}
+    if "init" in given:
+        given["init"] = _resolve_init(given["init"], given.get("scale"))
     values: dict[str, Any]
     if args.resume and (out / "train_state.pt").is_file():
         config = TrainConfig.from_run(out)
         values = config.to_dict()
         values.update(degradation=config.degradation, losses=config.losses)
     else:
-        if not args.method:
+        if "init" in given:  # fine-tuning: the method and scale default to the checkpoint's
+            from napari_textsr.checkpoints import read_metadata
+
+            meta = read_metadata(given["init"])
+            given.setdefault("method", meta.method)
+            if not args.init_transfer:
+                given.setdefault("scale", meta.scale)
+        if not given.get("method"):
             raise ValueError("--method is required (tgsr, clipsr or pdn)")
         if not args.data:
             raise ValueError("no training data: give --data DIR or --data synthetic:N:SEED")
@@ -407,6 +417,22 @@ def build_config(args: argparse.Namespace):
         values["model_overrides"] = _parse_options(args.model_option)
     values["command"] = _recorded_command()
     return TrainConfig(**values)
+
+
+def _resolve_init(spec: str, scale: int | None) -> str:
+    """--init as a checkpoint path: a file, a bundled model's name (``pdn-x2``) or ``default`` (at --scale).
+
+    Raises ValueError naming the bundled models for a name that is neither.
+    """
+    from napari_textsr.loading import ModelSpec, ModelSpecError, resolve_checkpoint
+
+    try:
+        parsed = ModelSpec.parse(spec)
+        if parsed.kind == "random":
+            raise ModelSpecError("--init needs a trained checkpoint, not a random model (leave --init out)")
+        return str(resolve_checkpoint(parsed, scale)[0])
+    except (ModelSpecError, FileNotFoundError) as error:
+        raise ValueError(f"--init {spec}: {error}") from error
 
 
 def run(args: argparse.Namespace) -> int:
