@@ -276,6 +276,50 @@ def test_content_target_keeps_blur_and_noise_and_resizes_back_to_the_lr():
     assert float((target - hr).abs().mean()) > 0.01
 
 
+def test_as_content_kinds_keep_only_those_kinds_and_word_the_rest():
+    """``as_content_kinds=("blur",)``: a blurred, noisy sample called content keeps its blur and says "noisy"."""
+    import torch.nn.functional as F
+
+    from napari_textsr.training.degradations import CONTENT_KINDS, gaussian_blur
+
+    both = Degradation(4, blur_sigma=2.0, noise_gaussian_sigma=8 / 255, jpeg_quality=50)
+    assert both.without(["blur"]) == Degradation(4, noise_gaussian_sigma=8 / 255, jpeg_quality=50)
+    assert both.without(CONTENT_KINDS) == both.resize_only()
+    with pytest.raises(ValueError, match="together"):
+        both.without(["noise"])
+    with pytest.raises(ValueError, match="unknown degradation kind"):
+        both.without(["haze"])
+    hr = _image(7, 64)
+    lr = both(hr, generator=torch.Generator().manual_seed(0))
+    blurred = gaussian_blur(hr, 2.0)
+    assert torch.allclose(both.content_target(hr, lr, ["blur"]), blurred.clamp(0, 1))
+    residue = F.interpolate(lr - both.resize_only()(blurred), scale_factor=4, mode="bicubic", align_corners=False)
+    assert torch.allclose(both.content_target(hr, lr, ["noise", "jpeg"]), (hr + residue).clamp(0, 1))
+    assert torch.equal(both.content_target(hr, lr), both.content_target(hr, lr, CONTENT_KINDS))
+
+    policy = CaptionPolicy(p_degradation_as_content=1.0, as_content_kinds=("blur",))
+    content, kept_blur = "a red boat", 0
+    for i in range(400):
+        drawn = policy.draw_sample(content, both, np.random.default_rng([5, i]))
+        if drawn.caption in ("", content):
+            assert drawn.kept == ()
+            continue
+        kept_blur += 1
+        assert drawn.kept == ("blur",), drawn
+        assert not any(w in drawn.caption for w in TRAIN_VOCABULARY["blur"]), drawn.caption
+        assert any(w in drawn.caption for w in TRAIN_VOCABULARY["noise"]), drawn.caption
+        # a noisy sample without blur is never called content: its noise stays in the words and leaves the target
+        noisy = policy.draw_sample(content, both.without(["blur"]), np.random.default_rng([5, i]))
+        assert noisy.kept == () and any(w in noisy.caption for w in TRAIN_VOCABULARY["noise"])
+    assert kept_blur > 200
+    assert CaptionPolicy.from_dict(policy.to_dict()) == policy and policy.to_dict()["as_content_kinds"] == ["blur"]
+    assert "as_content_kinds" not in CaptionPolicy(p_degradation_as_content=0.5).to_dict()
+    with pytest.raises(ValueError, match="together"):
+        CaptionPolicy(as_content_kinds=("noise",))
+    with pytest.raises(ValueError, match="at least one"):
+        CaptionPolicy(as_content_kinds=())
+
+
 def test_patch_sampler_keeps_the_degradation_in_the_target_only_where_the_caption_calls_it_clean():
     arrays = [np.random.default_rng(i).random((64, 64, 3)).astype(np.float32) for i in range(2)]
     items = captioned_images_from_arrays(arrays, ["a cat", "a dog"])
@@ -311,6 +355,16 @@ def test_degradation_as_content_from_the_cli_is_recorded_and_repeated(tmp_path):
     assert main(resume + ["--caption-rates", "0.45,0.2,0.15,0.2"]) == 0  # the run's forms: its as-content rate stays
     assert TrainConfig.from_run(out).captions == CaptionPolicy(p_degradation_as_content=0.3)
     assert main(resume + ["--steps", "3", "--degradation-as-content", "0.5"]) != 0  # another rate: not this run
+    # Only the blur called content: recorded, repeated, and kept when a resume gives the caption rates.
+    blur_only = tmp_path / "blur-only"
+    args = args[: args.index("--out") + 1] + [str(blur_only)] + args[args.index("--out") + 2 :]
+    assert main(args + ["--as-content-kinds", "blur"]) == 0
+    wanted = CaptionPolicy(p_degradation_as_content=0.3, as_content_kinds=("blur",))
+    assert TrainConfig.from_run(blur_only).captions == wanted
+    assert "--degradation-as-content 0.3 --as-content-kinds blur" in equivalent_command(TrainConfig.from_run(blur_only))
+    resume = ["train", "--out", str(blur_only), "--resume", "--steps", "2", "--threads", "1", "--no-progress"]
+    assert main(resume + ["--caption-rates", "0.45,0.2,0.15,0.2"]) == 0
+    assert TrainConfig.from_run(blur_only).captions == wanted
 
 
 def test_the_word_tables_in_the_docs_list_the_training_vocabulary():

@@ -10,6 +10,7 @@ import contextlib
 import os
 import shlex
 import sys
+from dataclasses import replace
 from typing import Any
 
 from napari_textsr._generators import drive
@@ -130,6 +131,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="of the samples whose caption puts blur, noise or JPEG into words, the fraction captioned 'sharp/clean' "
         "instead with that blur and noise kept in the target, so the words decide whether grain and softness are "
         "removed or kept as detail (default 0)",
+    )
+    a(
+        "--as-content-kinds",
+        default=None,
+        metavar="KINDS",
+        help="with --degradation-as-content: which kinds those samples keep, 'blur' or 'noise,jpeg' (the others "
+        "stay in the words and leave the target; default blur,noise,jpeg)",
     )
     a(
         "--init-transfer",
@@ -383,22 +391,29 @@ def build_config(args: argparse.Namespace):
     if args.caption_rates:
         previous = values.get("captions")
         values["captions"] = _parse_caption_rates(args.caption_rates)
-        if previous is not None:  # a resumed run keeps its as-content rate unless told otherwise
-            as_content = (previous if isinstance(previous, dict) else previous.to_dict()).get(
-                "p_degradation_as_content"
+        if previous is not None:  # a resumed run keeps its as-content settings unless told otherwise
+            from napari_textsr.training.captions import CaptionPolicy
+
+            kept = previous if isinstance(previous, CaptionPolicy) else CaptionPolicy.from_dict(previous)
+            values["captions"] = replace(
+                values["captions"],
+                p_degradation_as_content=kept.p_degradation_as_content,
+                as_content_kinds=kept.as_content_kinds,
             )
-            values["captions"].p_degradation_as_content = float(as_content or 0.0)
     elif isinstance(values.get("captions"), dict):
         from napari_textsr.training.captions import CaptionPolicy
 
         values["captions"] = CaptionPolicy.from_dict(values["captions"])
-    if args.degradation_as_content is not None:
-        from dataclasses import replace
-
+    if args.degradation_as_content is not None or args.as_content_kinds is not None:
         from napari_textsr.training.captions import CaptionPolicy
 
         policy = values.get("captions") or CaptionPolicy()
-        values["captions"] = replace(policy, p_degradation_as_content=args.degradation_as_content)
+        if args.degradation_as_content is not None:
+            policy = replace(policy, p_degradation_as_content=args.degradation_as_content)
+        if args.as_content_kinds is not None:
+            kinds = tuple(k.strip() for k in args.as_content_kinds.split(",") if k.strip())
+            policy = replace(policy, as_content_kinds=kinds)
+        values["captions"] = policy
     values["resume"] = bool(args.resume)
     values["out_dir"] = out
 

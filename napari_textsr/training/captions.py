@@ -14,7 +14,9 @@ caption damages an image.
 With rate ``p_degradation_as_content`` a sample whose degradation would be put
 into words (blur, noise, JPEG) is instead captioned as clean and its target
 keeps the degradation (:meth:`~napari_textsr.training.degradations.Degradation.content_target`):
-the blur and noise are then part of the scene. So the words, not only the
+the blur and noise are then part of the scene. ``as_content_kinds`` limits
+which parts may be called content (``("blur",)``: a blurred and noisy sample
+is then captioned "grainy", its target blurred and free of noise). So the words, not only the
 pixels, decide whether grain and softness are removed ("grainy", "out of
 focus") or kept as detail ("sharp", "clean"), as a noise-level input does in
 FFDNet (Zhang et al. 2018). The empty caption and the content caption alone
@@ -32,6 +34,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from napari_textsr.training.degradations import CONTENT_KINDS, _check_content_kinds
 
 if TYPE_CHECKING:  # pragma: no cover
     from napari_textsr.training.degradations import Degradation
@@ -89,13 +93,19 @@ HELD_OUT_PHRASES: dict[str, str] = {
 class CaptionDraw:
     """One sample's caption, and whether its target keeps the degradation.
 
-    degradation_in_target: True when the caption calls the degradation's blur,
-    noise and JPEG part of the scene ("sharp", "clean"); the sample's HR target
-    is then :meth:`~napari_textsr.training.degradations.Degradation.content_target`.
+    kept: the kinds of degradation (of
+    :data:`~napari_textsr.training.degradations.CONTENT_KINDS`) the caption
+    calls part of the scene ("sharp", "clean"); the sample's HR target is then
+    :meth:`~napari_textsr.training.degradations.Degradation.content_target`
+    with these kinds. Empty: the target is the true HR.
     """
 
     caption: str
-    degradation_in_target: bool = False
+    kept: tuple[str, ...] = ()
+
+    @property
+    def degradation_in_target(self) -> bool:
+        return bool(self.kept)
 
 
 # The four caption forms (they sum to 1); p_degradation_as_content is a rate within the worded forms.
@@ -114,7 +124,12 @@ class CaptionPolicy:
         degradation has blur, noise or JPEG worth saying, the fraction captioned
         as clean with that degradation kept in the target (see the module
         docstring); 0 (the default) never does.
-    Raises ValueError for rates outside [0, 1] or forms not summing to 1.
+    as_content_kinds: which kinds of degradation those samples keep, of
+        :data:`~napari_textsr.training.degradations.CONTENT_KINDS` (default
+        all; noise and JPEG only together); the others stay in the words and
+        leave the target.
+    Raises ValueError for rates outside [0, 1], forms not summing to 1 or
+    unknown kinds.
     """
 
     p_content_and_degradation: float = 0.45
@@ -122,15 +137,19 @@ class CaptionPolicy:
     p_degradation: float = 0.15
     p_empty: float = 0.2
     p_degradation_as_content: float = 0.0
+    as_content_kinds: tuple[str, ...] = CONTENT_KINDS
 
     def __post_init__(self) -> None:
-        rates = [float(getattr(self, f.name)) for f in fields(self)]
+        self.as_content_kinds = _check_content_kinds(self.as_content_kinds)
+        if not self.as_content_kinds:
+            raise ValueError(f"as_content_kinds must name at least one of {', '.join(CONTENT_KINDS)}")
+        rates = [float(getattr(self, f.name)) for f in fields(self) if f.name != "as_content_kinds"]
         if any(not 0.0 <= r <= 1.0 for r in rates):
             raise ValueError(f"caption rates must be in [0, 1], got {rates}")
         forms = [float(getattr(self, name)) for name in _FORM_RATES]
         if abs(sum(forms) - 1.0) > 1e-6:
             raise ValueError(f"caption rates must sum to 1, got {sum(forms):.4f} ({forms})")
-        for f, r in zip(fields(self), rates):
+        for f, r in zip((f for f in fields(self) if f.name != "as_content_kinds"), rates):
             setattr(self, f.name, r)
 
     @property
@@ -168,21 +187,26 @@ class CaptionPolicy:
             return CaptionDraw(content if u < edges[2] else "")
         as_content = (
             self.p_degradation_as_content > 0
-            and _has_removable_words(degradation)
+            and any(k in self.as_content_kinds for k in degradation_properties(degradation))
             and words_rng.random() < self.p_degradation_as_content
         )
-        phrase = describe_degradation(degradation.resize_only() if as_content else degradation, words_rng)
+        kept = self.as_content_kinds if as_content else ()
+        phrase = describe_degradation(degradation.without(kept), words_rng)
         if u < edges[0]:
             caption = compose_caption(content, phrase, TRAIN_TEMPLATES[int(template_u * len(TRAIN_TEMPLATES))])
         else:
             template = DEGRADATION_ONLY_TEMPLATES[int(template_u * len(DEGRADATION_ONLY_TEMPLATES))]
             caption = template.format(degradation=phrase)
-        return CaptionDraw(caption, degradation_in_target=bool(as_content))
+        return CaptionDraw(caption, kept=kept)
 
-    def to_dict(self) -> dict[str, float]:
-        values = asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        values: dict[str, Any] = asdict(self)
         if not values["p_degradation_as_content"]:  # records made before it existed stay as they were
             del values["p_degradation_as_content"]
+        if self.as_content_kinds == CONTENT_KINDS:
+            del values["as_content_kinds"]
+        else:
+            values["as_content_kinds"] = list(self.as_content_kinds)
         return values
 
     @classmethod
@@ -191,6 +215,9 @@ class CaptionPolicy:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown caption policy setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        values = dict(values)
+        if "as_content_kinds" in values:
+            values["as_content_kinds"] = tuple(values["as_content_kinds"])
         return cls(**values)
 
 
@@ -217,11 +244,6 @@ def degradation_properties(degradation: "Degradation") -> list[str]:
     elif degradation.scale > 1 and degradation.resize in ("bicubic", "bilinear"):
         props.append("aliased")
     return props
-
-
-def _has_removable_words(degradation: "Degradation") -> bool:
-    """Blur, noise or JPEG worth saying: what a sample may call part of the scene instead."""
-    return any(p in ("blur", "noise", "jpeg") for p in degradation_properties(degradation))
 
 
 def _join(words: list[str]) -> str:

@@ -399,8 +399,8 @@ class PatchSampler:
             x0, x1 = max(lx - m, 0), min(lx + p + m, lw)
             region = _to_tensor(item.image[y0 * s : y1 * s, x0 * s : x1 * s])
             lr_region = degradation(region, generator=generator)
-            if drawn.degradation_in_target:  # the caption calls the blur and noise part of the scene
-                region = degradation.content_target(region, lr_region)
+            if drawn.kept:  # the caption calls these kinds of degradation part of the scene
+                region = degradation.content_target(region, lr_region, drawn.kept)
             lr = lr_region[..., ly - y0 : ly - y0 + p, lx - x0 : lx - x0 + p]
             hr = region[..., (ly - y0) * s : (ly - y0 + p) * s, (lx - x0) * s : (lx - x0 + p) * s]
             if self.augment and item.augment and k:

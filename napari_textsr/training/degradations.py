@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from napari_textsr.training.presets import DEFAULT_PRESET, DEGRADATION_PRESET_TI
 
 __all__ = [
     "RESIZE_KERNELS",
+    "CONTENT_KINDS",
     "Degradation",
     "DegradationFamily",
     "DegradationLike",
@@ -60,6 +61,10 @@ RESIZE_KERNELS: dict[str, tuple[str, bool]] = {
     "bilinear": ("bilinear", False),
     "area": ("area", False),
 }
+
+# The parts of a pipeline a training caption may call part of the scene
+# (Degradation.without, Degradation.content_target, CaptionPolicy).
+CONTENT_KINDS: tuple[str, ...] = ("blur", "noise", "jpeg")
 
 
 def _gaussian_kernel_2d(sigma_x: float, sigma_y: float, angle: float, dtype, device) -> torch.Tensor:
@@ -212,22 +217,45 @@ class Degradation:
         """This pipeline's resize alone (no blur, noise or JPEG)."""
         return Degradation(scale=self.scale, resize=self.resize)
 
-    def content_target(self, hr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        """The HR image of a scene in which this pipeline's blur, noise and JPEG are content, not degradation.
+    def without(self, kinds: Iterable[str]) -> "Degradation":
+        """This pipeline without the parts named in ``kinds`` (of :data:`CONTENT_KINDS`; ValueError for others).
+
+        ``"blur"`` drops the blur, ``"noise"`` the Poisson and Gaussian noise,
+        ``"jpeg"`` the JPEG; the resize always stays.
+        """
+        kinds = _check_content_kinds(kinds)
+        changes: dict[str, Any] = {}
+        if "blur" in kinds:
+            changes.update(blur_sigma=0.0, blur_sigma_minor=None, blur_angle=0.0)
+        if "noise" in kinds:
+            changes.update(noise_poisson_peak=None, noise_gaussian_sigma=0.0, noise_grey=False)
+        if "jpeg" in kinds:
+            changes.update(jpeg_quality=None)
+        return replace(self, **changes)
+
+    def content_target(self, hr: torch.Tensor, lr: torch.Tensor, kinds: Iterable[str] = CONTENT_KINDS) -> torch.Tensor:
+        """The HR image of a scene in which this pipeline's ``kinds`` of degradation are content, not degradation.
 
         hr float (B, C, H, W) in [0, 1]; lr (B, C, H/s, W/s): this pipeline's
-        output for ``hr``. Returns (B, C, H, W) in [0, 1]: the blurred HR plus
-        the LR's noise and JPEG residue (``lr`` minus the resize of the blurred
-        HR) up-sampled bicubically. Its resize is ``lr`` up to that residue's
-        round trip, so a model told the image is clean learns to keep grain
-        and softness as detail (see
+        output for ``hr``; ``kinds``: which parts are kept, of
+        :data:`CONTENT_KINDS` (noise and JPEG only together: both are the LR's
+        residue; ValueError otherwise). Returns (B, C, H, W) in [0, 1]: the HR,
+        blurred if ``"blur"`` is kept, plus (if noise and JPEG are kept) the
+        LR's residue (``lr`` minus the resize of the blurred HR) up-sampled
+        bicubically. With every kind kept its resize is ``lr`` up to that
+        residue's round trip, so a model told the image is clean learns to keep
+        grain and softness as detail (see
         :class:`~napari_textsr.training.captions.CaptionPolicy`).
         """
+        kinds = _check_content_kinds(kinds)
         blurred = gaussian_blur(hr.float(), self.blur_sigma, self.blur_sigma_minor, self.blur_angle)
-        residue = lr.float() - self.resize_only()(blurred)
-        if self.scale > 1:
-            residue = F.interpolate(residue, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        return (blurred + residue).clamp(0.0, 1.0)
+        target = blurred if "blur" in kinds else hr.float()
+        if "noise" in kinds:
+            residue = lr.float() - self.resize_only()(blurred)
+            if self.scale > 1:
+                residue = F.interpolate(residue, scale_factor=self.scale, mode="bicubic", align_corners=False)
+            target = target + residue
+        return target.clamp(0.0, 1.0)
 
     @property
     def noisy(self) -> bool:
@@ -259,6 +287,17 @@ class Degradation:
             raise ValueError(f"unknown degradation kind {kind!r}")
         _check_known(cls, values)
         return cls(**values)
+
+
+def _check_content_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    """``kinds`` as a tuple in :data:`CONTENT_KINDS` order; ValueError for unknown kinds or noise without JPEG."""
+    given = set(kinds)
+    unknown = given - set(CONTENT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown degradation kind(s) {sorted(unknown)}; choose from {', '.join(CONTENT_KINDS)}")
+    if ("noise" in given) != ("jpeg" in given):
+        raise ValueError("noise and jpeg are kept or removed together (both are the LR's residue after resizing)")
+    return tuple(k for k in CONTENT_KINDS if k in given)
 
 
 def _check_known(cls, values: dict[str, Any]) -> None:

@@ -225,6 +225,8 @@ def equivalent_command(config: TrainConfig, data_note: str | None = None) -> str
         args += ["--caption-rates", ",".join(repr(v) for v in c.captions.form_rates)]
     if c.captions.p_degradation_as_content:
         args += ["--degradation-as-content", repr(c.captions.p_degradation_as_content)]
+    if c.captions.as_content_kinds != CaptionPolicy().as_content_kinds:
+        args += ["--as-content-kinds", ",".join(c.captions.as_content_kinds)]
     if c.init_transfer:
         args += ["--init-transfer"]
     defaults = default_loss_weights(c.method).to_dict()
