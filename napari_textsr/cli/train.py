@@ -224,7 +224,8 @@ def _parse_caption_rates(text: str):
         raise ValueError(f"--caption-rates must be four numbers FULL,CONTENT,WORDS,EMPTY, got {text!r}") from None
     if len(rates) != 4:
         raise ValueError(f"--caption-rates must be four numbers FULL,CONTENT,WORDS,EMPTY, got {text!r}")
-    return CaptionPolicy(*rates)
+    full, content, words, empty = rates
+    return CaptionPolicy(p_content_and_degradation=full, p_content=content, p_degradation=words, p_empty=empty)
 
 
 def _parse_setting(value: str) -> Any:
