@@ -144,27 +144,29 @@ def test_degradation_words_pay_at_x2_on_a_photograph():
 
 
 def test_degradation_words_pay_at_x4_on_a_photograph():
-    """The x4 default (24 blocks, ``textsr-clip-s-words2``, ``--degradation-as-content 0.5``): the words move it.
+    """The x4 default (24 blocks, ``textsr-clip-s-words2``, ``--degradation-as-content 0.9``): the words move it.
 
     Measured here (sample photograph, held-out phrasing): antialiased bicubic, "sharp and clean"
-    28.68 dB against 28.34 with "soft and out of focus" (+0.34); blurred, "soft and out of focus"
-    28.46 against 28.22 with "sharp and clean" (+0.24); JPEG quality 60, "blocky and
-    JPEG-compressed" 26.10 against 26.03 with "sharp and clean". The 24-block x4 before its
-    photographs'-noise stage (until late on 1 Dec 2026) gave +0.34 and +0.19 (28.42 / 28.23), the 16-block
+    28.69 dB against 28.47 with "soft and out of focus" (+0.22); blurred, "soft and out of focus"
+    28.50 against 28.11 with "sharp and clean" (+0.39); JPEG quality 60, "blocky and
+    JPEG-compressed" 26.089 against 26.076 with "sharp and clean". The x4 before its as-content
+    0.9 stage (until 2 Dec 2026) gave +0.34, +0.24 and 26.10 / 26.03; the one before its
+    photographs'-noise stage (until late on 1 Dec 2026) +0.34 and +0.19 (28.42 / 28.23), the 16-block
     x4 +0.22 on antialiased bicubic and +0.33 on blur (28.38 / 28.05: the deeper ones take more of
     the blur out without the words), and the 8-block x4 26.04 / 25.86 on JPEG. README, "Held-out
     photographs", has the 34 held-out photographs.
     """
     psnr_y = _words_on_the_photograph(4)
     assert psnr_y("bicubic-aa", "clean") > psnr_y("bicubic-aa", "blur") + 0.15
-    assert psnr_y("blur", "blur") > psnr_y("blur", "clean") + 0.1
+    assert psnr_y("blur", "blur") > psnr_y("blur", "clean") + 0.25
     assert psnr_y("jpeg", "jpeg") > psnr_y("jpeg", "clean") > 25.95  # the 8-block x4: 25.86 with "clean"
 
 
 def test_self_ensemble_adds_psnr_to_the_x8_default_on_a_photograph():
     """EDSR+'s geometric self-ensemble on the sample photograph (never trained on) at x8.
 
-    Measured here: +0.09 dB over one pass with the 24-block x8 (+0.10 before its photographs'-noise stage, +0.08
+    Measured here: +0.10 dB over one pass with the 24-block x8 (+0.09 before its plain-bicubic stage of 2 Dec 2026,
+    +0.10 before its photographs'-noise stage, +0.08
     with the 16-block one, +0.06 with 8 blocks;
     README, "Self-ensemble", has the held-out photographs);
     asked: more than 0.01 dB.
