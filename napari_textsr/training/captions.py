@@ -110,6 +110,7 @@ class CaptionDraw:
 
 # The four caption forms (they sum to 1); p_degradation_as_content is a rate within the worded forms.
 _FORM_RATES = ("p_content_and_degradation", "p_content", "p_degradation", "p_empty")
+_RATES = (*_FORM_RATES, "p_degradation_as_content")
 
 
 @dataclass
@@ -143,14 +144,14 @@ class CaptionPolicy:
         self.as_content_kinds = _check_content_kinds(self.as_content_kinds)
         if not self.as_content_kinds:
             raise ValueError(f"as_content_kinds must name at least one of {', '.join(CONTENT_KINDS)}")
-        rates = [float(getattr(self, f.name)) for f in fields(self) if f.name != "as_content_kinds"]
+        rates = [float(getattr(self, name)) for name in _RATES]
         if any(not 0.0 <= r <= 1.0 for r in rates):
             raise ValueError(f"caption rates must be in [0, 1], got {rates}")
         forms = [float(getattr(self, name)) for name in _FORM_RATES]
         if abs(sum(forms) - 1.0) > 1e-6:
             raise ValueError(f"caption rates must sum to 1, got {sum(forms):.4f} ({forms})")
-        for f, r in zip((f for f in fields(self) if f.name != "as_content_kinds"), rates):
-            setattr(self, f.name, r)
+        for name, r in zip(_RATES, rates):
+            setattr(self, name, r)
 
     @property
     def form_rates(self) -> tuple[float, float, float, float]:
