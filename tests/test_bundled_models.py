@@ -144,13 +144,14 @@ def test_degradation_words_pay_at_x2_on_a_photograph():
 
 
 def test_degradation_words_pay_at_x4_on_a_photograph():
-    """The x4 default (24 blocks, ``textsr-clip-s-words2``, ``--degradation-as-content 0.9``): the words move it.
+    """The x4 default (24 blocks, ``textsr-clip-s-words2``, ``--as-content-kinds blur``): the words move it.
 
     Measured here (sample photograph, held-out phrasing): antialiased bicubic, "sharp and clean"
-    28.69 dB against 28.47 with "soft and out of focus" (+0.22); blurred, "soft and out of focus"
-    28.50 against 28.11 with "sharp and clean" (+0.39); JPEG quality 60, "blocky and
-    JPEG-compressed" 26.089 against 26.076 with "sharp and clean". The x4 before its as-content
-    0.9 stage (until 2 Dec 2026) gave +0.34, +0.24 and 26.10 / 26.03; the one before its
+    28.69 dB against 28.39 with "soft and out of focus" (+0.30); blurred, "soft and out of focus"
+    28.46 against 28.18 with "sharp and clean" (+0.27); JPEG quality 60, "blocky and
+    JPEG-compressed" 26.156 against 26.091 with "sharp and clean". The x4 before its blur-only
+    stage (until 2 Dec 2026, 05:40 UTC) gave +0.22, +0.39 and 26.089 / 26.076; the one before its
+    as-content 0.9 stage +0.34, +0.24 and 26.10 / 26.03; the one before its
     photographs'-noise stage (until late on 1 Dec 2026) +0.34 and +0.19 (28.42 / 28.23), the 16-block
     x4 +0.22 on antialiased bicubic and +0.33 on blur (28.38 / 28.05: the deeper ones take more of
     the blur out without the words), and the 8-block x4 26.04 / 25.86 on JPEG. README, "Held-out
