@@ -365,6 +365,52 @@ def test_degradation_as_content_from_the_cli_is_recorded_and_repeated(tmp_path):
     resume = ["train", "--out", str(blur_only), "--resume", "--steps", "2", "--threads", "1", "--no-progress"]
     assert main(resume + ["--caption-rates", "0.45,0.2,0.15,0.2"]) == 0
     assert TrainConfig.from_run(blur_only).captions == wanted
+    # An empty caption that keeps some blur: recorded and repeated the same way.
+    empty = tmp_path / "empty-keeps-blur"
+    args = args[: args.index("--out") + 1] + [str(empty)] + args[args.index("--out") + 2 :]
+    assert main(args + ["--empty-keeps-blur", "0.5"]) == 0
+    assert TrainConfig.from_run(empty).captions == CaptionPolicy(p_degradation_as_content=0.3, p_empty_keeps_blur=0.5)
+    assert "--empty-keeps-blur 0.5" in equivalent_command(TrainConfig.from_run(empty))
+
+
+def test_empty_keeps_blur_is_drawn_at_its_rate_only_for_blurred_empty_samples():
+    """``p_empty_keeps_blur``: an empty caption keeps the blur in the target at that rate; nothing else changes."""
+    from napari_textsr.training.degradations import gaussian_blur
+
+    blurred, sharp = Degradation(4, blur_sigma=0.6, noise_gaussian_sigma=5 / 255), Degradation(4)
+    policy, off = CaptionPolicy(p_empty_keeps_blur=0.3), CaptionPolicy()
+    content, n, empty, kept = "a red boat", 4000, 0, 0
+    for i in range(n):
+        rng, rng_off = np.random.default_rng([9, i]), np.random.default_rng([9, i])
+        drawn, plain = policy.draw_sample(content, blurred, rng), off.draw_sample(content, blurred, rng_off)
+        assert drawn.caption == plain.caption and rng.bit_generator.state == rng_off.bit_generator.state
+        if drawn.caption:
+            assert drawn.kept == plain.kept == ()  # worded and content-only samples are as before
+            continue
+        empty += 1
+        kept += drawn.kept == ("blur",)
+        assert drawn.kept in ((), ("blur",))
+        assert policy.draw_sample(content, sharp, np.random.default_rng([9, i])).kept == ()  # no blur, none kept
+    assert abs(empty / n - 0.2) < 0.02 and abs(kept / empty - 0.3) < 0.05, (empty, kept)
+    assert "p_empty_keeps_blur" not in off.to_dict() and CaptionPolicy.from_dict(policy.to_dict()) == policy
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        CaptionPolicy(p_empty_keeps_blur=-0.1)
+
+    # In a batch: an empty-caption sample's target is the blurred HR, not the noisy one; the LR is unchanged.
+    arrays = [np.random.default_rng(i).random((64, 64, 3)).astype(np.float32) for i in range(2)]
+    items = captioned_images_from_arrays(arrays, ["a cat", "a dog"])
+    every = CaptionPolicy(p_empty_keeps_blur=1.0)
+    before = PatchSampler(items, blurred, lr_patch=8, augment=False, captions=off).batch(48, np.random.default_rng(4))
+    after = PatchSampler(items, blurred, lr_patch=8, augment=False, captions=every).batch(48, np.random.default_rng(4))
+    assert torch.equal(before.lr, after.lr) and before.captions == after.captions and "" in after.captions
+    inner = (..., slice(4, -4), slice(4, -4))  # away from the crop's edge, where the blur saw its neighbours
+    for caption, hr_before, hr_after in zip(after.captions, before.hr, after.hr):
+        if caption:
+            assert torch.equal(hr_before, hr_after)
+        else:
+            expected = gaussian_blur(hr_before[None], 0.6)[0].clamp(0, 1)
+            assert torch.allclose(hr_after[inner], expected[inner], atol=1e-5)
+            assert float((hr_after - hr_before).abs().mean()) > 0.02
 
 
 def test_the_word_tables_in_the_docs_list_the_training_vocabulary():

@@ -140,6 +140,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "stay in the words and leave the target; default blur,noise,jpeg)",
     )
     a(
+        "--empty-keeps-blur",
+        type=float,
+        default=None,
+        metavar="P",
+        help="of the empty-caption samples whose degradation blurs, the fraction whose target keeps the blur, so "
+        "that without a caption soft scenes stay soft and only the words 'out of focus' ask for deblurring (default 0)",
+    )
+    a(
         "--init-transfer",
         action="store_true",
         help="with --init: start from a checkpoint of another scale, taking every tensor that fits (the backbone)",
@@ -400,15 +408,19 @@ def build_config(args: argparse.Namespace):
                 values["captions"],
                 p_degradation_as_content=kept.p_degradation_as_content,
                 as_content_kinds=kept.as_content_kinds,
+                p_empty_keeps_blur=kept.p_empty_keeps_blur,
             )
     elif isinstance(values.get("captions"), dict):
         from napari_textsr.training.captions import CaptionPolicy
 
         values["captions"] = CaptionPolicy.from_dict(values["captions"])
-    if args.degradation_as_content is not None or args.as_content_kinds is not None:
+    as_content = (args.degradation_as_content, args.as_content_kinds, args.empty_keeps_blur)
+    if any(option is not None for option in as_content):
         from napari_textsr.training.captions import CaptionPolicy
 
         policy = values.get("captions") or CaptionPolicy()
+        if args.empty_keeps_blur is not None:
+            policy = replace(policy, p_empty_keeps_blur=args.empty_keeps_blur)
         if args.degradation_as_content is not None:
             policy = replace(policy, p_degradation_as_content=args.degradation_as_content)
         if args.as_content_kinds is not None:

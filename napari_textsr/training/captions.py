@@ -97,7 +97,8 @@ class CaptionDraw:
     :data:`~napari_textsr.training.degradations.CONTENT_KINDS`) the caption
     calls part of the scene ("sharp", "clean"); the sample's HR target is then
     :meth:`~napari_textsr.training.degradations.Degradation.content_target`
-    with these kinds. Empty: the target is the true HR.
+    with these kinds (for an empty caption, only ever ``("blur",)``: see
+    ``CaptionPolicy.p_empty_keeps_blur``). Empty: the target is the true HR.
     """
 
     caption: str
@@ -110,7 +111,7 @@ class CaptionDraw:
 
 # The four caption forms (they sum to 1); p_degradation_as_content is a rate within the worded forms.
 _FORM_RATES = ("p_content_and_degradation", "p_content", "p_degradation", "p_empty")
-_RATES = (*_FORM_RATES, "p_degradation_as_content")
+_RATES = (*_FORM_RATES, "p_degradation_as_content", "p_empty_keeps_blur")
 
 
 @dataclass
@@ -129,6 +130,13 @@ class CaptionPolicy:
         :data:`~napari_textsr.training.degradations.CONTENT_KINDS` (default
         all; noise and JPEG only together); the others stay in the words and
         leave the target.
+    p_empty_keeps_blur: of the empty-caption samples whose degradation blurs
+        (any sigma), the fraction whose target keeps that blur. Without a
+        caption, soft scene content (shallow depth of field, smooth petals)
+        and optical blur look alike; at 0 (the default) the unconditional
+        model sharpens both as far as the training mixture pays, which costs
+        soft scenes on sharp inputs. Above 0 it sharpens less unless the
+        caption says "out of focus".
     Raises ValueError for rates outside [0, 1], forms not summing to 1 or
     unknown kinds.
     """
@@ -139,6 +147,7 @@ class CaptionPolicy:
     p_empty: float = 0.2
     p_degradation_as_content: float = 0.0
     as_content_kinds: tuple[str, ...] = CONTENT_KINDS
+    p_empty_keeps_blur: float = 0.0
 
     def __post_init__(self) -> None:
         self.as_content_kinds = _check_content_kinds(self.as_content_kinds)
@@ -175,8 +184,9 @@ class CaptionPolicy:
         """The caption of one sample and whether its target keeps the degradation.
 
         Consumes draws from ``rng`` only when ``uses_randomness``, and the same
-        number whatever ``p_degradation_as_content`` is (that choice and the
-        words come from a generator seeded by one draw), so runs resume exactly.
+        number whatever ``p_degradation_as_content`` and ``p_empty_keeps_blur``
+        are (those choices and the words come from a generator seeded by one
+        draw), so runs resume exactly.
         """
         if not self.uses_randomness:
             return CaptionDraw(content)
@@ -185,7 +195,10 @@ class CaptionPolicy:
         edges = np.cumsum([self.p_content_and_degradation, self.p_content, self.p_degradation])
         worded = (u < edges[0] and content) or (edges[1] <= u < edges[2])
         if not worded:
-            return CaptionDraw(content if u < edges[2] else "")
+            if u < edges[2]:
+                return CaptionDraw(content)
+            keeps_blur = degradation.blur_sigma > 0 and words_rng.random() < self.p_empty_keeps_blur
+            return CaptionDraw("", kept=("blur",) if keeps_blur else ())
         as_content = (
             self.p_degradation_as_content > 0
             and any(k in self.as_content_kinds for k in degradation_properties(degradation))
@@ -202,8 +215,9 @@ class CaptionPolicy:
 
     def to_dict(self) -> dict[str, Any]:
         values: dict[str, Any] = asdict(self)
-        if not values["p_degradation_as_content"]:  # records made before it existed stay as they were
-            del values["p_degradation_as_content"]
+        for name in ("p_degradation_as_content", "p_empty_keeps_blur"):
+            if not values[name]:  # records made before it existed stay as they were
+                del values[name]
         if self.as_content_kinds == CONTENT_KINDS:
             del values["as_content_kinds"]
         else:
