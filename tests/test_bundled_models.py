@@ -76,6 +76,8 @@ def test_textsr_models_shows_each_stage_with_its_changed_family_and_weight_avera
     assert "[default at x4]" in x4.splitlines()[0]
     assert "realistic family (drawn per sample) with p_blur=0.3," in x4
     assert "weights: moving average, ema_decay 0.999" in x4
+    # its caption settings: blur called content by the words, some kept by the empty caption
+    assert "captions: p_degradation_as_content=0.9, as_content_kinds=blur, p_empty_keeps_blur=0.7" in x4
     assert "fine-tuned from a model trained 3600 steps" in x4
 
 
@@ -131,15 +133,17 @@ def test_degradation_words_pay_at_x2_on_a_photograph():
     """Issue 9's "text pays": the x2 default (on ``textsr-clip-s-words2``) on the sample photograph
     (never trained on), the true caption with degradation words in a phrasing training never used.
 
-    Measured here: blurred (sigma 1.3 HR px), "soft and out of focus" 31.14 dB against 30.32 with
-    "sharp and clean" (+0.82); made small sharply (antialiased bicubic), "sharp and clean" 34.89
-    against 34.58 with "soft and out of focus" (+0.31). The x2 before it (until late on 1 Dec 2026, trained
-    with "sharp" meaning "keep the softness" in half the worded samples, not nine in ten) gave +1.59
+    Measured here: blurred (sigma 1.3 HR px), "soft and out of focus" 30.88 dB against 30.32 with
+    "sharp and clean" (+0.56); made small sharply (antialiased bicubic), "sharp and clean" 34.90
+    against 34.67 with "soft and out of focus" (+0.23). Asked: issue 9's 0.5 dB on blur. The x2
+    before its ``--empty-keeps-blur`` stage (until 2 Dec 2026, 08:00 UTC) gave +0.82 and +0.31 (the
+    blur words took more blur out: 31.14 dB); the one before it (until late on 1 Dec 2026, trained
+    with "sharp" meaning "keep the softness" in half the worded samples, not nine in ten) +1.59
     and +0.95, the 8-block x2 +0.85 and +0.32. README, "Held-out photographs", has the 34 held-out
-    photographs (+1.81 dB on blur, +1.05 on antialiased bicubic).
+    photographs (+1.61 dB on blur, +0.92 on antialiased bicubic).
     """
     psnr_y = _words_on_the_photograph(2)
-    assert psnr_y("blur", "blur") > psnr_y("blur", "clean") + 0.6
+    assert psnr_y("blur", "blur") > psnr_y("blur", "clean") + 0.5
     assert psnr_y("bicubic-aa", "clean") > psnr_y("bicubic-aa", "blur") + 0.2
 
 
@@ -147,9 +151,11 @@ def test_degradation_words_pay_at_x4_on_a_photograph():
     """The x4 default (24 blocks, ``textsr-clip-s-words2``, ``--as-content-kinds blur``): the words move it.
 
     Measured here (sample photograph, held-out phrasing): antialiased bicubic, "sharp and clean"
-    28.69 dB against 28.39 with "soft and out of focus" (+0.30); blurred, "soft and out of focus"
-    28.46 against 28.18 with "sharp and clean" (+0.27); JPEG quality 60, "blocky and
-    JPEG-compressed" 26.156 against 26.091 with "sharp and clean". The x4 before its blur-only
+    28.71 dB against 28.41 with "soft and out of focus" (+0.30); blurred, "soft and out of focus"
+    28.51 against 28.24 with "sharp and clean" (+0.27); JPEG quality 60, "blocky and
+    JPEG-compressed" 26.177 against 26.110 with "sharp and clean". The x4 before its
+    ``--empty-keeps-blur`` stage (until 2 Dec 2026, 08:00 UTC) gave +0.30, +0.27 and 26.156 / 26.091;
+    the one before its blur-only
     stage (until 2 Dec 2026, 05:40 UTC) gave +0.22, +0.39 and 26.089 / 26.076; the one before its
     as-content 0.9 stage +0.34, +0.24 and 26.10 / 26.03; the one before its
     photographs'-noise stage (until late on 1 Dec 2026) +0.34 and +0.19 (28.42 / 28.23), the 16-block

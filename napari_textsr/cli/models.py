@@ -55,10 +55,30 @@ def run(args: argparse.Namespace) -> int:
             label = "trained" if depth == 0 else "fine-tuned from a model trained"
             print(f"    {label} {stage.get('steps')} steps on: {'; '.join(stage.get('data', []))}")
             print(f"        degradation: {describe_degradation_record(stage.get('degradation') or {})}")
+            captions = describe_captions_record((stage.get("extra") or {}).get("captions"))
+            if captions:
+                print(f"        captions: {captions}")
             ema = (stage.get("extra") or {}).get("ema_decay")
             if ema:
                 print(f"        weights: moving average, ema_decay {ema}")
     return 0
+
+
+def describe_captions_record(values: dict | None) -> str:
+    """A recorded caption policy's settings that differ from the default, as ``name=value``; "" if none."""
+    from dataclasses import asdict
+
+    from napari_textsr.training.captions import CaptionPolicy
+
+    if not values:
+        return ""
+    try:
+        policy = CaptionPolicy.from_dict(values)
+    except (ValueError, TypeError):
+        return f"unreadable record {values!r}"
+    default = asdict(CaptionPolicy())
+    changed = {k: v for k, v in asdict(policy).items() if v != default[k]}
+    return ", ".join(f"{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in changed.items())
 
 
 def describe_degradation_record(values: dict) -> str:
