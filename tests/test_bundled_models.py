@@ -172,8 +172,9 @@ def test_degradation_words_pay_at_x4_on_a_photograph():
 def test_self_ensemble_adds_psnr_to_the_x8_default_on_a_photograph():
     """EDSR+'s geometric self-ensemble on the sample photograph (never trained on) at x8.
 
-    Measured here: +0.09 dB over one pass with the 24-block x8 (+0.10 before its second plain-bicubic stage of
-    2 Dec 2026, +0.09 before its first, +0.10 before its photographs'-noise stage, +0.08
+    Measured here: +0.09 dB over one pass with the 24-block x8 (the same before its
+    ``--empty-keeps-blur`` stage of 2 Dec 2026, +0.10 before its second plain-bicubic stage,
+    +0.09 before its first, +0.10 before its photographs'-noise stage, +0.08
     with the 16-block one, +0.06 with 8 blocks;
     README, "Self-ensemble", has the held-out photographs);
     asked: more than 0.01 dB.
