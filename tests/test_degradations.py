@@ -393,7 +393,7 @@ def test_empty_keeps_blur_is_drawn_at_its_rate_only_for_blurred_empty_samples():
         assert policy.draw_sample(content, sharp, np.random.default_rng([9, i])).kept == ()  # no blur, none kept
     assert abs(empty / n - 0.2) < 0.02 and abs(kept / empty - 0.3) < 0.05, (empty, kept)
     assert "p_empty_keeps_blur" not in off.to_dict() and CaptionPolicy.from_dict(policy.to_dict()) == policy
-    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="in \\[0, 1\\], got p_empty_keeps_blur=-0.1"):
         CaptionPolicy(p_empty_keeps_blur=-0.1)
 
     # In a batch: an empty-caption sample's target is the blurred HR, not the noisy one; the LR is unchanged.

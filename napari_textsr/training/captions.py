@@ -154,8 +154,9 @@ class CaptionPolicy:
         if not self.as_content_kinds:
             raise ValueError(f"as_content_kinds must name at least one of {', '.join(CONTENT_KINDS)}")
         rates = [float(getattr(self, name)) for name in _RATES]
-        if any(not 0.0 <= r <= 1.0 for r in rates):
-            raise ValueError(f"caption rates must be in [0, 1], got {rates}")
+        outside = [f"{name}={r}" for name, r in zip(_RATES, rates) if not 0.0 <= r <= 1.0]
+        if outside:
+            raise ValueError(f"caption rates must be in [0, 1], got {', '.join(outside)}")
         forms = [float(getattr(self, name)) for name in _FORM_RATES]
         if abs(sum(forms) - 1.0) > 1e-6:
             raise ValueError(f"caption rates must sum to 1, got {sum(forms):.4f} ({forms})")
