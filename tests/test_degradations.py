@@ -371,6 +371,11 @@ def test_degradation_as_content_from_the_cli_is_recorded_and_repeated(tmp_path):
     assert main(args + ["--empty-keeps-blur", "0.5"]) == 0
     assert TrainConfig.from_run(empty).captions == CaptionPolicy(p_degradation_as_content=0.3, p_empty_keeps_blur=0.5)
     assert "--empty-keeps-blur 0.5" in equivalent_command(TrainConfig.from_run(empty))
+    resume = ["train", "--out", str(empty), "--resume", "--steps", "2", "--threads", "1", "--no-progress"]
+    assert main(resume + ["--caption-rates", "0.45,0.2,0.15,0.2"]) == 0  # new form rates, the rest kept
+    assert TrainConfig.from_run(empty).captions == CaptionPolicy(p_degradation_as_content=0.3, p_empty_keeps_blur=0.5)
+    with pytest.raises(ValueError, match="expected 4 caption form rates"):
+        CaptionPolicy().with_form_rates([0.5, 0.5])
 
 
 def test_empty_keeps_blur_is_drawn_at_its_rate_only_for_blurred_empty_samples():

@@ -11,13 +11,16 @@ import os
 import shlex
 import sys
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari_textsr._generators import drive
 from napari_textsr.cli import command_help
 from napari_textsr.methods import method_names
 from napari_textsr.training.config import config_defaults
 from napari_textsr.training.presets import describe_presets
+
+if TYPE_CHECKING:  # pragma: no cover
+    from napari_textsr.training.captions import CaptionPolicy
 
 # Every default is TrainConfig's: the options default to None, so ``--resume``
 # can tell what the user typed (overrides) from what the resumed run already
@@ -223,17 +226,15 @@ def _parse_noise(text: str | None) -> tuple[float | None, float]:
     return peak, sigma
 
 
-def _parse_caption_rates(text: str):
-    from napari_textsr.training.captions import CaptionPolicy
-
+def _parse_caption_rates(text: str, base: CaptionPolicy) -> CaptionPolicy:
+    """``base`` with the form rates of ``--caption-rates`` FULL,CONTENT,WORDS,EMPTY (its other settings kept)."""
     try:
         rates = [float(v) for v in text.split(",")]
     except ValueError:
         raise ValueError(f"--caption-rates must be four numbers FULL,CONTENT,WORDS,EMPTY, got {text!r}") from None
     if len(rates) != 4:
         raise ValueError(f"--caption-rates must be four numbers FULL,CONTENT,WORDS,EMPTY, got {text!r}")
-    full, content, words, empty = rates
-    return CaptionPolicy(p_content_and_degradation=full, p_content=content, p_degradation=words, p_empty=empty)
+    return base.with_form_rates(rates)
 
 
 def _parse_setting(value: str) -> Any:
@@ -397,23 +398,14 @@ def build_config(args: argparse.Namespace):
         values["preview_every"] = values["val_every"]
     if args.init_transfer:
         values["init_transfer"] = True
-    if args.caption_rates:
-        previous = values.get("captions")
-        values["captions"] = _parse_caption_rates(args.caption_rates)
-        if previous is not None:  # a resumed run keeps its as-content settings unless told otherwise
-            from napari_textsr.training.captions import CaptionPolicy
-
-            kept = previous if isinstance(previous, CaptionPolicy) else CaptionPolicy.from_dict(previous)
-            values["captions"] = replace(
-                values["captions"],
-                p_degradation_as_content=kept.p_degradation_as_content,
-                as_content_kinds=kept.as_content_kinds,
-                p_empty_keeps_blur=kept.p_empty_keeps_blur,
-            )
-    elif isinstance(values.get("captions"), dict):
+    if isinstance(values.get("captions"), dict):
         from napari_textsr.training.captions import CaptionPolicy
 
         values["captions"] = CaptionPolicy.from_dict(values["captions"])
+    if args.caption_rates:  # a resumed run keeps its other caption settings unless told otherwise
+        from napari_textsr.training.captions import CaptionPolicy
+
+        values["captions"] = _parse_caption_rates(args.caption_rates, values.get("captions") or CaptionPolicy())
     as_content = (args.degradation_as_content, args.as_content_kinds, args.empty_keeps_blur)
     if any(option is not None for option in as_content):
         from napari_textsr.training.captions import CaptionPolicy

@@ -30,7 +30,7 @@ whether the words, not memorised strings, carry the meaning.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -167,6 +167,16 @@ class CaptionPolicy:
     def form_rates(self) -> tuple[float, float, float, float]:
         """The four form rates in the order of ``--caption-rates`` (FULL, CONTENT, WORDS, EMPTY)."""
         return tuple(float(getattr(self, name)) for name in _FORM_RATES)  # type: ignore[return-value]
+
+    def with_form_rates(self, rates: "tuple[float, float, float, float] | list[float]") -> "CaptionPolicy":
+        """This policy with the four form rates (FULL, CONTENT, WORDS, EMPTY) replaced, its other settings kept.
+
+        Raises ValueError for other than four rates, or rates this class refuses.
+        """
+        if len(rates) != len(_FORM_RATES):
+            raise ValueError(f"expected {len(_FORM_RATES)} caption form rates ({', '.join(_FORM_RATES)}), got {rates}")
+        full, content, words, empty = (float(r) for r in rates)
+        return replace(self, p_content_and_degradation=full, p_content=content, p_degradation=words, p_empty=empty)
 
     @classmethod
     def content_only(cls) -> "CaptionPolicy":
