@@ -374,6 +374,13 @@ def test_degradation_as_content_from_the_cli_is_recorded_and_repeated(tmp_path):
     resume = ["train", "--out", str(empty), "--resume", "--steps", "2", "--threads", "1", "--no-progress"]
     assert main(resume + ["--caption-rates", "0.45,0.2,0.15,0.2"]) == 0  # new form rates, the rest kept
     assert TrainConfig.from_run(empty).captions == CaptionPolicy(p_degradation_as_content=0.3, p_empty_keeps_blur=0.5)
+    # Another image's content caption at a rate: recorded, repeated and kept the same way.
+    other = tmp_path / "other-content"
+    args = args[: args.index("--out") + 1] + [str(other)] + args[args.index("--out") + 2 :]
+    assert main(args + ["--other-content", "0.25"]) == 0
+    wanted = CaptionPolicy(p_degradation_as_content=0.3, p_other_content=0.25)
+    assert TrainConfig.from_run(other).captions == wanted
+    assert "--other-content 0.25" in equivalent_command(TrainConfig.from_run(other))
     with pytest.raises(ValueError, match="expected 4 caption form rates"):
         CaptionPolicy().with_form_rates([0.5, 0.5])
 
@@ -416,6 +423,54 @@ def test_empty_keeps_blur_is_drawn_at_its_rate_only_for_blurred_empty_samples():
             expected = gaussian_blur(hr_before[None], 0.6)[0].clamp(0, 1)
             assert torch.allclose(hr_after[inner], expected[inner], atol=1e-5)
             assert float((hr_after - hr_before).abs().mean()) > 0.02
+
+
+def test_other_content_is_drawn_at_its_rate_from_the_other_captions_only():
+    """``p_other_content``: a content-bearing caption names another image at that rate; nothing else changes."""
+    blurred = Degradation(4, blur_sigma=1.5)
+    others = ["a cat", "a dog", "a red boat", ""]
+    policy, off = CaptionPolicy(p_other_content=0.3), CaptionPolicy()
+    n, with_content, swapped = 4000, 0, 0
+    for i in range(n):
+        rng, rng_off = np.random.default_rng([5, i]), np.random.default_rng([5, i])
+        drawn = policy.draw_sample("a red boat", blurred, rng, others)
+        plain = off.draw_sample("a red boat", blurred, rng_off, others)
+        assert rng.bit_generator.state == rng_off.bit_generator.state and drawn.kept == plain.kept
+        if "a red boat" in plain.caption:
+            with_content += 1
+            swapped += drawn.caption != plain.caption
+            # The same form and words, another image's content (never its own, never empty).
+            assert drawn.caption in (plain.caption, plain.caption.replace("a red boat", "a cat"),
+                                     plain.caption.replace("a red boat", "a dog"))  # fmt: skip
+        else:  # words alone and the empty caption are as before
+            assert drawn.caption == plain.caption
+    assert abs(with_content / n - 0.65) < 0.03 and abs(swapped / with_content - 0.3) < 0.03, (with_content, swapped)
+    # With no other caption to take, the sample keeps its own.
+    lonely = [policy.draw("a red boat", blurred, np.random.default_rng([5, i]), ["a red boat"]) for i in range(50)]
+    assert lonely == [off.draw("a red boat", blurred, np.random.default_rng([5, i])) for i in range(50)]
+    assert "p_other_content" not in off.to_dict() and CaptionPolicy.from_dict(policy.to_dict()) == policy
+    with pytest.raises(ValueError, match="in \\[0, 1\\], got p_other_content=1.5"):
+        CaptionPolicy(p_other_content=1.5)
+
+    # In a batch: the pool is every training caption; the LR and HR are those of the run without it.
+    arrays = [np.random.default_rng(i).random((64, 64, 3)).astype(np.float32) for i in range(3)]
+    items = captioned_images_from_arrays(arrays, ["a cat", "a dog", "a red boat"])
+    family = DegradationFamily.preset_family("realistic", 4)
+    every = CaptionPolicy(p_other_content=1.0)
+    before = PatchSampler(items, family, lr_patch=8, augment=False, captions=off).batch(48, np.random.default_rng(4))
+    sampler = PatchSampler(items, family, lr_patch=8, augment=False, captions=every)
+    after = sampler.batch(48, np.random.default_rng(4))
+    assert sampler.content_captions == ["a cat", "a dog", "a red boat"]
+    assert torch.equal(before.lr, after.lr) and torch.equal(before.hr, after.hr) and before.names == after.names
+    swapped = 0
+    for caption_before, caption in zip(before.captions, after.captions):
+        mine = [c for c in sampler.content_captions if c in caption_before]
+        if mine:  # a content-bearing caption: every one names another image now
+            swapped += 1
+            assert mine[0] not in caption and any(c in caption for c in sampler.content_captions), (caption_before, caption)
+        else:
+            assert caption == caption_before
+    assert swapped > 20
 
 
 def test_the_word_tables_in_the_docs_list_the_training_vocabulary():

@@ -151,6 +151,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "that without a caption soft scenes stay soft and only the words 'out of focus' ask for deblurring (default 0)",
     )
     a(
+        "--other-content",
+        type=float,
+        default=None,
+        metavar="P",
+        help="of the samples whose caption carries a content caption, the fraction given another training image's "
+        "content caption instead (target unchanged), so that a wrong caption costs little (default 0)",
+    )
+    a(
         "--init-transfer",
         action="store_true",
         help="with --init: start from a checkpoint of another scale, taking every tensor that fits (the backbone)",
@@ -406,13 +414,15 @@ def build_config(args: argparse.Namespace):
         from napari_textsr.training.captions import CaptionPolicy
 
         values["captions"] = _parse_caption_rates(args.caption_rates, values.get("captions") or CaptionPolicy())
-    as_content = (args.degradation_as_content, args.as_content_kinds, args.empty_keeps_blur)
-    if any(option is not None for option in as_content):
+    caption_options = (args.degradation_as_content, args.as_content_kinds, args.empty_keeps_blur, args.other_content)
+    if any(option is not None for option in caption_options):
         from napari_textsr.training.captions import CaptionPolicy
 
         policy = values.get("captions") or CaptionPolicy()
         if args.empty_keeps_blur is not None:
             policy = replace(policy, p_empty_keeps_blur=args.empty_keeps_blur)
+        if args.other_content is not None:
+            policy = replace(policy, p_other_content=args.other_content)
         if args.degradation_as_content is not None:
             policy = replace(policy, p_degradation_as_content=args.degradation_as_content)
         if args.as_content_kinds is not None:

@@ -22,6 +22,14 @@ focus") or kept as detail ("sharp", "clean"), as a noise-level input does in
 FFDNet (Zhang et al. 2018). The empty caption and the content caption alone
 still always train on the true target.
 
+With rate ``p_other_content`` a sample that would carry its content caption
+carries another training image's instead, its target still its own true HR:
+a content caption can be wrong (a user's guess, a caption pasted onto the
+wrong image), and a model that only ever saw true captions draws what the
+caption says even where the pixels disagree. This is the text-side analogue
+of the mismatched-text pairs of text-to-image GAN discriminators (Reed et al.
+2016), used here as training data for the generator.
+
 :data:`TRAIN_VOCABULARY` lists the words training uses for each property of a
 degradation (:func:`degradation_properties`); :data:`HELD_OUT_TEMPLATE` and
 :data:`HELD_OUT_PHRASES` are phrasings training never uses, for evaluating
@@ -31,6 +39,7 @@ whether the words, not memorised strings, carry the meaning.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -111,7 +120,9 @@ class CaptionDraw:
 
 # The four caption forms (they sum to 1); p_degradation_as_content is a rate within the worded forms.
 _FORM_RATES = ("p_content_and_degradation", "p_content", "p_degradation", "p_empty")
-_RATES = (*_FORM_RATES, "p_degradation_as_content", "p_empty_keeps_blur")
+_RATES = (*_FORM_RATES, "p_degradation_as_content", "p_empty_keeps_blur", "p_other_content")
+# Settings recorded only when set, so records made before they existed stay as they were.
+_RECORDED_WHEN_SET = ("p_degradation_as_content", "p_empty_keeps_blur", "p_other_content")
 
 
 @dataclass
@@ -137,6 +148,12 @@ class CaptionPolicy:
         model sharpens both as far as the training mixture pays, which costs
         soft scenes on sharp inputs. Above 0 it sharpens less unless the
         caption says "out of focus".
+    p_other_content: of the samples whose caption carries a content caption
+        (content and degradation words, or content alone), the fraction that
+        carries another training image's content caption instead, the target
+        unchanged, so that a wrong content caption costs little (issue 9: no
+        held-out image more than 0.3 dB below bicubic with another image's
+        caption). 0 (the default) never does.
     Raises ValueError for rates outside [0, 1], forms not summing to 1 or
     unknown kinds.
     """
@@ -148,6 +165,7 @@ class CaptionPolicy:
     p_degradation_as_content: float = 0.0
     as_content_kinds: tuple[str, ...] = CONTENT_KINDS
     p_empty_keeps_blur: float = 0.0
+    p_other_content: float = 0.0
 
     def __post_init__(self) -> None:
         self.as_content_kinds = _check_content_kinds(self.as_content_kinds)
@@ -187,22 +205,33 @@ class CaptionPolicy:
     def uses_randomness(self) -> bool:
         return self.p_content < 1.0
 
-    def draw(self, content: str, degradation: "Degradation", rng: np.random.Generator) -> str:
+    def draw(
+        self, content: str, degradation: "Degradation", rng: np.random.Generator, others: Sequence[str] = ()
+    ) -> str:
         """The caption of one sample (see :meth:`draw_sample`)."""
-        return self.draw_sample(content, degradation, rng).caption
+        return self.draw_sample(content, degradation, rng, others).caption
 
-    def draw_sample(self, content: str, degradation: "Degradation", rng: np.random.Generator) -> CaptionDraw:
+    def draw_sample(
+        self, content: str, degradation: "Degradation", rng: np.random.Generator, others: Sequence[str] = ()
+    ) -> CaptionDraw:
         """The caption of one sample and whether its target keeps the degradation.
 
+        others: the content captions of the other training images, from which
+        ``p_other_content`` draws (those equal to ``content`` are skipped; with
+        none left the sample keeps its own).
+
         Consumes draws from ``rng`` only when ``uses_randomness``, and the same
-        number whatever ``p_degradation_as_content`` and ``p_empty_keeps_blur``
-        are (those choices and the words come from a generator seeded by one
-        draw), so runs resume exactly.
+        number whatever ``p_degradation_as_content``, ``p_empty_keeps_blur``
+        and ``p_other_content`` are (those choices and the words come from
+        generators seeded by one draw), so runs resume exactly and a run
+        without them draws what it drew before they existed.
         """
         if not self.uses_randomness:
             return CaptionDraw(content)
         u, template_u, words_seed = rng.random(), rng.random(), int(rng.integers(2**31))
         words_rng = np.random.default_rng(words_seed)
+        if self.p_other_content > 0 and content:
+            content = self._other_content(content, others, np.random.default_rng([words_seed, 1]))
         edges = np.cumsum([self.p_content_and_degradation, self.p_content, self.p_degradation])
         worded = (u < edges[0] and content) or (edges[1] <= u < edges[2])
         if not worded:
@@ -224,9 +253,16 @@ class CaptionPolicy:
             caption = template.format(degradation=phrase)
         return CaptionDraw(caption, kept=kept)
 
+    def _other_content(self, content: str, others: Sequence[str], rng: np.random.Generator) -> str:
+        """``content``, or at rate ``p_other_content`` another of ``others`` (uniformly)."""
+        if rng.random() >= self.p_other_content:
+            return content
+        candidates = [c for c in others if c and c != content]
+        return candidates[int(rng.integers(len(candidates)))] if candidates else content
+
     def to_dict(self) -> dict[str, Any]:
         values: dict[str, Any] = asdict(self)
-        for name in ("p_degradation_as_content", "p_empty_keeps_blur"):
+        for name in _RECORDED_WHEN_SET:
             if not values[name]:  # records made before it existed stay as they were
                 del values[name]
         if self.as_content_kinds == CONTENT_KINDS:

@@ -358,6 +358,8 @@ class PatchSampler:
         need = self.hr_patch
         self.items = [item for item in items if min(item.image.shape[:2]) >= need]
         self.skipped = [item.name for item in items if min(item.image.shape[:2]) < need]
+        # Every content caption in use, in first-seen order: the pool CaptionPolicy.p_other_content draws from.
+        self.content_captions = list(dict.fromkeys(c for item in self.items for c in item.captions if c))
         if not self.items:
             smallest = min((min(item.image.shape[:2]) for item in items), default=0)
             raise DataError(
@@ -394,7 +396,7 @@ class PatchSampler:
             # A fixed pipeline and the content-only policy draw nothing, so runs
             # made before the family existed resume with the same batches.
             degradation = self.degradation.draw(rng)
-            drawn = self.captions.draw_sample(caption, degradation, rng)
+            drawn = self.captions.draw_sample(caption, degradation, rng, self.content_captions)
             y0, y1 = max(ly - m, 0), min(ly + p + m, lh)
             x0, x1 = max(lx - m, 0), min(lx + p + m, lw)
             region = _to_tensor(item.image[y0 * s : y1 * s, x0 * s : x1 * s])

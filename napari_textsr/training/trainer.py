@@ -229,6 +229,8 @@ def equivalent_command(config: TrainConfig, data_note: str | None = None) -> str
         args += ["--as-content-kinds", ",".join(c.captions.as_content_kinds)]
     if c.captions.p_empty_keeps_blur:
         args += ["--empty-keeps-blur", repr(c.captions.p_empty_keeps_blur)]
+    if c.captions.p_other_content:
+        args += ["--other-content", repr(c.captions.p_other_content)]
     if c.init_transfer:
         args += ["--init-transfer"]
     defaults = default_loss_weights(c.method).to_dict()
