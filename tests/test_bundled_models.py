@@ -70,15 +70,22 @@ def test_the_defaults_record_their_degradation_family_and_stages():
 def test_textsr_models_shows_each_stage_with_its_changed_family_and_weight_average(capsys):
     assert main(["models"]) == 0
     text = capsys.readouterr().out
-    header, *rest = text[text.index("pdn-x4 ") :].splitlines()
-    # pdn-x4's block: its header line and the indented lines under it, up to the next model.
-    x4 = "\n".join([header, *itertools.takewhile(lambda line: line.startswith(" "), rest)])
+
+    def block(name: str) -> str:  # a model's header line and the indented lines under it, up to the next model
+        header, *rest = text[text.index(name + " ") :].splitlines()
+        return "\n".join([header, *itertools.takewhile(lambda line: line.startswith(" "), rest)])
+
+    x4 = block("pdn-x4")
     assert "[default at x4]" in x4.splitlines()[0]
     assert "realistic family (drawn per sample) with p_blur=0.3," in x4
     assert "weights: moving average, ema_decay 0.999" in x4
     # its caption settings: blur called content by the words, some kept by the empty caption
     assert "captions: p_degradation_as_content=0.9, as_content_kinds=blur, p_empty_keeps_blur=0.7" in x4
     assert "fine-tuned from a model trained 3600 steps" in x4
+    # x16's latest stage sometimes gave another image's content caption (a wrong caption costs little)
+    x16 = block("pdn-x16")
+    assert "[default at x16]" in x16.splitlines()[0]
+    assert x16.splitlines()[5].strip() == "captions: p_degradation_as_content=0.5, p_other_content=0.3"  # latest stage
 
 
 def test_default_x4_on_a_photograph_however_it_was_made():
