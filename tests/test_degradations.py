@@ -467,7 +467,10 @@ def test_other_content_is_drawn_at_its_rate_from_the_other_captions_only():
         mine = [c for c in sampler.content_captions if c in caption_before]
         if mine:  # a content-bearing caption: every one names another image now
             swapped += 1
-            assert mine[0] not in caption and any(c in caption for c in sampler.content_captions), (caption_before, caption)
+            assert mine[0] not in caption and any(c in caption for c in sampler.content_captions), (
+                caption_before,
+                caption,
+            )
         else:
             assert caption == caption_before
     assert swapped > 20

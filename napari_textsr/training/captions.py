@@ -38,8 +38,8 @@ whether the words, not memorised strings, carry the meaning.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
