@@ -1,5 +1,7 @@
 """The degradation family, named benchmark degradations and captions that describe them (issue 9)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -445,8 +447,9 @@ def test_other_content_is_drawn_at_its_rate_from_the_other_captions_only():
         else:  # words alone and the empty caption are as before
             assert drawn.caption == plain.caption
     assert abs(with_content / n - 0.65) < 0.03 and abs(swapped / with_content - 0.3) < 0.03, (with_content, swapped)
-    # With no other caption to take, the sample keeps its own.
-    lonely = [policy.draw("a red boat", blurred, np.random.default_rng([5, i]), ["a red boat"]) for i in range(50)]
+    # With no other image's caption to take (its own second caption does not count), the sample keeps its own.
+    own = ["a red boat", "a small red rowing boat"]
+    lonely = [policy.draw("a red boat", blurred, np.random.default_rng([5, i]), own, own) for i in range(50)]
     assert lonely == [off.draw("a red boat", blurred, np.random.default_rng([5, i])) for i in range(50)]
     assert "p_other_content" not in off.to_dict() and CaptionPolicy.from_dict(policy.to_dict()) == policy
     with pytest.raises(ValueError, match="in \\[0, 1\\], got p_other_content=1.5"):
@@ -456,21 +459,21 @@ def test_other_content_is_drawn_at_its_rate_from_the_other_captions_only():
     arrays = [np.random.default_rng(i).random((64, 64, 3)).astype(np.float32) for i in range(3)]
     items = captioned_images_from_arrays(arrays, ["a cat", "a dog", "a red boat"])
     family = DegradationFamily.preset_family("realistic", 4)
+    items[2] = dataclasses.replace(items[2], captions=("a red boat", "a small red rowing boat"))
     every = CaptionPolicy(p_other_content=1.0)
     before = PatchSampler(items, family, lr_patch=8, augment=False, captions=off).batch(48, np.random.default_rng(4))
     sampler = PatchSampler(items, family, lr_patch=8, augment=False, captions=every)
     after = sampler.batch(48, np.random.default_rng(4))
-    assert sampler.content_captions == ["a cat", "a dog", "a red boat"]
+    assert sampler.content_captions == ["a cat", "a dog", "a red boat", "a small red rowing boat"]
     assert torch.equal(before.lr, after.lr) and torch.equal(before.hr, after.hr) and before.names == after.names
     swapped = 0
-    for caption_before, caption in zip(before.captions, after.captions):
-        mine = [c for c in sampler.content_captions if c in caption_before]
-        if mine:  # a content-bearing caption: every one names another image now
+    boat = ("a red boat", "a small red rowing boat")
+    for name, caption_before, caption in zip(after.names, before.captions, after.captions):
+        if any(c in caption_before for c in sampler.content_captions):  # content-bearing: names another image now
             swapped += 1
-            assert mine[0] not in caption and any(c in caption for c in sampler.content_captions), (
-                caption_before,
-                caption,
-            )
+            own = boat if name == items[2].name else [c for c in sampler.content_captions if c in caption_before]
+            named = [c for c in sampler.content_captions if c in caption]
+            assert named and not set(named) & set(own), (name, caption_before, caption)
         else:
             assert caption == caption_before
     assert swapped > 20

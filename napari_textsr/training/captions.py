@@ -206,19 +206,30 @@ class CaptionPolicy:
         return self.p_content < 1.0
 
     def draw(
-        self, content: str, degradation: "Degradation", rng: np.random.Generator, others: Sequence[str] = ()
+        self,
+        content: str,
+        degradation: "Degradation",
+        rng: np.random.Generator,
+        others: Sequence[str] = (),
+        own: Sequence[str] = (),
     ) -> str:
         """The caption of one sample (see :meth:`draw_sample`)."""
-        return self.draw_sample(content, degradation, rng, others).caption
+        return self.draw_sample(content, degradation, rng, others, own).caption
 
     def draw_sample(
-        self, content: str, degradation: "Degradation", rng: np.random.Generator, others: Sequence[str] = ()
+        self,
+        content: str,
+        degradation: "Degradation",
+        rng: np.random.Generator,
+        others: Sequence[str] = (),
+        own: Sequence[str] = (),
     ) -> CaptionDraw:
         """The caption of one sample and whether its target keeps the degradation.
 
-        others: the content captions of the other training images, from which
-        ``p_other_content`` draws (those equal to ``content`` are skipped; with
-        none left the sample keeps its own).
+        others: the content captions of the training images, from which
+        ``p_other_content`` draws; own: every caption of this sample's image
+        (an image may have several). ``content``, ``own`` and empty captions
+        are skipped; with none left the sample keeps its own.
 
         Consumes draws from ``rng`` only when ``uses_randomness``, and the same
         number whatever ``p_degradation_as_content``, ``p_empty_keeps_blur``
@@ -231,7 +242,7 @@ class CaptionPolicy:
         u, template_u, words_seed = rng.random(), rng.random(), int(rng.integers(2**31))
         words_rng = np.random.default_rng(words_seed)
         if self.p_other_content > 0 and content:
-            content = self._other_content(content, others, np.random.default_rng([words_seed, 1]))
+            content = self._other_content(content, others, own, np.random.default_rng([words_seed, 1]))
         edges = np.cumsum([self.p_content_and_degradation, self.p_content, self.p_degradation])
         worded = (u < edges[0] and content) or (edges[1] <= u < edges[2])
         if not worded:
@@ -253,11 +264,12 @@ class CaptionPolicy:
             caption = template.format(degradation=phrase)
         return CaptionDraw(caption, kept=kept)
 
-    def _other_content(self, content: str, others: Sequence[str], rng: np.random.Generator) -> str:
-        """``content``, or at rate ``p_other_content`` another of ``others`` (uniformly)."""
+    def _other_content(self, content: str, others: Sequence[str], own: Sequence[str], rng: np.random.Generator) -> str:
+        """``content``, or at rate ``p_other_content`` one of ``others`` not in ``own`` (uniformly)."""
         if rng.random() >= self.p_other_content:
             return content
-        candidates = [c for c in others if c and c != content]
+        mine = {content, *own}
+        candidates = [c for c in others if c and c not in mine]
         return candidates[int(rng.integers(len(candidates)))] if candidates else content
 
     def to_dict(self) -> dict[str, Any]:

@@ -396,7 +396,7 @@ class PatchSampler:
             # A fixed pipeline and the content-only policy draw nothing, so runs
             # made before the family existed resume with the same batches.
             degradation = self.degradation.draw(rng)
-            drawn = self.captions.draw_sample(caption, degradation, rng, self.content_captions)
+            drawn = self.captions.draw_sample(caption, degradation, rng, self.content_captions, item.captions)
             y0, y1 = max(ly - m, 0), min(ly + p + m, lh)
             x0, x1 = max(lx - m, 0), min(lx + p + m, lw)
             region = _to_tensor(item.image[y0 * s : y1 * s, x0 * s : x1 * s])
