@@ -85,11 +85,17 @@ def test_textsr_models_shows_each_stage_with_its_changed_family_and_weight_avera
         in x4
     )
     assert "fine-tuned from a model trained 3600 steps" in x4
-    # x16's latest stage sometimes gave another image's content caption (a wrong caption costs little)
+    # x16's latest stages sometimes gave another image's content caption (a wrong caption costs little),
+    # kept some blur for the empty caption and drew the empty caption in 30 % of samples, not 20 %
     x16 = block("pdn-x16")
     assert "[default at x16]" in x16.splitlines()[0]
     latest = next(line.strip() for line in x16.splitlines() if line.strip().startswith("captions:"))
-    assert latest == "captions: p_degradation_as_content=0.5, p_other_content=0.3"
+    assert latest == (
+        "captions: p_content_and_degradation=0.4, p_content=0.15, p_empty=0.3, "
+        "p_degradation_as_content=0.5, p_empty_keeps_blur=0.7, p_other_content=0.3"
+    )
+    # and area (box averaging, binning) three times in the eight resize kernels
+    assert "resize_kernels=bicubic-aa:bicubic:bicubic:bilinear-aa:bilinear:area:area:area," in x16
 
 
 def test_default_x4_on_a_photograph_however_it_was_made():
