@@ -2,6 +2,7 @@
 
     python benchmarks/bench_caption_sweep.py --scale 2 --degradation noise --data ../shared/data/train/bsd200 \
         "{c}" "" "{c}, noisy" "{c}, clean" "{c}; the picture is grainy and noisy"
+    python benchmarks/bench_caption_sweep.py --scale 8 --degradation jpeg --image 271031.png "{c}" "" "at sunset"
 
 For the held-out photographs of a folder (the split of ``textsr bench --split
 val``), each degraded the way ``textsr bench --degradation NAME`` degrades it,
@@ -66,6 +67,17 @@ def sweep(upscaler, items: Sequence, degradation: str, templates: Sequence[str])
     return [CaptionScore(t, float(np.mean(gains[t])), float(np.mean(moved[t]))) for t in templates]
 
 
+def select_images(items: Sequence, names: Sequence[str]) -> list:
+    """The ``items`` (CaptionedImage) whose name is in ``names``, in their order.
+
+    Raises ValueError naming any of ``names`` that no item has.
+    """
+    missing = sorted(set(names) - {item.name for item in items})
+    if missing:
+        raise ValueError(f"not among the held-out images: {', '.join(missing)}")
+    return [item for item in items if item.name in names]
+
+
 def main() -> None:
     import torch
 
@@ -80,6 +92,9 @@ def main() -> None:
     parser.add_argument("--degradation", default="bicubic-aa", choices=list(NAMED_DEGRADATIONS))
     parser.add_argument("--data", default="../shared/data/train/bsd200")
     parser.add_argument("--limit", type=int, default=None, help="first N held-out images only")
+    parser.add_argument(
+        "--image", action="append", default=None, metavar="NAME", help="only this held-out image (repeatable)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
@@ -87,6 +102,11 @@ def main() -> None:
     upscaler = load_model(args.model, scale=args.scale)
     _, held_out = split_train_val(load_captioned_folder(args.data))  # textsr bench's and training's split
     held_out = held_out[: args.limit]
+    if args.image:
+        try:
+            held_out = select_images(held_out, args.image)
+        except ValueError as error:
+            parser.error(f"{error} ({args.data})")
     print(
         f"{upscaler.description.name} x{upscaler.scale}, {args.degradation}, {len(held_out)} held-out images: "
         "PSNR-Y minus bicubic (dB), mean |output - first template's output| (grey levels)"

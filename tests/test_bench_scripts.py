@@ -84,3 +84,14 @@ def test_caption_sweep_scores_each_template_against_bicubic_and_the_first_output
     assert all(-20.0 < s.gain_db < 20.0 for s in scores)
     with pytest.raises(ValueError, match="at least one caption template"):
         bench.sweep(upscaler, scenes, "noise", [])
+
+
+def test_caption_sweep_selects_held_out_images_by_name_and_names_the_missing_ones():
+    from napari_textsr.synthetic import synthetic_dataset
+
+    bench = _load("bench_caption_sweep")
+    scenes = synthetic_dataset(3, seed=4, size=48)
+    names = [scene.name for scene in scenes]
+    assert [item.name for item in bench.select_images(scenes, [names[2], names[0]])] == [names[0], names[2]]
+    with pytest.raises(ValueError, match="not among the held-out images: nowhere.png"):
+        bench.select_images(scenes, [names[1], "nowhere.png"])
