@@ -57,6 +57,7 @@ __all__ = [
     "check_not_same_file",
     "check_output",
     "is_image_path",
+    "jpeg_quality",
     "read_image_file",
     "read_image_series",
     "write_image_file",
@@ -105,6 +106,8 @@ class ImageFile:
         ``textsr upscale``), else None.
     format: "tiff", "imagej", "ome", "shaped" (tifffile JSON), "png", "jpeg", "ome-zarr", ...
     series: index of this series in a multi-series TIFF (0 otherwise).
+    jpeg_quality: for a JPEG file, the IJG quality (1-100) its luminance
+        quantization table corresponds to (:func:`jpeg_quality`); None otherwise.
     origin: physical position of pixel 0's centre per axis letter (OME-Zarr
         translation; empty when the file gives none).
 
@@ -124,6 +127,7 @@ class ImageFile:
     format: str = ""
     series: int = 0
     origin: dict[str, float] = field(default_factory=dict)
+    jpeg_quality: int | None = None
 
     def __post_init__(self) -> None:
         if not self.axes:
@@ -162,7 +166,7 @@ class ImageFile:
             if axis in origin:  # pixel 0's outer edge stays in place (ngff.resample_transform)
                 origin[axis] = origin[axis] + (size / factor - size) / 2
         return dataclasses.replace(
-            self, data=data, spacing=spacing, origin=origin, provenance=provenance, orientation=1
+            self, data=data, spacing=spacing, origin=origin, provenance=provenance, orientation=1, jpeg_quality=None
         )
 
     def file_record(self) -> dict[str, Any]:
@@ -518,6 +522,7 @@ def _read_pillow(path: Path, max_pixels: int | None) -> ImageFile:
         info = dict(opened.info)
         file_format = (opened.format or path.suffix.lstrip(".")).lower()
         rawmode = _png_rawmode(opened) if file_format == "png" else ""  # before getexif(), which may decode
+        quality = jpeg_quality(opened) if file_format == "jpeg" else None
         orientation = int(opened.getexif().get(0x0112, 1) or 1)
         if rawmode.startswith(("RGB;16", "RGBA;16", "LA;16")):
             # 16-bit colour PNG: Pillow keeps 8 bits; imagecodecs decodes all 16.
@@ -579,7 +584,63 @@ def _read_pillow(path: Path, max_pixels: int | None) -> ImageFile:
         orientation=orientation,
         provenance=provenance,
         format=file_format,
+        jpeg_quality=quality,
     )
+
+
+# The luminance quantization table of the JPEG standard (ITU-T T.81, Annex K, Table K.1), natural order;
+# the IJG library (libjpeg, Pillow, OpenCV, most cameras' software) scales it by the quality setting.
+_JPEG_LUMINANCE_TABLE = np.array(
+    [
+        [16, 11, 10, 16, 24, 40, 51, 61],
+        [12, 12, 14, 19, 26, 58, 60, 55],
+        [14, 13, 16, 24, 40, 57, 69, 56],
+        [14, 17, 22, 29, 51, 87, 80, 62],
+        [18, 22, 37, 56, 68, 109, 103, 77],
+        [24, 35, 55, 64, 81, 104, 113, 92],
+        [49, 64, 78, 87, 103, 121, 120, 101],
+        [72, 92, 95, 98, 112, 100, 103, 99],
+    ],
+    dtype=np.int64,
+).reshape(-1)
+
+
+def _ijg_luminance_table(quality: int) -> np.ndarray:
+    """The IJG library's luminance table at ``quality`` (1-100): jcparam.c's ``jpeg_quality_scaling``."""
+    scaling = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return np.clip((_JPEG_LUMINANCE_TABLE * scaling + 50) // 100, 1, 255)
+
+
+def jpeg_quality(image: "str | os.PathLike | Any") -> int | None:
+    """The IJG quality (1-100) of a JPEG file, from its luminance quantization table.
+
+    ``image``: a path (only the header is read), or an open Pillow image,
+    whose ``quantization`` holds a JPEG's tables (natural order, 64 values
+    each). Returns the quality whose IJG-scaled standard table (ITU-T T.81 Annex K,
+    as libjpeg's ``jpeg_set_quality`` makes it) is closest to table 0 in
+    mean absolute difference: exact for files written by libjpeg, Pillow or
+    OpenCV, the nearest equivalent for encoders with tables of their own.
+    None when the image carries no 64-entry table 0 (not a JPEG), and for a
+    path that is not a readable ``.jpg``/``.jpeg`` file (a folder, a zarr, a
+    file moved away: the reader says what is wrong when it reads it).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        from PIL import Image
+
+        if Path(image).suffix.lower() not in JPEG_SUFFIXES:
+            return None
+        try:
+            with Image.open(image) as opened:
+                return jpeg_quality(opened)
+        except OSError:
+            return None
+    tables = getattr(image, "quantization", None) or {}
+    table = tables.get(0)
+    if table is None or len(table) != 64:
+        return None
+    table = np.asarray(table, dtype=np.int64)
+    errors = [np.abs(_ijg_luminance_table(q) - table).mean() for q in range(1, 101)]
+    return int(np.argmin(errors)) + 1
 
 
 def _png_rawmode(image: Any) -> str:

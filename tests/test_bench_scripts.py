@@ -81,7 +81,13 @@ def test_caption_sweep_scores_each_template_against_bicubic_and_the_first_output
     assert scores[0].moved == 0.0 and scores[1].moved == 0.0  # the same caption: the same output
     assert scores[1].gain_db == scores[0].gain_db
     assert scores[2].moved > 0.0 and scores[3].moved > 0.0  # another caption moves a text-conditioned model
-    assert all(-20.0 < s.gain_db < 20.0 for s in scores)
+    assert all(-20.0 < s.worst_db <= s.gain_db < 20.0 for s in scores)
+    # A pipeline object instead of a name: JPEG quality 60 is the named "jpeg" way.
+    from napari_textsr.training.degradations import Degradation
+
+    same = bench.sweep(upscaler, scenes, Degradation(scale=2, jpeg_quality=60), ["{c}", ""])
+    assert same == bench.sweep(upscaler, scenes, "jpeg", ["{c}", ""])
+    assert same != bench.sweep(upscaler, scenes, Degradation(scale=2, jpeg_quality=30), ["{c}", ""])
     with pytest.raises(ValueError, match="at least one caption template"):
         bench.sweep(upscaler, scenes, "noise", [])
 

@@ -141,3 +141,36 @@ def test_streamed_output_equals_the_in_memory_one(tmp_path, rng):
     streamed, in_memory = read_image_file(tmp_path / "tiled.tif"), read_image_file(tmp_path / "mem.tif")
     np.testing.assert_array_equal(streamed.data, in_memory.data)
     assert streamed.provenance["caption"] == "a cat" and streamed.provenance["scale"] == 2
+
+
+def _jpeg(path, rng, quality):
+    Image.fromarray(rng.integers(0, 256, size=(12, 14, 3), dtype=np.uint8)).save(path, quality=quality)
+
+
+def test_a_jpeg_input_of_low_quality_gets_the_jpeg_words_in_its_caption(tmp_path, rng, capsys):
+    _jpeg(tmp_path / "in.jpg", rng, 60)
+    args = ["upscale", str(tmp_path / "in.jpg"), "--model", MODEL, "--caption", "a cat"]
+    assert main([args[0], args[1], str(tmp_path / "auto.png"), *args[2:]]) == 0
+    printed = capsys.readouterr().out
+    assert "caption 'a cat, JPEG-compressed': the input is a JPEG of quality 60" in printed
+    assert read_image_file(tmp_path / "auto.png").provenance["caption"] == "a cat, JPEG-compressed"
+    # The same pixels as saying it by hand; --no-file-words keeps the caption as typed, and another output.
+    said = ["upscale", args[1], str(tmp_path / "said.png"), "--model", MODEL, "--caption", "a cat, JPEG-compressed"]
+    assert main([*said, "--quiet"]) == 0
+    assert main([*args[:1], args[1], str(tmp_path / "typed.png"), *args[2:], "--no-file-words", "--quiet"]) == 0
+    auto, typed = read_image_file(tmp_path / "auto.png"), read_image_file(tmp_path / "typed.png")
+    np.testing.assert_array_equal(auto.data, read_image_file(tmp_path / "said.png").data)
+    assert typed.provenance["caption"] == "a cat" and not np.array_equal(auto.data, typed.data)
+
+
+@pytest.mark.parametrize(("name", "quality", "caption"), [("in.jpg", 75, "a cat"), ("in.png", None, "a cat")])
+def test_high_quality_jpeg_and_other_files_keep_the_caption(tmp_path, rng, capsys, name, quality, caption):
+    if quality:
+        _jpeg(tmp_path / name, rng, quality)
+    else:
+        Image.fromarray(rng.integers(0, 256, size=(12, 14, 3), dtype=np.uint8)).save(tmp_path / name)
+    assert (
+        main(["upscale", str(tmp_path / name), str(tmp_path / "out.png"), "--model", MODEL, "--caption", caption]) == 0
+    )
+    assert "the input is a JPEG" not in capsys.readouterr().out
+    assert read_image_file(tmp_path / "out.png").provenance["caption"] == caption

@@ -488,3 +488,34 @@ def test_the_word_tables_in_the_docs_list_the_training_vocabulary():
         rows = [line for line in doc.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
         for words in TRAIN_VOCABULARY.values():
             assert any(line.rstrip(" |").endswith(" | " + ", ".join(words)) for line in rows), (doc.name, words)
+
+
+def test_a_jpeg_file_adds_the_training_jpeg_words_unless_the_caption_says_how_it_was_taken():
+    from napari_textsr.training.captions import (
+        FILE_WORDS_MAX_JPEG_QUALITY,
+        TRAIN_VOCABULARY,
+        caption_with_file_words,
+        says_how_taken,
+    )
+
+    assert caption_with_file_words("a cat.", 60) == "a cat, JPEG-compressed"
+    assert caption_with_file_words("", 40) == "JPEG-compressed"  # a degradation-only caption, as in training
+    assert FILE_WORDS_MAX_JPEG_QUALITY == 60  # where the words pay with every bundled PDN (README)
+    assert caption_with_file_words("a cat", 60) == "a cat, JPEG-compressed"
+    assert caption_with_file_words("a cat", 61) == "a cat"
+    assert caption_with_file_words("a cat", None) == "a cat"
+    for words in TRAIN_VOCABULARY.values():  # the user's own words about the picture win
+        for word in words:
+            assert caption_with_file_words(f"a cat, {word.upper()}", 50) == f"a cat, {word.upper()}"
+    assert says_how_taken("a jpeg of a cat") and says_how_taken("a soft toy")
+    assert not says_how_taken("software on a screen") and not says_how_taken("a sharpened pencil")
+    assert caption_with_file_words("software on a screen", 50) == "software on a screen, JPEG-compressed"
+
+
+def test_one_caption_for_several_files_says_jpeg_only_when_every_file_is_one():
+    from napari_textsr.cli import file_words_caption
+
+    assert file_words_caption("a street", [90, 60], True) == "a street, JPEG-compressed"  # the worst frame decides
+    assert file_words_caption("a street", [60, None], True) == "a street"  # a TIFF among them: nothing to say
+    assert file_words_caption("a street", [60], False) == "a street"  # --no-file-words
+    assert file_words_caption("a street", [], True) == "a street"

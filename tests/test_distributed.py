@@ -232,3 +232,22 @@ def test_cli_on_a_list_of_files(client, tmp_path, capsys):
     assert main(bad) == 1
     assert "local:N needs a number of workers N >= 1, got 'local:x'" in capsys.readouterr().err
     assert not (tmp_path / "other.zarr").exists()
+
+
+def test_cli_on_jpeg_frames_says_jpeg_in_the_caption(client, tmp_path, capsys):
+    from PIL import Image
+
+    from napari_textsr.cli import main
+
+    rng = np.random.default_rng(6)
+    files = []
+    for i, quality in enumerate((70, 50)):  # video frames of one shape
+        files.append(tmp_path / f"frame{i}.jpg")
+        Image.fromarray(rng.integers(0, 256, size=(40, 36), dtype=np.uint8)).save(files[-1], quality=quality)
+    common = ["--model", "random:pdn:2:tiny", "--scheduler", client.scheduler.address, "--quiet"]
+    assert main(["distributed", *map(str, files), str(tmp_path / "auto.zarr"), "--caption", "a street", *common]) == 0
+    assert "caption 'a street, JPEG-compressed': the inputs are JPEG files" in capsys.readouterr().out
+    assert read_ome_zarr(tmp_path / "auto.zarr").provenance()["caption"] == "a street, JPEG-compressed"
+    typed = ["distributed", *map(str, files), str(tmp_path / "typed.zarr"), "--caption", "a street", "--no-file-words"]
+    assert main([*typed, *common]) == 0
+    assert read_ome_zarr(tmp_path / "typed.zarr").provenance()["caption"] == "a street"

@@ -395,3 +395,20 @@ def test_png_text_chunk_provenance_is_json(tmp_path):
     write_image_file(tmp_path / "p.png", np.zeros((4, 4), np.uint8), metadata={"caption": "x"})
     with Image.open(tmp_path / "p.png") as png:
         assert json.loads(png.text["textsr"])["textsr"] == {"caption": "x"}
+
+
+def test_jpeg_quality_is_the_quality_the_file_was_saved_at(tmp_path):
+    from napari_textsr.imageio import jpeg_quality
+
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, size=(16, 16, 3), dtype=np.uint8))
+    found = {}
+    for quality in range(1, 101):
+        picture.save(tmp_path / "q.jpg", quality=quality)
+        found[quality] = jpeg_quality(tmp_path / "q.jpg")
+    assert found == {q: q for q in range(1, 101)}
+    picture.save(tmp_path / "q.jpg", quality=37)
+    image = read_image_file(tmp_path / "q.jpg")
+    assert image.format == "jpeg" and image.jpeg_quality == 37
+    assert image.upscaled(np.zeros((32, 32, 3), np.uint8), 2).jpeg_quality is None  # the output is not that JPEG
+    picture.save(tmp_path / "q.png")
+    assert jpeg_quality(tmp_path / "q.png") is None and read_image_file(tmp_path / "q.png").jpeg_quality is None

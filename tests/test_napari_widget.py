@@ -486,3 +486,29 @@ def test_garbage_is_collected_once_before_the_layers_go_in(viewer, qtbot, monkey
     events.clear()
     run_and_wait(widget, qtbot)
     assert events.count("collect") == 1  # once per run
+
+
+def test_a_layer_opened_from_a_low_quality_jpeg_gets_the_jpeg_words(viewer, qtbot, tmp_path):
+    from PIL import Image
+
+    picture = Image.fromarray(grey_image((32, 40), dtype=np.uint8))
+    picture.save(tmp_path / "low.jpg", quality=50)
+    picture.save(tmp_path / "high.jpg", quality=75)
+    low = viewer.open(str(tmp_path / "low.jpg"), plugin="napari")[0]
+    high = viewer.open(str(tmp_path / "high.jpg"), plugin="napari")[0]
+    high.metadata["caption"] = "round nuclei"
+    widget = make_widget(viewer, qtbot)
+    widget.select_layer(high)
+    assert widget.caption_edit.toPlainText() == "round nuclei"  # quality 75: saying it would cost
+    widget.select_layer(low)
+    assert widget.caption_edit.toPlainText() == "JPEG-compressed"  # shown, and deletable
+    run_and_wait(widget, qtbot)
+    assert viewer.layers["low x2"].metadata["caption"] == "JPEG-compressed"
+    low.metadata["caption"] = "round nuclei"
+    widget.select_layer(high)
+    widget.select_layer(low)
+    assert widget.caption_edit.toPlainText() == "round nuclei, JPEG-compressed"
+    widget.caption_edit.setPlainText("round nuclei")  # what the user types wins
+    widget.select_layer(high)
+    widget.select_layer(low)
+    assert widget.caption_edit.toPlainText() == "round nuclei"

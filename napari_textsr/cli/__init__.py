@@ -61,6 +61,31 @@ def add_self_ensemble_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_file_words_option(parser: argparse.ArgumentParser) -> None:
+    """``--file-words/--no-file-words``: :func:`~napari_textsr.training.captions.caption_with_file_words` on or off."""
+    parser.add_argument(
+        "--file-words",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add to the caption what the input file says about how the image was made: 'JPEG-compressed' "
+        "for a JPEG of quality 60 or lower, unless the caption already says how the image was taken "
+        "(default: on; the caption used is stored in the output's metadata)",
+    )
+
+
+def file_words_caption(caption: str, jpeg_qualities: "list[int | None]", enabled: bool) -> str:
+    """The caption for inputs whose JPEG qualities are ``jpeg_qualities`` (None: not a JPEG file).
+
+    Words are added only when every input is a JPEG (a caption serves all of
+    them) and ``enabled``; the worst (lowest) quality decides.
+    """
+    if not enabled or not jpeg_qualities or any(q is None for q in jpeg_qualities):
+        return caption
+    from napari_textsr.training.captions import caption_with_file_words
+
+    return caption_with_file_words(caption, min(q for q in jpeg_qualities if q is not None))
+
+
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     """``--threads N`` for a command that computes on the CPU; :func:`main` applies it before the command runs."""
     parser.add_argument(

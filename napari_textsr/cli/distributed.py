@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_textsr.cli import command_help
+from napari_textsr.cli import add_file_words_option, command_help, file_words_caption
 
 
 def register(subparsers) -> None:
@@ -24,6 +24,7 @@ def register(subparsers) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IN", help="input OME-Zarr/zarr, or image files")
     parser.add_argument("output", type=Path, metavar="OUT", help="output OME-Zarr (e.g. out.ome.zarr)")
     parser.add_argument("--caption", default="", metavar="TEXT", help="what the image shows (default: none)")
+    add_file_words_option(parser)
     parser.add_argument(
         "--model",
         default="default",
@@ -82,6 +83,11 @@ def run_distributed(args: argparse.Namespace) -> int:
     source = args.inputs[0] if len(args.inputs) == 1 else list(args.inputs)
     if any(Path(p).resolve() == args.output.resolve() for p in args.inputs):
         raise ValueError("OUT must differ from IN")
+    from napari_textsr.imageio import jpeg_quality
+
+    caption = file_words_caption(args.caption, [jpeg_quality(p) for p in args.inputs], args.file_words)
+    if caption != args.caption:
+        print(f"caption {caption!r}: the inputs are JPEG files (--no-file-words keeps the caption as typed)")
     spec = WorkerModel(args.model, args.scale, args.device, None, args.torch_threads)
     with tqdm(total=None, unit="block", desc="distributed", file=sys.stderr, disable=args.quiet) as bar:
 
@@ -95,7 +101,7 @@ def run_distributed(args: argparse.Namespace) -> int:
             result = upscale_distributed(
                 source,
                 args.output,
-                args.caption,
+                caption,
                 model=spec,
                 scheduler=args.scheduler,
                 block=args.block or DEFAULT_BLOCK,

@@ -8,7 +8,13 @@ import re
 import sys
 from pathlib import Path
 
-from napari_textsr.cli import add_self_ensemble_option, add_threads_option, command_help
+from napari_textsr.cli import (
+    add_file_words_option,
+    add_self_ensemble_option,
+    add_threads_option,
+    command_help,
+    file_words_caption,
+)
 
 # Outputs of more than this many bytes written to .tif are streamed tile by
 # tile into a tiled BigTIFF (memory independent of the output's size) instead
@@ -46,6 +52,7 @@ def register(subparsers) -> None:
         help="output format in batch mode (default: each input's own)",
     )
     upscale.add_argument("--caption", default="", metavar="TEXT", help="what the image shows (default: none)")
+    add_file_words_option(upscale)
     upscale.add_argument(
         "--model",
         default="default",
@@ -329,8 +336,11 @@ class _Job:
         """Upscale every series and write the output; returns the line to print."""
         from napari_textsr.imageio import TIFF_SUFFIXES, ZARR_SUFFIXES, write_image_file, write_map, write_tiff_series
 
-        outputs, results = [], []
+        outputs, results, noted = [], [], []
         for image in self.images:
+            caption = _caption(args, image)
+            if caption != args.caption and caption not in noted:
+                noted.append(caption)
             reference = _reference(args.reference, image)
             out_bytes = image.data.nbytes * upscaler.scale**2
             stream = (
@@ -352,11 +362,11 @@ class _Job:
             if composite:
                 kwargs.update(regions=self.regions, text_effect=args.text_effect is not None)
             if self.target.suffix.lower() in ZARR_SUFFIXES:
-                result = self._zarr(upscaler, image, args.caption, kwargs, args, reference)
+                result = self._zarr(upscaler, image, caption, kwargs, args, reference)
             elif stream:
-                result = self._stream(upscaler, image, args.caption, kwargs, args, reference)
+                result = self._stream(upscaler, image, caption, kwargs, args, reference)
             else:
-                result = upscaler.upscale(image.data, args.caption, **kwargs)
+                result = upscaler.upscale(image.data, caption, **kwargs)
                 outputs.append(image.upscaled(result.image, result.scale, self._provenance(result, args, reference)))
             results.append(result)
         if len(outputs) > 1:
@@ -390,6 +400,11 @@ class _Job:
             + (f", {len(results)} series" if len(results) > 1 else "")
             + ")"
         )
+        for caption in noted:
+            line += (
+                f"\ncaption {caption!r}: the input is a JPEG of quality {self.images[0].jpeg_quality}, "
+                "and the models were trained to read these words (--no-file-words keeps the caption as typed)"
+            )
         if result.consistency_error is not None:
             line += f"\nconsistency error (RMS, fraction of the intensity range): {result.consistency_error:.4g}"
         if args.attention_dir is not None:
@@ -490,6 +505,11 @@ class _Job:
         if not box or not sink.all_written:
             raise UpscaleCancelled(f"{self.target} is incomplete")
         return box[0]
+
+
+def _caption(args: argparse.Namespace, image) -> str:
+    """The caption for one input: --caption, plus the words its file gives unless --no-file-words."""
+    return file_words_caption(args.caption, [image.jpeg_quality], args.file_words)
 
 
 def _regions(args: argparse.Namespace):

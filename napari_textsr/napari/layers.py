@@ -87,6 +87,18 @@ def check_image_layer(layer: Any) -> None:
         )
 
 
+def source_jpeg_quality(layer: Any) -> int | None:
+    """The JPEG quality (1-100) of the file ``layer`` was opened from (napari's ``layer.source.path``), or None.
+
+    None when the layer has no source file or it is not a readable JPEG; only
+    the file's header is read (:func:`napari_textsr.imageio.jpeg_quality`).
+    """
+    from napari_textsr.imageio import jpeg_quality
+
+    path = getattr(getattr(layer, "source", None), "path", None)
+    return jpeg_quality(path) if path else None
+
+
 def source_from_layer(layer: Any) -> SourceLayer:
     """Snapshot of an Image layer's geometry and display settings."""
     check_image_layer(layer)

@@ -40,7 +40,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_textsr.napari.jobs import JobOutcome, JobProgress, UpscaleJob, make_job, run_job_in_worker, split_captions
-from napari_textsr.napari.layers import add_layer_data
+from napari_textsr.napari.layers import add_layer_data, source_jpeg_quality
 from napari_textsr.napari.model_store import (
     BUNDLED,
     FILE,
@@ -64,6 +64,7 @@ from napari_textsr.napari.widget_parts import (
     is_alive,
     load_in_background,
 )
+from napari_textsr.training.captions import caption_with_file_words
 
 if TYPE_CHECKING:
     import napari
@@ -226,8 +227,9 @@ class SuperResolutionWidget(DockWidget):
         self.caption_edit.setPlaceholderText("What the image shows, e.g. DAPI-stained nuclei, two in mitosis")
         self.caption_edit.setFixedHeight(58)
         self.caption_edit.setToolTip(
-            "The text prompt for the chosen layer. Filled in from the layer's metadata['caption'] when it has one; "
-            "what you type is kept for that layer while napari runs."
+            "The text prompt for the chosen layer. Filled in from the layer's metadata['caption'] when it has one, "
+            "plus 'JPEG-compressed' when the layer was opened from a JPEG file of quality 60 or lower (the models "
+            "were trained to read it); what you type is kept for that layer while napari runs."
         )
         self.caption_edit.textChanged.connect(self._on_caption_typed)
         inputs.add_row("Caption", self.caption_edit)
@@ -373,11 +375,18 @@ class SuperResolutionWidget(DockWidget):
         raise ValueError(f"no Image layer {getattr(layer_or_name, 'name', layer_or_name)!r} in the viewer")
 
     def caption_for(self, layer: Image) -> str:
-        """What the user typed for ``layer`` this session, else its ``metadata['caption']``, else ""."""
+        """What the user typed for ``layer`` this session, else its ``metadata['caption']`` (else "").
+
+        The untyped caption gets the words the layer's file gives
+        (:func:`~napari_textsr.training.captions.caption_with_file_words`:
+        "JPEG-compressed" for a JPEG of quality 60 or lower), so they show in
+        the caption box, where they can be deleted.
+        """
         if id(layer) in self._typed_captions:
             return self._typed_captions[id(layer)]
         caption = layer.metadata.get("caption")
-        return caption if isinstance(caption, str) else ""
+        caption = caption if isinstance(caption, str) else ""
+        return caption_with_file_words(caption, source_jpeg_quality(layer))
 
     def _on_caption_typed(self) -> None:
         if not self._setting_caption and self._caption_layer is not None:

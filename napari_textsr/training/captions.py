@@ -62,6 +62,9 @@ __all__ = [
     "describe_degradation",
     "compose_caption",
     "held_out_caption",
+    "says_how_taken",
+    "caption_with_file_words",
+    "FILE_WORDS_MAX_JPEG_QUALITY",
 ]
 
 # Thresholds above which a property of the drawn degradation is put into words.
@@ -347,3 +350,42 @@ def compose_caption(content: str, degradation_words: str, template: str = TRAIN_
 def held_out_caption(content: str, words: str) -> str:
     """``content`` with degradation ``words`` in the held-out phrasing (never used in training)."""
     return compose_caption(content, words, HELD_OUT_TEMPLATE)
+
+
+# What a JPEG file's caption gains: the first training word for JPEG, so the models read it as in training.
+JPEG_FILE_WORDS = TRAIN_VOCABULARY["jpeg"][0]
+# The highest JPEG quality at which saying so pays with every bundled PDN, with the empty caption and with
+# a content caption (README "JPEG files say so themselves": at 65-75 it costs at x8 and x16; at 85-95 everywhere).
+FILE_WORDS_MAX_JPEG_QUALITY = 60
+_HOW_TAKEN_WORDS = tuple(
+    sorted({w.lower() for words in TRAIN_VOCABULARY.values() for w in words} | {"jpeg", "compressed", "compression"})
+)
+
+
+def says_how_taken(caption: str) -> bool:
+    """Whether ``caption`` already uses a word of :data:`TRAIN_VOCABULARY` (or "JPEG", "compressed").
+
+    Whole words, case-insensitive: "a soft toy" counts (the user's words
+    are never second-guessed), "software" does not.
+    """
+    import re
+
+    text = caption.lower()
+    return any(re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text) for w in _HOW_TAKEN_WORDS)
+
+
+def caption_with_file_words(caption: str, jpeg_quality: int | None) -> str:
+    """``caption`` plus what the input file says about how the image was made.
+
+    A JPEG file saved at quality ``jpeg_quality`` <= :data:`FILE_WORDS_MAX_JPEG_QUALITY`
+    (60: where the words were measured to pay; training says them up to 85) gets
+    :data:`JPEG_FILE_WORDS` ("JPEG-compressed") joined as in training
+    (``"{content}, {degradation}"``; alone for an empty caption), unless the
+    caption already says how the image was taken (:func:`says_how_taken`).
+    Anything else (``jpeg_quality`` None: not a JPEG file; higher quality)
+    returns ``caption`` unchanged. ``jpeg_quality`` comes from
+    :func:`napari_textsr.imageio.jpeg_quality`.
+    """
+    if jpeg_quality is None or jpeg_quality > FILE_WORDS_MAX_JPEG_QUALITY or says_how_taken(caption):
+        return caption
+    return compose_caption(caption, JPEG_FILE_WORDS)
