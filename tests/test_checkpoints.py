@@ -83,3 +83,40 @@ def test_prompt_dim_must_match_encoder(tmp_path, tiny_encoder):
     model = create_model("pdn", scale=2, preset="tiny", prompt_dim=64)
     with pytest.raises(CheckpointError, match="prompt_dim=64"):
         save_checkpoint(tmp_path / "x.textsr.safetensors", model, tiny_encoder)
+
+
+def test_average_checkpoints_writes_the_weighted_mean_and_records_its_inputs(tmp_path, tiny_encoder):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "average_checkpoints.py"
+    spec = importlib.util.spec_from_file_location("average_checkpoints", script)
+    soup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soup)
+
+    torch.manual_seed(0)
+    paths, states = [], []
+    for i, scale in enumerate((2, 2, 4)):
+        model = create_model("pdn", scale=scale, preset="tiny", prompt_dim=tiny_encoder.embed_dim).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        record = TrainingRecord(command=f"textsr train {i}", steps=10 * (i + 1))
+        paths.append(save_checkpoint(tmp_path / f"m{i}.textsr.safetensors", model, tiny_encoder, training=record))
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    out = soup.average_checkpoints(tmp_path / "soup.textsr.safetensors", [(paths[0], 1.0), (paths[1], 3.0)])
+    loaded = load_checkpoint(out)
+    for name, value in loaded.model.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, 0.25 * states[0][name] + 0.75 * states[1][name])
+    sources = loaded.metadata.training.extra["averaged_from"]
+    assert [s["weight"] for s in sources] == [0.25, 0.75] and sources[1]["path"] == str(paths[1])
+    assert loaded.metadata.training.command == "textsr train 0" and len(sources[0]["sha256"]) == 64
+    assert soup.parse_input("a/b.safetensors@0.5") == (Path("a/b.safetensors"), 0.5)
+    with pytest.raises(ValueError, match="not the same model"):
+        soup.average_checkpoints(tmp_path / "x.textsr.safetensors", [(paths[0], 1.0), (paths[2], 1.0)])
+    with pytest.raises(ValueError, match="at least two"):
+        soup.average_checkpoints(tmp_path / "x.textsr.safetensors", [(paths[0], 1.0)])
+    with pytest.raises(ValueError, match="must be > 0"):
+        soup.parse_input("a.safetensors@0")
