@@ -489,13 +489,18 @@ def test_garbage_is_collected_once_before_the_layers_go_in(viewer, qtbot, monkey
 
 
 def test_a_layer_opened_from_a_low_quality_jpeg_gets_the_jpeg_words(viewer, qtbot, tmp_path):
+    from napari.layers._source import layer_source  # how napari's own readers set it
     from PIL import Image
 
     picture = Image.fromarray(grey_image((32, 40), dtype=np.uint8))
     picture.save(tmp_path / "low.jpg", quality=50)
     picture.save(tmp_path / "high.jpg", quality=75)
-    low = viewer.open(str(tmp_path / "low.jpg"), plugin="napari")[0]
-    high = viewer.open(str(tmp_path / "high.jpg"), plugin="napari")[0]
+    layers = {}
+    for name in ("low", "high"):  # as napari's readers open a file: the layer's source is the file
+        with layer_source(path=str(tmp_path / f"{name}.jpg")):
+            layers[name] = viewer.add_image(np.asarray(Image.open(tmp_path / f"{name}.jpg")), name=name)
+    low, high = layers["low"], layers["high"]
+    assert low.source.path == str(tmp_path / "low.jpg")
     high.metadata["caption"] = "round nuclei"
     widget = make_widget(viewer, qtbot)
     widget.select_layer(high)
