@@ -38,6 +38,7 @@ whether the words, not memorised strings, carry the meaning.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
@@ -355,7 +356,8 @@ def held_out_caption(content: str, words: str) -> str:
 # What a JPEG file's caption gains: the first training word for JPEG, so the models read it as in training.
 JPEG_FILE_WORDS = TRAIN_VOCABULARY["jpeg"][0]
 # The highest JPEG quality at which saying so pays with every bundled PDN, with the empty caption and with
-# a content caption (README "JPEG files say so themselves": at 65-75 it costs at x8 and x16; at 85-95 everywhere).
+# a content caption (README "JPEG files say so themselves": at 65-75 the empty caption loses at x8 and x16;
+# at 85 and 95 both lose at every scale).
 FILE_WORDS_MAX_JPEG_QUALITY = 60
 _HOW_TAKEN_WORDS = tuple(
     sorted({w.lower() for words in TRAIN_VOCABULARY.values() for w in words} | {"jpeg", "compressed", "compression"})
@@ -368,8 +370,6 @@ def says_how_taken(caption: str) -> bool:
     Whole words, case-insensitive: "a soft toy" counts (the user's words
     are never second-guessed), "software" does not.
     """
-    import re
-
     text = caption.lower()
     return any(re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text) for w in _HOW_TAKEN_WORDS)
 
