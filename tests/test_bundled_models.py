@@ -91,9 +91,11 @@ def test_textsr_models_shows_each_stage_with_its_changed_family_and_weight_avera
     assert "captions: p_degradation_as_content=0.5, p_empty_keeps_blur=0.7" in x8
     assert "fine-tuned from a model trained 1500 steps" in x8
     # x16's latest stages sometimes gave another image's content caption (a wrong caption costs little),
-    # kept some blur for the empty caption and drew the empty caption in 30 % of samples, not 20 %
+    # kept some blur for the empty caption and drew the empty caption in 30 % of samples, not 20 %;
+    # the latest: 5000 steps of that recipe at twice the learning rate, from the 1500-step stage before it
     x16 = block("pdn-x16")
-    assert "[default at x16]" in x16.splitlines()[0]
+    assert "[default at x16]" in x16.splitlines()[0] and " 5000 steps " in x16.splitlines()[0]
+    assert "fine-tuned from a model trained 1500 steps" in x16
     latest = next(line.strip() for line in x16.splitlines() if line.strip().startswith("captions:"))
     assert latest == (
         "captions: p_content_and_degradation=0.4, p_content=0.15, p_empty=0.3, "

@@ -357,7 +357,7 @@ def held_out_caption(content: str, words: str) -> str:
 JPEG_FILE_WORDS = TRAIN_VOCABULARY["jpeg"][0]
 # The highest JPEG quality at which saying so pays with every bundled PDN, with the empty caption and with
 # a content caption (README "JPEG files say so themselves": at 65-75 the empty caption loses at x8 and x16;
-# at 85 and 95 both lose at every scale).
+# at 85 and 95 both captions lose at every scale).
 FILE_WORDS_MAX_JPEG_QUALITY = 60
 _HOW_TAKEN_WORDS = tuple(
     sorted({w.lower() for words in TRAIN_VOCABULARY.values() for w in words} | {"jpeg", "compressed", "compression"})
