@@ -61,8 +61,7 @@ def average_checkpoints(output: Path, inputs: list[tuple[Path, float]]) -> Path:
     first.model.load_state_dict(mean)
     record = first.metadata.training or TrainingRecord()
     sources = [
-        {"path": str(path), "sha256": sha256_file(path), "weight": weight}
-        for (path, _), weight in zip(inputs, weights)
+        {"path": str(path), "sha256": sha256_file(path), "weight": weight} for (path, _), weight in zip(inputs, weights)
     ]
     record = dataclasses.replace(record, extra={**record.extra, "averaged_from": sources})
     return save_checkpoint(
