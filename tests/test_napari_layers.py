@@ -142,6 +142,23 @@ def test_scripted_function_current_slice_and_errors():
         upscale_layer(v, "no such layer", "x", model=PDN2, device="cpu")
 
 
+def test_scripted_function_says_jpeg_for_a_layer_from_a_low_quality_jpeg(tmp_path):
+    from napari.components import ViewerModel
+    from napari.layers._source import layer_source  # how napari's readers set a layer's file
+    from PIL import Image as Picture
+
+    Picture.fromarray(grey_image((24, 28), dtype=np.uint8)).save(tmp_path / "frame.jpg", quality=40)
+    v = ViewerModel()
+    with layer_source(path=str(tmp_path / "frame.jpg")):
+        v.add_image(np.asarray(Picture.open(tmp_path / "frame.jpg")), name="frame")
+    (out,) = upscale_layer(v, "frame", "a street", model=PDN2, device="cpu", attention=False)
+    assert out.metadata["caption"] == "a street, JPEG-compressed"
+    (stack,) = upscale_layer(v, "frame", ["a street", ""], model=PDN2, device="cpu", attention=False)
+    assert stack.metadata["captions"] == ["a street, JPEG-compressed", "JPEG-compressed"]
+    (typed,) = upscale_layer(v, "frame", "a street", model=PDN2, device="cpu", attention=False, file_words=False)
+    assert typed.metadata["caption"] == "a street"
+
+
 def test_sample_data_have_captions_and_the_documented_shapes():
     from napari_textsr.napari import sample_data
 

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from napari_textsr._generators import drive
 from napari_textsr.napari.jobs import JobProgress, iter_job, make_job
-from napari_textsr.napari.layers import add_result_layers
+from napari_textsr.napari.layers import add_result_layers, source_jpeg_quality
 from napari_textsr.napari.model_store import MODEL_STORE
+from napari_textsr.training.captions import caption_with_file_words
 
 if TYPE_CHECKING:
     import napari
@@ -26,6 +27,7 @@ def upscale_layer(
     consistency: bool = False,
     attention: bool = True,
     whole_stack: bool = True,
+    file_words: bool = True,
     progress: Callable[[JobProgress], None] | None = None,
     **engine_kwargs: Any,
 ) -> list[Layer]:
@@ -53,6 +55,9 @@ def upscale_layer(
     attention : add the model's attention maps as layers.
     whole_stack : for nD layers, every slice (True) or only the slice the
         viewer shows (False).
+    file_words : add "JPEG-compressed" to each caption when the layer was
+        opened from a JPEG file of quality 60 or lower, as the CLI and the
+        dock do (:func:`~napari_textsr.training.captions.caption_with_file_words`).
     progress : called with a :class:`~napari_textsr.napari.jobs.JobProgress` after each tile.
     **engine_kwargs : passed to :meth:`napari_textsr.Upscaler.iter_upscale`
         (e.g. ``reference=`` an image prompt, ``percentiles=``).
@@ -64,6 +69,12 @@ def upscale_layer(
     and whatever loading the model raises.
     """
     layer = viewer.layers[layer_or_name] if isinstance(layer_or_name, str) else layer_or_name
+    if file_words:
+        quality = source_jpeg_quality(layer)
+        if isinstance(caption, str):
+            caption = caption_with_file_words(caption, quality)
+        else:
+            caption = [caption_with_file_words(c, quality) for c in caption]
     job = make_job(
         layer,
         caption,
