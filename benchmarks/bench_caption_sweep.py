@@ -5,6 +5,8 @@
     python benchmarks/bench_caption_sweep.py --scale 8 --degradation jpeg --image 271031.png "{c}" "" "at sunset"
     python benchmarks/bench_caption_sweep.py --scale 2 --jpeg-quality 75 --data ../shared/data/train/bsd200 \
         --data ../shared/data/train/t91 "" "JPEG-compressed" "{c}" "{c}, JPEG-compressed"
+    python benchmarks/bench_caption_sweep.py --scale 2 --degradation jpeg --file-words --data ../shared/data/train/bsd200 \
+        --data ../shared/data/train/t91 "" "{c}"
 
 For the held-out photographs of a folder (the split of ``textsr bench --split
 val``), each degraded the way ``textsr bench --degradation NAME`` degrades it,
@@ -38,17 +40,25 @@ class CaptionScore:
     gain_db: float  # PSNR-Y minus bicubic's
     moved: float  # mean |output - first template's output|, 8-bit grey levels
     worst_db: float  # the lowest image's PSNR-Y minus bicubic's
+    words_added: int = 0  # images whose caption got the JPEG words (file_words)
 
 
-def sweep(upscaler, items: Sequence, degradation, templates: Sequence[str]) -> list[CaptionScore]:
+def sweep(
+    upscaler, items: Sequence, degradation, templates: Sequence[str], file_words: bool = False
+) -> list[CaptionScore]:
     """Score ``upscaler`` on ``items`` (CaptionedImage, HR float32 in [0, 1]) with each caption template.
 
     ``degradation``: a name of ``napari_textsr.training.degradations.NAMED_DEGRADATIONS``
     or a ``Degradation`` of the upscaler's scale, seeded per image as in
-    ``textsr bench``. Raises ValueError for no templates or no images.
+    ``textsr bench``. ``file_words``: each caption gets the JPEG words the
+    LR's pixels call for, as ``textsr upscale`` does for a PNG of that LR
+    (``napari_textsr.imageio.jpeg_evidence``, ``caption_with_file_words``).
+    Raises ValueError for no templates or no images.
     """
     from napari_textsr.benchmark import bicubic_upscale, degrade_to_uint8
+    from napari_textsr.imageio import jpeg_evidence
     from napari_textsr.metrics import quality_scores
+    from napari_textsr.training.captions import caption_with_file_words
     from napari_textsr.training.degradations import named_degradation
 
     if not templates or not items:
@@ -57,19 +67,25 @@ def sweep(upscaler, items: Sequence, degradation, templates: Sequence[str]) -> l
     degrade = named_degradation(degradation, scale) if isinstance(degradation, str) else degradation
     gains: dict[str, list[float]] = {t: [] for t in templates}
     moved: dict[str, list[float]] = {t: [] for t in templates}
+    added = dict.fromkeys(templates, 0)
     for item in items:
         h, w = (item.image.shape[0] // scale) * scale, (item.image.shape[1] // scale) * scale
         hr = np.ascontiguousarray(item.image[:h, :w, :3], dtype=np.float32)
         lr = degrade_to_uint8(hr, degrade, item.name)
         bicubic = quality_scores(bicubic_upscale(lr, scale), hr, border=scale).psnr_y
+        evidence = jpeg_evidence(None, lr) if file_words else None
         first = None
         for template in templates:
-            out = upscaler.upscale(lr, template.format(c=item.captions[0])).image.astype(np.float32)
+            caption = template.format(c=item.captions[0])
+            said = caption_with_file_words(caption, evidence.quality if evidence is not None else None)
+            added[template] += said != caption
+            out = upscaler.upscale(lr, said).image.astype(np.float32)
             first = out if first is None else first
             moved[template].append(float(np.abs(out - first).mean()))
             gains[template].append(quality_scores(out / 255.0, hr, border=scale).psnr_y - bicubic)
     return [
-        CaptionScore(t, float(np.mean(gains[t])), float(np.mean(moved[t])), float(np.min(gains[t]))) for t in templates
+        CaptionScore(t, float(np.mean(gains[t])), float(np.mean(moved[t])), float(np.min(gains[t])), added[t])
+        for t in templates
     ]
 
 
@@ -113,6 +129,11 @@ def main() -> None:
     parser.add_argument(
         "--image", action="append", default=None, metavar="NAME", help="only this held-out image (repeatable)"
     )
+    parser.add_argument(
+        "--file-words",
+        action="store_true",
+        help="give each caption the JPEG words the LR's pixels call for, as textsr upscale does for a PNG of it",
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
@@ -137,8 +158,9 @@ def main() -> None:
         f"{upscaler.description.name} x{upscaler.scale}, {what}, {len(held_out)} held-out images: "
         "PSNR-Y minus bicubic (dB), mean |output - first template's output| (grey levels), worst image (dB)"
     )
-    for score in sweep(upscaler, held_out, degradation, args.templates):
-        print(f"  {score.gain_db:+.2f}  {score.moved:5.2f}  {score.worst_db:+.2f}  {score.template!r}")
+    for score in sweep(upscaler, held_out, degradation, args.templates, file_words=args.file_words):
+        added = f"  (JPEG words added for {score.words_added} of {len(held_out)})" if args.file_words else ""
+        print(f"  {score.gain_db:+.2f}  {score.moved:5.2f}  {score.worst_db:+.2f}  {score.template!r}{added}")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,22 @@ def test_caption_sweep_scores_each_template_against_bicubic_and_the_first_output
         bench.sweep(upscaler, scenes, "noise", [])
 
 
+def test_caption_sweep_with_file_words_says_jpeg_where_the_lr_pixels_show_it():
+    from napari_textsr.inference import load_model
+    from napari_textsr.synthetic import synthetic_dataset
+
+    bench = _load("bench_caption_sweep")
+    upscaler = load_model("random:pdn:2:tiny")
+    scenes = synthetic_dataset(2, seed=4, size=192)  # LR 96x96: enough 8x8 blocks to tell
+    auto, said = bench.sweep(upscaler, scenes, "jpeg", ["", "JPEG-compressed"], file_words=True)
+    assert auto.words_added == 2 and said.words_added == 0  # the caption that says it is kept
+    assert auto.gain_db == said.gain_db and auto.worst_db == said.worst_db
+    plain = bench.sweep(upscaler, scenes, "jpeg", [""])[0]
+    assert plain.words_added == 0 and plain.gain_db != auto.gain_db
+    (clean,) = bench.sweep(upscaler, scenes, "noise", [""], file_words=True)  # never a JPEG: nothing said
+    assert clean == bench.sweep(upscaler, scenes, "noise", [""])[0]
+
+
 def test_caption_sweep_selects_held_out_images_by_name_and_names_the_missing_ones():
     from napari_textsr.synthetic import synthetic_dataset
 
@@ -101,3 +117,20 @@ def test_caption_sweep_selects_held_out_images_by_name_and_names_the_missing_one
     assert [item.name for item in bench.select_images(scenes, [names[2], names[0]])] == [names[0], names[2]]
     with pytest.raises(ValueError, match="not among the held-out images: nowhere.png"):
         bench.select_images(scenes, [names[1], "nowhere.png"])
+
+
+def test_jpeg_from_pixels_bench_counts_detections_per_way():
+    from napari_textsr.synthetic import synthetic_dataset
+    from napari_textsr.training.degradations import Degradation
+
+    bench = _load("bench_jpeg_from_pixels")
+    scenes = [s for s in synthetic_dataset(6, seed=4, size=192) if "textures" in s.name]  # unclipped detail
+    assert len(scenes) == 2
+    compressed = bench.detections(scenes, Degradation(scale=2, jpeg_quality=50))
+    assert compressed == {50: 2}
+    assert bench.detections(scenes, Degradation(scale=2)) == {None: 2}
+    line = bench.format_line("x2 jpeg-q50", compressed)
+    assert line == "x2 jpeg-q50: JPEG seen in 2 of 2; estimated qualities 50: 2"
+    assert bench.format_line("x2 box", bench.detections(scenes, Degradation(scale=2, resize="area"))).endswith(
+        "JPEG seen in 0 of 2; estimated qualities none"
+    )

@@ -163,6 +163,25 @@ def test_a_jpeg_input_of_low_quality_gets_the_jpeg_words_in_its_caption(tmp_path
     assert typed.provenance["caption"] == "a cat" and not np.array_equal(auto.data, typed.data)
 
 
+def test_a_png_of_a_decoded_low_quality_jpeg_gets_the_jpeg_words_from_its_pixels(tmp_path, capsys):
+    from napari_textsr.samples import sample_path
+
+    photograph = Image.open(sample_path("cat_lr.png")).convert("RGB")  # never compressed
+    photograph.save(tmp_path / "frame.jpg", quality=45)
+    Image.open(tmp_path / "frame.jpg").save(tmp_path / "frame.png")  # a video frame or screenshot kept as PNG
+    photograph.save(tmp_path / "clean.png")
+    out = tmp_path / "out.png"
+    assert main(["upscale", str(tmp_path / "frame.png"), str(out), "--model", MODEL, "--caption", "a cat"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "caption 'a cat, JPEG-compressed': the input's 8x8 blocks show JPEG compression of quality about 45" in printed
+    )
+    assert read_image_file(out).provenance["caption"] == "a cat, JPEG-compressed"
+    assert main(["upscale", str(tmp_path / "clean.png"), str(tmp_path / "clean_x2.png"), "--model", MODEL]) == 0
+    assert "JPEG" not in capsys.readouterr().out
+    assert read_image_file(tmp_path / "clean_x2.png").provenance["caption"] == ""
+
+
 @pytest.mark.parametrize(("name", "quality", "caption"), [("in.jpg", 75, "a cat"), ("in.png", None, "a cat")])
 def test_high_quality_jpeg_and_other_files_keep_the_caption(tmp_path, rng, capsys, name, quality, caption):
     if quality:

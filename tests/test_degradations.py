@@ -514,8 +514,10 @@ def test_a_jpeg_file_adds_the_training_jpeg_words_unless_the_caption_says_how_it
 
 def test_one_caption_for_several_files_says_jpeg_only_when_every_file_is_one():
     from napari_textsr.cli import file_words_caption
+    from napari_textsr.imageio import JpegEvidence
 
-    assert file_words_caption("a street", [90, 60], True) == "a street, JPEG-compressed"  # the worst frame decides
-    assert file_words_caption("a street", [60, None], True) == "a street"  # a TIFF among them: nothing to say
-    assert file_words_caption("a street", [60], False) == "a street"  # --no-file-words
+    frame90, frame60 = JpegEvidence(90, from_pixels=False), JpegEvidence(60, from_pixels=True)
+    assert file_words_caption("a street", [frame90, frame60], True) == "a street, JPEG-compressed"  # the worst decides
+    assert file_words_caption("a street", [frame60, None], True) == "a street"  # a TIFF among them: nothing to say
+    assert file_words_caption("a street", [frame60], False) == "a street"  # --no-file-words
     assert file_words_caption("a street", [], True) == "a street"

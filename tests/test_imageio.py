@@ -6,6 +6,7 @@ each test asserts the values read back, not only shapes.
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -24,6 +25,7 @@ from napari_textsr.imageio import (
     write_image_file,
     write_tiled_tiff,
 )
+from napari_textsr.samples import sample_path
 
 
 @pytest.fixture
@@ -412,3 +414,59 @@ def test_jpeg_quality_is_the_quality_the_file_was_saved_at(tmp_path):
     assert image.upscaled(np.zeros((32, 32, 3), np.uint8), 2).jpeg_quality is None  # the output is not that JPEG
     picture.save(tmp_path / "q.png")
     assert jpeg_quality(tmp_path / "q.png") is None and read_image_file(tmp_path / "q.png").jpeg_quality is None
+
+
+def _jpeg_pixels(pixels, quality, **options):
+    """``pixels`` through a JPEG encode/decode at ``quality`` (Pillow)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality, **options)
+    return np.asarray(Image.open(buffer))
+
+
+def test_jpeg_quality_from_pixels_reads_the_quality_a_jpeg_was_saved_at():
+    from napari_textsr.imageio import jpeg_quality_from_pixels
+
+    photograph = read_image_file(sample_path("cat_lr.png")).data  # a never-compressed 100x150 RGB photograph
+    assert jpeg_quality_from_pixels(photograph) is None
+    for quality in (10, 30, 50, 60, 75, 85, 95):
+        decoded = _jpeg_pixels(photograph, quality)
+        assert jpeg_quality_from_pixels(decoded) == quality  # a PNG of a decoded JPEG, a screenshot, a layer
+        assert jpeg_quality_from_pixels(_jpeg_pixels(photograph, quality, subsampling=0)) == quality  # 4:4:4
+        grey = photograph.mean(axis=-1).astype(np.uint8)
+        assert jpeg_quality_from_pixels(_jpeg_pixels(grey, quality)) == quality
+        rgba = np.concatenate([decoded, np.full(decoded.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+        assert jpeg_quality_from_pixels(rgba) == quality
+        # Off the 8x8 grid (cropped, resized) the blocks say nothing; nor do other dtypes.
+        assert jpeg_quality_from_pixels(decoded[3:, 5:]) is None
+        assert jpeg_quality_from_pixels(np.asarray(Image.fromarray(decoded).resize((149, 99)))) is None
+        assert jpeg_quality_from_pixels(decoded.astype(np.uint16) * 257) is None
+
+
+def test_jpeg_quality_from_pixels_is_silent_on_images_that_never_were_jpegs():
+    from napari_textsr.imageio import jpeg_quality_from_pixels
+
+    rng = np.random.default_rng(0)
+    never = {
+        "flat": np.full((64, 64, 3), 200, np.uint8),
+        "ramp": np.tile(np.linspace(0, 255, 256).astype(np.uint8), (256, 1)),  # one coefficient value per column
+        "dim photon counts": rng.poisson(20, (512, 512)).astype(np.uint8),  # block means all near one DC value
+        "noise": rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),
+        "8x8 checkerboard": ((np.indices((256, 256)).sum(0) // 8 % 2) * 255).astype(np.uint8),
+        "smaller than a block": np.zeros((7, 7), np.uint8),
+        "a text sample": read_image_file(sample_path("text_lr.png")).data,
+    }
+    for name, pixels in never.items():
+        assert jpeg_quality_from_pixels(pixels) is None, name
+    assert jpeg_quality_from_pixels(np.zeros((64, 64, 2), np.uint8)) is None  # not grey, RGB or RGBA
+
+
+def test_jpeg_evidence_prefers_the_file_header_to_the_pixels():
+    from napari_textsr.imageio import JpegEvidence, jpeg_evidence
+
+    photograph = read_image_file(sample_path("cat_lr.png")).data
+    decoded = _jpeg_pixels(photograph, 40)
+    assert jpeg_evidence(55, decoded) == JpegEvidence(55, from_pixels=False)
+    assert jpeg_evidence(None, decoded) == JpegEvidence(40, from_pixels=True)
+    assert jpeg_evidence(None, photograph) is None and jpeg_evidence(None, None) is None
+    assert "quality about 40" in JpegEvidence(40, True).describe()
+    assert JpegEvidence(55, False).describe() == "the input is a JPEG of quality 55"

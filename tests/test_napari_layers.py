@@ -159,6 +159,26 @@ def test_scripted_function_says_jpeg_for_a_layer_from_a_low_quality_jpeg(tmp_pat
     assert typed.metadata["caption"] == "a street"
 
 
+def test_scripted_function_says_jpeg_for_an_array_layer_whose_blocks_show_it():
+    import io
+
+    from napari.components import ViewerModel
+    from PIL import Image as Picture
+
+    from napari_textsr.samples import sample_path
+
+    photograph = Picture.open(sample_path("cat_lr.png")).convert("RGB")
+    buffer = io.BytesIO()
+    photograph.save(buffer, "JPEG", quality=35)
+    v = ViewerModel()
+    v.add_image(np.asarray(Picture.open(buffer)), name="frame", rgb=True)
+    v.add_image(np.asarray(photograph), name="clean", rgb=True)
+    (out,) = upscale_layer(v, "frame", "a cat", model=PDN2, device="cpu", attention=False)
+    assert out.metadata["caption"] == "a cat, JPEG-compressed"
+    (same,) = upscale_layer(v, "clean", "a cat", model=PDN2, device="cpu", attention=False)
+    assert same.metadata["caption"] == "a cat"
+
+
 def test_sample_data_have_captions_and_the_documented_shapes():
     from napari_textsr.napari import sample_data
 

@@ -488,6 +488,29 @@ def test_garbage_is_collected_once_before_the_layers_go_in(viewer, qtbot, monkey
     assert events.count("collect") == 1  # once per run
 
 
+def test_an_array_layer_whose_blocks_show_low_quality_jpeg_gets_the_jpeg_words(viewer, qtbot):
+    import io
+
+    from PIL import Image
+
+    from napari_textsr.samples import sample_path
+
+    photograph = Image.open(sample_path("cat_lr.png")).convert("RGB")
+    buffer = io.BytesIO()
+    photograph.save(buffer, "JPEG", quality=50)
+    frame = viewer.add_image(np.asarray(Image.open(buffer)), name="frame", rgb=True)  # no file: pasted, scripted
+    clean = viewer.add_image(np.asarray(photograph), name="clean", rgb=True)
+    widget = make_widget(viewer, qtbot)
+    widget.select_layer(frame)
+    assert widget.caption_edit.toPlainText() == "JPEG-compressed"
+    widget.select_layer(clean)
+    assert widget.caption_edit.toPlainText() == ""
+    clean.data = frame.data.copy()  # new data: looked at again
+    widget.select_layer(frame)
+    widget.select_layer(clean)
+    assert widget.caption_edit.toPlainText() == "JPEG-compressed"
+
+
 def test_a_layer_opened_from_a_low_quality_jpeg_gets_the_jpeg_words(viewer, qtbot, tmp_path):
     from napari.layers._source import layer_source  # how napari's own readers set it
     from PIL import Image

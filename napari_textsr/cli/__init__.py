@@ -14,7 +14,10 @@ import argparse
 import importlib
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from napari_textsr.imageio import JpegEvidence
 
 # Every command: the module that registers it and its one line in ``textsr --help``,
 # in the order ``--help`` lists them. Only the module of the command being run is
@@ -67,23 +70,24 @@ def add_file_words_option(parser: argparse.ArgumentParser) -> None:
         "--file-words",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="add to the caption what the input file says about how the image was made: 'JPEG-compressed' "
-        "for a JPEG of quality 60 or lower, unless the caption already says how the image was taken "
+        help="add to the caption what the input says about how the image was made: 'JPEG-compressed' for "
+        "JPEG compression of quality 60 or lower (read from a JPEG file's header, or seen in the 8x8 blocks "
+        "of an 8-bit image's pixels), unless the caption already says how the image was taken "
         "(default: on; the caption used is stored in the output's metadata)",
     )
 
 
-def file_words_caption(caption: str, jpeg_qualities: "list[int | None]", enabled: bool) -> str:
-    """The caption for inputs whose JPEG qualities are ``jpeg_qualities`` (None: not a JPEG file).
+def file_words_caption(caption: str, evidence: Sequence[JpegEvidence | None], enabled: bool) -> str:
+    """The caption for inputs whose JPEG compression is ``evidence`` (None: none known).
 
-    Words are added only when every input is a JPEG (a caption serves all of
-    them) and ``enabled``; the worst (lowest) quality decides.
+    Words are added only when every input shows JPEG compression (a caption
+    serves all of them) and ``enabled``; the worst (lowest) quality decides.
     """
-    if not enabled or not jpeg_qualities or any(q is None for q in jpeg_qualities):
+    if not enabled or not evidence or any(e is None for e in evidence):
         return caption
     from napari_textsr.training.captions import caption_with_file_words
 
-    return caption_with_file_words(caption, min(q for q in jpeg_qualities if q is not None))
+    return caption_with_file_words(caption, min(e.quality for e in evidence if e is not None))
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:

@@ -83,9 +83,11 @@ def run_distributed(args: argparse.Namespace) -> int:
     source = args.inputs[0] if len(args.inputs) == 1 else list(args.inputs)
     if any(Path(p).resolve() == args.output.resolve() for p in args.inputs):
         raise ValueError("OUT must differ from IN")
-    from napari_textsr.imageio import jpeg_quality
+    from napari_textsr.imageio import jpeg_evidence, jpeg_quality
 
-    caption = file_words_caption(args.caption, [jpeg_quality(p) for p in args.inputs], args.file_words)
+    # The JPEG files' headers only: the inputs are read by the workers, block by block.
+    evidence = [jpeg_evidence(jpeg_quality(p)) for p in args.inputs]
+    caption = file_words_caption(args.caption, evidence, args.file_words)
     if caption != args.caption:
         print(f"caption {caption!r}: the inputs are JPEG files (--no-file-words keeps the caption as typed)")
     spec = WorkerModel(args.model, args.scale, args.device, None, args.torch_threads)

@@ -7,6 +7,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from napari_textsr.cli import (
     add_file_words_option,
@@ -20,6 +21,9 @@ from napari_textsr.cli import (
 # tile into a tiled BigTIFF (memory independent of the output's size) instead
 # of being held whole; --stream forces it.
 STREAM_BYTES = 1 << 30
+
+if TYPE_CHECKING:
+    from napari_textsr.imageio import JpegEvidence
 
 
 def register(subparsers) -> None:
@@ -338,9 +342,9 @@ class _Job:
 
         outputs, results, noted = [], [], []
         for image in self.images:
-            caption = _caption(args, image)
-            if caption != args.caption and caption not in noted:
-                noted.append(caption)
+            caption, evidence = _caption(args, image)
+            if caption != args.caption and (caption, evidence) not in noted:
+                noted.append((caption, evidence))
             reference = _reference(args.reference, image)
             out_bytes = image.data.nbytes * upscaler.scale**2
             stream = (
@@ -400,9 +404,9 @@ class _Job:
             + (f", {len(results)} series" if len(results) > 1 else "")
             + ")"
         )
-        for caption in noted:
+        for caption, evidence in noted:
             line += (
-                f"\ncaption {caption!r}: the input is a JPEG of quality {self.images[0].jpeg_quality}, "
+                f"\ncaption {caption!r}: {evidence.describe()}, "
                 "and the models were trained to read these words (--no-file-words keeps the caption as typed)"
             )
         if result.consistency_error is not None:
@@ -507,9 +511,18 @@ class _Job:
         return box[0]
 
 
-def _caption(args: argparse.Namespace, image) -> str:
-    """The caption for one input: --caption, plus the words its file gives unless --no-file-words."""
-    return file_words_caption(args.caption, [image.jpeg_quality], args.file_words)
+def _caption(args: argparse.Namespace, image) -> tuple[str, JpegEvidence | None]:
+    """The caption for one input (--caption, plus the words its JPEG compression gives unless --no-file-words).
+
+    Returns it with what is known of the compression: the JPEG file's
+    quality, else, for a 2-D 8-bit image, the quality its pixels show.
+    """
+    from napari_textsr.imageio import jpeg_evidence
+
+    if not args.file_words:
+        return args.caption, None
+    evidence = jpeg_evidence(image.jpeg_quality, image.data if image.axes in ("YX", "YXS") else None)
+    return file_words_caption(args.caption, [evidence], args.file_words), evidence
 
 
 def _regions(args: argparse.Namespace):

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
 
+    from napari_textsr.imageio import JpegEvidence
     from napari_textsr.inference import UpscaleResult
 
 SPATIAL_AXES = 2
@@ -87,16 +88,26 @@ def check_image_layer(layer: Any) -> None:
         )
 
 
-def source_jpeg_quality(layer: Any) -> int | None:
-    """The JPEG quality (1-100) of the file ``layer`` was opened from (napari's ``layer.source.path``), or None.
+def layer_jpeg_evidence(layer: Any) -> JpegEvidence | None:
+    """What is known of the JPEG compression ``layer``'s image went through, or None.
 
-    None when the layer has no source file or it is not a readable JPEG; only
-    the file's header is read (:func:`napari_textsr.imageio.jpeg_quality`).
+    The quality of the JPEG file the layer was opened from (napari's
+    ``layer.source.path``; only the file's header is read,
+    :func:`napari_textsr.imageio.jpeg_quality`), else, for a 2-D 8-bit
+    layer held in memory (grey, or RGB/RGBA), the quality its pixels' 8x8
+    blocks show (:func:`napari_textsr.imageio.jpeg_quality_from_pixels`,
+    about 0.1-0.4 s). Stacks, multiscale and lazy (dask, zarr) layers are
+    not examined.
     """
-    from napari_textsr.imageio import jpeg_quality
+    from napari_textsr.imageio import jpeg_evidence, jpeg_quality
 
     path = getattr(getattr(layer, "source", None), "path", None)
-    return jpeg_quality(path) if path else None
+    pixels = None
+    if not getattr(layer, "multiscale", False):
+        data = layer.data
+        if isinstance(data, np.ndarray) and data.ndim == (3 if getattr(layer, "rgb", False) else 2):
+            pixels = data
+    return jpeg_evidence(jpeg_quality(path) if path else None, pixels)
 
 
 def source_from_layer(layer: Any) -> SourceLayer:

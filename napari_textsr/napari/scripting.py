@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from napari_textsr._generators import drive
 from napari_textsr.napari.jobs import JobProgress, iter_job, make_job
-from napari_textsr.napari.layers import add_result_layers, source_jpeg_quality
+from napari_textsr.napari.layers import add_result_layers, layer_jpeg_evidence
 from napari_textsr.napari.model_store import MODEL_STORE
 from napari_textsr.training.captions import caption_with_file_words
 
@@ -55,9 +55,11 @@ def upscale_layer(
     attention : add the model's attention maps as layers.
     whole_stack : for nD layers, every slice (True) or only the slice the
         viewer shows (False).
-    file_words : add "JPEG-compressed" to each caption when the layer was
-        opened from a JPEG file of quality 60 or lower, as the CLI and the
-        dock do (:func:`~napari_textsr.training.captions.caption_with_file_words`).
+    file_words : add "JPEG-compressed" to each caption when the layer went
+        through JPEG compression of quality 60 or lower (opened from such a
+        JPEG file, or an 8-bit 2-D layer whose 8x8 blocks show it), as the
+        CLI and the dock do (:func:`~napari_textsr.napari.layers.layer_jpeg_evidence`,
+        :func:`~napari_textsr.training.captions.caption_with_file_words`).
     progress : called with a :class:`~napari_textsr.napari.jobs.JobProgress` after each tile.
     **engine_kwargs : passed to :meth:`napari_textsr.Upscaler.iter_upscale`
         (e.g. ``reference=`` an image prompt, ``percentiles=``).
@@ -70,7 +72,8 @@ def upscale_layer(
     """
     layer = viewer.layers[layer_or_name] if isinstance(layer_or_name, str) else layer_or_name
     if file_words:
-        quality = source_jpeg_quality(layer)
+        evidence = layer_jpeg_evidence(layer)
+        quality = evidence.quality if evidence is not None else None
         if isinstance(caption, str):
             caption = caption_with_file_words(caption, quality)
         else:

@@ -40,7 +40,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_textsr.napari.jobs import JobOutcome, JobProgress, UpscaleJob, make_job, run_job_in_worker, split_captions
-from napari_textsr.napari.layers import add_layer_data, source_jpeg_quality
+from napari_textsr.napari.layers import add_layer_data, layer_jpeg_evidence
 from napari_textsr.napari.model_store import (
     BUNDLED,
     FILE,
@@ -68,6 +68,8 @@ from napari_textsr.training.captions import caption_with_file_words
 
 if TYPE_CHECKING:
     import napari
+
+    from napari_textsr.imageio import JpegEvidence
 
 __all__ = ["SuperResolutionWidget", "available_devices", "describe_upscaler", "format_provenance", "summarize"]
 
@@ -185,6 +187,8 @@ class SuperResolutionWidget(DockWidget):
         self._first_tile_at: float | None = None
         self._last_event: JobProgress | None = None
         self._typed_captions: dict[int, str] = {}  # id(layer) -> what the user typed for it this session
+        # id(layer) -> (the data it was read from, what it shows of JPEG): read once per layer and data.
+        self._jpeg_evidence: dict[int, tuple[object, JpegEvidence | None]] = {}
         self._caption_layer: Image | None = None
         self._setting_caption = False
         self._overlay_ours = False
@@ -228,8 +232,9 @@ class SuperResolutionWidget(DockWidget):
         self.caption_edit.setFixedHeight(58)
         self.caption_edit.setToolTip(
             "The text prompt for the chosen layer. Filled in from the layer's metadata['caption'] when it has one, "
-            "plus 'JPEG-compressed' when the layer was opened from a JPEG file of quality 60 or lower (the models "
-            "were trained to read it); what you type is kept for that layer while napari runs."
+            "plus 'JPEG-compressed' when the layer went through JPEG compression of quality 60 or lower (opened "
+            "from such a JPEG file, or seen in the 8x8 blocks of an 8-bit image; the models were trained to read "
+            "it); what you type is kept for that layer while napari runs."
         )
         self.caption_edit.textChanged.connect(self._on_caption_typed)
         inputs.add_row("Caption", self.caption_edit)
@@ -354,8 +359,9 @@ class SuperResolutionWidget(DockWidget):
             self.layer_combo.setCurrentIndex(layers.index(active) if active in layers else len(layers) - 1)
         self.layer_combo.blockSignals(False)
         alive = {id(layer) for layer in self.viewer.layers}
-        for key in [k for k in self._typed_captions if k not in alive]:
-            del self._typed_captions[key]
+        for cache in (self._typed_captions, self._jpeg_evidence):
+            for key in [k for k in cache if k not in alive]:
+                del cache[key]
         if self.selected_layer() is not current:
             self._on_layer_changed()
         self._on_selection_changed()
@@ -379,14 +385,20 @@ class SuperResolutionWidget(DockWidget):
 
         The untyped caption gets the words the layer's file gives
         (:func:`~napari_textsr.training.captions.caption_with_file_words`:
-        "JPEG-compressed" for a JPEG of quality 60 or lower), so they show in
-        the caption box, where they can be deleted.
+        "JPEG-compressed" for JPEG compression of quality 60 or lower, from
+        the layer's JPEG file or its pixels: :func:`~napari_textsr.napari.layers.layer_jpeg_evidence`,
+        looked at once per layer and data), so they show in the caption box,
+        where they can be deleted.
         """
         if id(layer) in self._typed_captions:
             return self._typed_captions[id(layer)]
         caption = layer.metadata.get("caption")
         caption = caption if isinstance(caption, str) else ""
-        return caption_with_file_words(caption, source_jpeg_quality(layer))
+        cached = self._jpeg_evidence.get(id(layer))
+        if cached is None or cached[0] is not layer.data:
+            cached = self._jpeg_evidence[id(layer)] = (layer.data, layer_jpeg_evidence(layer))
+        evidence = cached[1]
+        return caption_with_file_words(caption, evidence.quality if evidence is not None else None)
 
     def _on_caption_typed(self) -> None:
         if not self._setting_caption and self._caption_layer is not None:

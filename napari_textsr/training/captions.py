@@ -375,16 +375,17 @@ def says_how_taken(caption: str) -> bool:
 
 
 def caption_with_file_words(caption: str, jpeg_quality: int | None) -> str:
-    """``caption`` plus what the input file says about how the image was made.
+    """``caption`` plus what the input says about how the image was made.
 
-    A JPEG file saved at quality ``jpeg_quality`` <= :data:`FILE_WORDS_MAX_JPEG_QUALITY`
+    An input JPEG-compressed at quality ``jpeg_quality`` <= :data:`FILE_WORDS_MAX_JPEG_QUALITY`
     (60: where the words were measured to pay; training says them up to 85) gets
     :data:`JPEG_FILE_WORDS` ("JPEG-compressed") joined as in training
     (``"{content}, {degradation}"``; alone for an empty caption), unless the
     caption already says how the image was taken (:func:`says_how_taken`).
-    Anything else (``jpeg_quality`` None: not a JPEG file; higher quality)
-    returns ``caption`` unchanged. ``jpeg_quality`` comes from
-    :func:`napari_textsr.imageio.jpeg_quality`.
+    Anything else (``jpeg_quality`` None: no JPEG compression known; higher
+    quality) returns ``caption`` unchanged. ``jpeg_quality`` comes from
+    :func:`napari_textsr.imageio.jpeg_evidence` (a JPEG file's header, else
+    the 8x8 blocks of an 8-bit image's pixels).
     """
     if jpeg_quality is None or jpeg_quality > FILE_WORDS_MAX_JPEG_QUALITY or says_how_taken(caption):
         return caption
