@@ -356,7 +356,7 @@ def held_out_caption(content: str, words: str) -> str:
 # What a JPEG file's caption gains: the first training word for JPEG, so the models read it as in training.
 JPEG_FILE_WORDS = TRAIN_VOCABULARY["jpeg"][0]
 # The highest JPEG quality at which saying so pays with every bundled PDN, with the empty caption and with
-# a content caption (README "JPEG files say so themselves": at 65-75 the empty caption loses at x8 and x16;
+# a content caption (README "JPEG inputs say so themselves": at 65-75 the empty caption loses at x8 and x16;
 # at 85 and 95 both captions lose at every scale).
 FILE_WORDS_MAX_JPEG_QUALITY = 60
 _HOW_TAKEN_WORDS = tuple(
