@@ -653,6 +653,7 @@ def jpeg_quality(image: "str | os.PathLike | Any") -> int | None:
 # Chosen on the 34 held-out photographs and checked on all 291 training
 # photographs (docs/results/jpeg-from-pixels.txt).
 _PIXEL_JPEG_MAX_BLOCKS = 1024
+_PIXEL_JPEG_GRID_BLOCKS = 256  # per candidate grid offset
 _PIXEL_JPEG_MIN_COEFFICIENTS = 64
 _PIXEL_JPEG_MIN_ALIGNMENT = 0.35
 _PIXEL_JPEG_MIN_LEVELS = 16
@@ -668,6 +669,57 @@ def _dct8_matrix() -> np.ndarray:
     return matrix
 
 
+def _blocks_on_grid(pixels: np.ndarray, dy: int, dx: int, limit: int) -> np.ndarray:
+    """Up to ``limit`` 8x8 blocks of the grid that starts at pixel (dy, dx), spread over the image.
+
+    Returns their level-shifted JFIF luminance, float64 (n, 8, 8); blocks with
+    more than ``_PIXEL_JPEG_MAX_CLIPPED`` colour samples at 0 or 255 are left
+    out (decoding clamps them, which moves their coefficients off the steps).
+    """
+    rows, cols = (pixels.shape[0] - dy) // 8, (pixels.shape[1] - dx) // 8
+    chosen = np.arange(rows * cols)
+    if len(chosen) > limit:
+        chosen = np.linspace(0, len(chosen) - 1, limit).astype(np.int64)
+    offsets = np.arange(8)
+    ys = (dy + chosen // cols * 8)[:, None, None] + offsets[None, :, None]
+    xs = (dx + chosen % cols * 8)[:, None, None] + offsets[None, None, :]
+    blocks = pixels[ys, xs]  # (n, 8, 8[, C]): only the chosen blocks are read
+    if blocks.ndim == 4:
+        blocks = blocks[..., :3]  # not alpha
+    clipped = ((blocks == 0) | (blocks == 255)).reshape(len(blocks), -1).sum(axis=1)
+    blocks = blocks[clipped <= _PIXEL_JPEG_MAX_CLIPPED].astype(np.float64)
+    if blocks.ndim == 4:
+        blocks = blocks @ np.array([0.299, 0.587, 0.114])
+    return blocks - 128  # JPEG's level shift
+
+
+def _block_dct(blocks: np.ndarray) -> np.ndarray:
+    """(n, 8, 8) -> the blocks' 2-D DCT-II coefficients, (n, 64) in natural (row-major) order."""
+    dct = _dct8_matrix()
+    return (dct @ blocks @ dct.T).reshape(-1, 64)
+
+
+_HIGH_FREQUENCIES = (np.add.outer(np.arange(8), np.arange(8)) >= 4).reshape(-1)
+
+
+def _jpeg_grid(pixels: np.ndarray) -> tuple[int, int]:
+    """Where the 8x8 grid of a JPEG the pixels went through starts (dy, dx in 0..7); (0, 0) if none shows.
+
+    On JPEG's grid most high-frequency coefficients are quantized to zero and
+    stay within the rounding of it; off the grid, block edges spread over all
+    of them. The offset with the most high-frequency coefficients under 1 in
+    256 blocks wins (ties: the image's own origin, then the first found).
+    """
+    share = np.zeros((8, 8))
+    for dy in range(8):
+        for dx in range(8):
+            blocks = _blocks_on_grid(pixels, dy, dx, _PIXEL_JPEG_GRID_BLOCKS)
+            if len(blocks):
+                share[dy, dx] = float((np.abs(_block_dct(blocks)[:, _HIGH_FREQUENCIES]) < 1.0).mean())
+    best = np.unravel_index(int(np.argmax(share)), share.shape)
+    return (0, 0) if share[0, 0] >= share[best] else (int(best[0]), int(best[1]))
+
+
 def jpeg_quality_from_pixels(pixels: np.ndarray) -> int | None:
     """The IJG quality (1-100) of the JPEG compression an 8-bit image's pixels went through, or None.
 
@@ -678,44 +730,30 @@ def jpeg_quality_from_pixels(pixels: np.ndarray) -> int | None:
     them there to within the rounding of the pixels; this function (the
     quantizer estimation of Fan and de Queiroz, "Identification of bitmap
     compression history", IEEE Trans. Image Process. 12(2), 2003, here
-    against the IJG tables) takes the luminance (JFIF weights) of up to
-    1024 blocks on the grid of pixel (0, 0), leaves out blocks with more
+    against the IJG tables) finds where the 8x8 grid lies (a crop of a
+    JPEG need not start on it: the offset whose blocks have the most
+    high-frequency coefficients near zero), takes the luminance (JFIF
+    weights) of up to 1024 blocks on that grid, leaves out blocks with more
     than 8 samples at 0 or 255 (decoding clamps them off the steps) and
     repeated blocks, and for each quality's IJG table measures how close the
     AC coefficients that quantize to a non-zero level lie to multiples of
     their steps (the mean of cos(2 pi d / Q)). The quality with the best
     alignment is returned when it is at least 0.35 over at least 64
     coefficients at 16 or more distinct (frequency, level) pairs. Never-
-    compressed images, images resized or cropped off the 8x8 grid after
-    compression, tables of other encoders and too little evidence (tiny or
-    flat images) give None. Other dtypes and shapes give None too (JPEG
-    holds 8-bit samples). Deterministic; about 0.1 s for any image size.
+    compressed images, images resized after compression, tables of other
+    encoders and too little evidence (tiny or flat images; under 16 pixels a
+    side) give None. Other dtypes and shapes give None too (JPEG holds 8-bit
+    samples). Deterministic; about 0.1-0.2 s for any image size.
     """
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
         return None
     if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
         return None
-    rows, cols = pixels.shape[0] // 8, pixels.shape[1] // 8
-    if rows == 0 or cols == 0:
+    if pixels.shape[0] < 16 or pixels.shape[1] < 16:
         return None
-    chosen = np.arange(rows * cols)
-    if len(chosen) > _PIXEL_JPEG_MAX_BLOCKS:
-        chosen = np.linspace(0, len(chosen) - 1, _PIXEL_JPEG_MAX_BLOCKS).astype(np.int64)
-    offsets = np.arange(8)
-    ys = (chosen // cols * 8)[:, None, None] + offsets[None, :, None]
-    xs = (chosen % cols * 8)[:, None, None] + offsets[None, None, :]
-    blocks = pixels[ys, xs]  # (n, 8, 8[, C]): only the chosen blocks are read
-    if blocks.ndim == 4:
-        blocks = blocks[..., :3]  # not alpha
-    # Decoding clamps to 0..255, which moves a clipped block's coefficients off their steps.
-    clipped = ((blocks == 0) | (blocks == 255)).reshape(len(blocks), -1).sum(axis=1)
-    blocks = blocks[clipped <= _PIXEL_JPEG_MAX_CLIPPED].astype(np.float64)
-    if blocks.ndim == 4:
-        blocks = blocks @ np.array([0.299, 0.587, 0.114])  # JFIF luminance
-    blocks -= 128  # JPEG's level shift
-    dct = _dct8_matrix()
-    coefficients = (dct @ blocks @ dct.T).reshape(-1, 64)
+    dy, dx = _jpeg_grid(pixels)
+    coefficients = _block_dct(_blocks_on_grid(pixels, dy, dx, _PIXEL_JPEG_MAX_BLOCKS))
     # Repeated blocks (flat areas, tiled patterns) are one piece of evidence, not many.
     coefficients = np.unique(np.round(coefficients, 3), axis=0)
     best_quality, best_alignment = None, _PIXEL_JPEG_MIN_ALIGNMENT

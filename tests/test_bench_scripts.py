@@ -129,6 +129,7 @@ def test_jpeg_from_pixels_bench_counts_detections_per_way():
     compressed = bench.detections(scenes, Degradation(scale=2, jpeg_quality=50))
     assert compressed == {50: 2}
     assert bench.detections(scenes, Degradation(scale=2)) == {None: 2}
+    assert bench.detections(scenes, Degradation(scale=2, jpeg_quality=50), offset=(3, 5)) == {50: 2}  # a crop
     line = bench.format_line("x2 jpeg-q50", compressed)
     assert line == "x2 jpeg-q50: JPEG seen in 2 of 2; estimated qualities 50: 2"
     assert bench.format_line("x2 box", bench.detections(scenes, Degradation(scale=2, resize="area"))).endswith(

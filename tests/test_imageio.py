@@ -436,8 +436,8 @@ def test_jpeg_quality_from_pixels_reads_the_quality_a_jpeg_was_saved_at():
         assert jpeg_quality_from_pixels(_jpeg_pixels(grey, quality)) == quality
         rgba = np.concatenate([decoded, np.full(decoded.shape[:2] + (1,), 255, np.uint8)], axis=-1)
         assert jpeg_quality_from_pixels(rgba) == quality
-        # Off the 8x8 grid (cropped, resized) the blocks say nothing; nor do other dtypes.
-        assert jpeg_quality_from_pixels(decoded[3:, 5:]) is None
+        assert jpeg_quality_from_pixels(decoded[3:, 5:]) == quality  # a crop: the grid is found where it lies
+        # Resized after compression, the blocks say nothing; nor do other dtypes.
         assert jpeg_quality_from_pixels(np.asarray(Image.fromarray(decoded).resize((149, 99)))) is None
         assert jpeg_quality_from_pixels(decoded.astype(np.uint16) * 257) is None
 
@@ -452,7 +452,7 @@ def test_jpeg_quality_from_pixels_is_silent_on_images_that_never_were_jpegs():
         "dim photon counts": rng.poisson(20, (512, 512)).astype(np.uint8),  # block means all near one DC value
         "noise": rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),
         "8x8 checkerboard": ((np.indices((256, 256)).sum(0) // 8 % 2) * 255).astype(np.uint8),
-        "smaller than a block": np.zeros((7, 7), np.uint8),
+        "smaller than two blocks": _jpeg_pixels(np.full((15, 15), 99, np.uint8), 20),
         "a text sample": read_image_file(sample_path("text_lr.png")).data,
     }
     for name, pixels in never.items():
