@@ -659,6 +659,7 @@ _PIXEL_JPEG_MIN_ALIGNMENT = 0.35
 _PIXEL_JPEG_MIN_LEVELS = 16
 _PIXEL_JPEG_MAX_CLIPPED = 8  # samples at 0 or 255 in a block that is still used
 _IJG_TABLES = np.stack([_ijg_luminance_table(q) for q in range(1, 101)]).astype(np.float64)
+_IJG_TABLES_TURNED = _IJG_TABLES.reshape(100, 8, 8).transpose(0, 2, 1).reshape(100, 64)
 
 
 def _dct8_matrix() -> np.ndarray:
@@ -735,15 +736,18 @@ def jpeg_quality_from_pixels(pixels: np.ndarray) -> int | None:
     high-frequency coefficients near zero), takes the luminance (JFIF
     weights) of up to 1024 blocks on that grid, leaves out blocks with more
     than 8 samples at 0 or 255 (decoding clamps them off the steps) and
-    repeated blocks, and for each quality's IJG table measures how close the
-    AC coefficients that quantize to a non-zero level lie to multiples of
-    their steps (the mean of cos(2 pi d / Q)). The quality with the best
-    alignment is returned when it is at least 0.35 over at least 64
-    coefficients at 16 or more distinct (frequency, level) pairs. Never-
-    compressed images, images resized after compression, tables of other
-    encoders and too little evidence (tiny or flat images; under 16 pixels a
-    side) give None. Other dtypes and shapes give None too (JPEG holds 8-bit
-    samples). Deterministic; about 0.1-0.2 s for any image size.
+    repeated blocks, and for each quality's IJG table, as saved and
+    transposed (an image turned by 90 degrees after decoding), measures how
+    close the AC coefficients that quantize to a non-zero level lie to
+    multiples of their steps (the mean of cos(2 pi d / Q)). The quality with
+    the best alignment is returned when that is at least 0.35 over at least
+    64 coefficients at 16 or more distinct (frequency, level) pairs; flips
+    and 90-degree turns are seen like the original. Never-compressed images,
+    images resized after compression, tables of other encoders and too
+    little evidence (flat or very smooth images; tiny ones: under 16 pixels
+    a side always, under about 32 mostly) give None. Other dtypes and shapes
+    give None too (JPEG holds 8-bit samples). Deterministic; 0.1-0.3 s at
+    any image size (one core).
     """
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
@@ -756,8 +760,10 @@ def jpeg_quality_from_pixels(pixels: np.ndarray) -> int | None:
     coefficients = _block_dct(_blocks_on_grid(pixels, dy, dx, _PIXEL_JPEG_MAX_BLOCKS))
     # Repeated blocks (flat areas, tiled patterns) are one piece of evidence, not many.
     coefficients = np.unique(np.round(coefficients, 3), axis=0)
-    best_quality, best_alignment = None, _PIXEL_JPEG_MIN_ALIGNMENT
-    for quality, table in enumerate(_IJG_TABLES, start=1):
+    best_quality, best_alignment, best_levels = None, _PIXEL_JPEG_MIN_ALIGNMENT, None
+    # The tables as saved, and transposed: an image turned by 90 degrees after
+    # decoding (a phone photograph set upright) has its blocks transposed.
+    for quality, table in [*enumerate(_IJG_TABLES, start=1), *enumerate(_IJG_TABLES_TURNED, start=1)]:
         # Not DC (a near-constant image's block means all sit near one value)
         # and not steps of 1 (met by any rounded pixel).
         used = (table >= 2) & (np.arange(64) > 0)
@@ -768,14 +774,16 @@ def jpeg_quality_from_pixels(pixels: np.ndarray) -> int | None:
         if count < _PIXEL_JPEG_MIN_COEFFICIENTS:
             continue
         alignment = float(np.cos(2 * np.pi * values / steps)[quantized].sum()) / count
-        if alignment < best_alignment:
-            continue
-        # Evidence needs many (frequency, level) pairs: a ramp or a pattern
-        # puts every block's coefficient of a frequency at one value.
-        levels = np.round(values / steps)[quantized] * 64 + np.nonzero(quantized)[1]
-        if len(np.unique(levels)) >= _PIXEL_JPEG_MIN_LEVELS:
-            best_quality, best_alignment = quality, alignment
-    return best_quality
+        if alignment >= best_alignment:
+            best_quality, best_alignment, best_levels = quality, alignment, (values, steps, quantized)
+    if best_quality is None:
+        return None
+    # Evidence needs many (frequency, level) pairs: a ramp or a pattern puts
+    # every block's coefficient of a frequency at one value, and so does a
+    # very smooth image; the best table's alignment alone would not tell.
+    values, steps, quantized = best_levels
+    levels = np.round(values / steps)[quantized] * 64 + np.nonzero(quantized)[1]
+    return best_quality if len(np.unique(levels)) >= _PIXEL_JPEG_MIN_LEVELS else None
 
 
 @dataclass(frozen=True)
@@ -791,6 +799,10 @@ class JpegEvidence:
     quality: int
     from_pixels: bool
 
+    def record(self) -> dict[str, Any]:
+        """JSON-ready provenance: ``{"input_jpeg_quality": 50, "input_jpeg_quality_from": "file" | "pixels"}``."""
+        return {"input_jpeg_quality": self.quality, "input_jpeg_quality_from": "pixels" if self.from_pixels else "file"}
+
     def describe(self) -> str:
         """A clause for messages: "the input is a JPEG of quality 50", or the estimate's."""
         if self.from_pixels:
@@ -799,20 +811,22 @@ class JpegEvidence:
 
 
 def jpeg_evidence(file_quality: int | None, pixels: Any = None) -> JpegEvidence | None:
-    """What is known of an input's JPEG compression: its file's, else its pixels'.
+    """What is known of the JPEG compression an input went through: the heavier of its file's and its pixels'.
 
     ``file_quality``: the quality read from the input's JPEG file
     (:attr:`ImageFile.jpeg_quality`, napari's source file), None when it is
     not a JPEG file. ``pixels``: the image as an in-memory numpy array, 8-bit
     (Y, X) or (Y, X, 3|4) (:func:`jpeg_quality_from_pixels`); anything else
-    (lazy arrays, stacks, None) is not examined. None when neither tells.
+    (lazy arrays, stacks, None) is not examined. The pixels win when they
+    show a lower quality than the file's (a JPEG re-saved at a higher quality
+    keeps the earlier compression in its blocks); the file wins when they
+    show none (too small or too clipped to tell). None when neither tells.
     """
+    seen = jpeg_quality_from_pixels(pixels) if isinstance(pixels, np.ndarray) else None
+    if seen is not None and (file_quality is None or seen < file_quality):
+        return JpegEvidence(seen, from_pixels=True)
     if file_quality is not None:
         return JpegEvidence(int(file_quality), from_pixels=False)
-    if isinstance(pixels, np.ndarray):
-        quality = jpeg_quality_from_pixels(pixels)
-        if quality is not None:
-            return JpegEvidence(quality, from_pixels=True)
     return None
 
 

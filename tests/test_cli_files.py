@@ -176,10 +176,18 @@ def test_a_png_of_a_decoded_low_quality_jpeg_gets_the_jpeg_words_from_its_pixels
     assert (
         "caption 'a cat, JPEG-compressed': the input's 8x8 blocks show JPEG compression of quality about 45" in printed
     )
-    assert read_image_file(out).provenance["caption"] == "a cat, JPEG-compressed"
+    provenance = read_image_file(out).provenance
+    assert provenance["caption"] == "a cat, JPEG-compressed"
+    assert provenance["input_jpeg_quality"] == 45 and provenance["input_jpeg_quality_from"] == "pixels"
     assert main(["upscale", str(tmp_path / "clean.png"), str(tmp_path / "clean_x2.png"), "--model", MODEL]) == 0
     assert "JPEG" not in capsys.readouterr().out
-    assert read_image_file(tmp_path / "clean_x2.png").provenance["caption"] == ""
+    provenance = read_image_file(tmp_path / "clean_x2.png").provenance
+    assert provenance["caption"] == "" and "input_jpeg_quality" not in provenance
+    # A caption that already says how the picture was taken is kept, and the line says why.
+    said = ["upscale", str(tmp_path / "frame.png"), str(tmp_path / "said.png"), "--model", MODEL, "--caption"]
+    assert main([*said, "a blurry cat"]) == 0
+    assert "quality about 45; the caption already says how the image was taken" in capsys.readouterr().out
+    assert read_image_file(tmp_path / "said.png").provenance["caption"] == "a blurry cat"
 
 
 @pytest.mark.parametrize(("name", "quality", "caption"), [("in.jpg", 75, "a cat"), ("in.png", None, "a cat")])

@@ -510,6 +510,18 @@ def test_a_jpeg_file_adds_the_training_jpeg_words_unless_the_caption_says_how_it
     assert says_how_taken("a jpeg of a cat") and says_how_taken("a soft toy")
     assert not says_how_taken("software on a screen") and not says_how_taken("a sharpened pencil")
     assert caption_with_file_words("software on a screen", 50) == "software on a screen, JPEG-compressed"
+    assert caption_with_file_words("a tabby cat, ", 50) == "a tabby cat, JPEG-compressed"  # no double comma
+    for typed in ("a soft-toy", "a jpg screenshot", "a low-quality photo", "blocky artifacts on a wall"):
+        assert caption_with_file_words(typed, 50) == typed
+
+
+def test_an_output_caption_loses_the_jpeg_words_its_input_was_given():
+    from napari_textsr.training.captions import caption_with_file_words, caption_without_file_words
+
+    for typed in ("a cat", ""):
+        assert caption_without_file_words(caption_with_file_words(typed, 40)) == typed
+    assert caption_without_file_words("a cat, blurry") == "a cat, blurry"
+    assert caption_without_file_words("JPEG-compressed: a cat") == "JPEG-compressed: a cat"  # not what was joined
 
 
 def test_one_caption_for_several_files_says_jpeg_only_when_every_file_is_one():

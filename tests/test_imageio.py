@@ -437,6 +437,8 @@ def test_jpeg_quality_from_pixels_reads_the_quality_a_jpeg_was_saved_at():
         rgba = np.concatenate([decoded, np.full(decoded.shape[:2] + (1,), 255, np.uint8)], axis=-1)
         assert jpeg_quality_from_pixels(rgba) == quality
         assert jpeg_quality_from_pixels(decoded[3:, 5:]) == quality  # a crop: the grid is found where it lies
+        assert jpeg_quality_from_pixels(np.rot90(decoded)) == quality  # turned upright after decoding
+        assert jpeg_quality_from_pixels(decoded[:, ::-1]) == quality
         # Resized after compression, the blocks say nothing; nor do other dtypes.
         assert jpeg_quality_from_pixels(np.asarray(Image.fromarray(decoded).resize((149, 99)))) is None
         assert jpeg_quality_from_pixels(decoded.astype(np.uint16) * 257) is None
@@ -465,8 +467,13 @@ def test_jpeg_evidence_prefers_the_file_header_to_the_pixels():
 
     photograph = read_image_file(sample_path("cat_lr.png")).data
     decoded = _jpeg_pixels(photograph, 40)
-    assert jpeg_evidence(55, decoded) == JpegEvidence(55, from_pixels=False)
+    assert jpeg_evidence(40, decoded) == JpegEvidence(40, from_pixels=False)  # a JPEG file and its pixels agree
     assert jpeg_evidence(None, decoded) == JpegEvidence(40, from_pixels=True)
+    # Re-saved at 95, the file says 95 and the blocks still show 40: the heavier compression is what counts.
+    resaved = _jpeg_pixels(decoded, 95)
+    assert jpeg_evidence(95, resaved) == JpegEvidence(40, from_pixels=True)
+    assert jpeg_evidence(30, photograph[:12, :12]) == JpegEvidence(30, from_pixels=False)  # pixels too few to tell
+    assert JpegEvidence(40, True).record() == {"input_jpeg_quality": 40, "input_jpeg_quality_from": "pixels"}
     assert jpeg_evidence(None, photograph) is None and jpeg_evidence(None, None) is None
     assert "quality about 40" in JpegEvidence(40, True).describe()
     assert JpegEvidence(55, False).describe() == "the input is a JPEG of quality 55"

@@ -509,6 +509,13 @@ def test_an_array_layer_whose_blocks_show_low_quality_jpeg_gets_the_jpeg_words(v
     widget.select_layer(frame)
     widget.select_layer(clean)
     assert widget.caption_edit.toPlainText() == "JPEG-compressed"
+    widget.select_layer(frame)
+    widget.caption_edit.setPlainText("a tabby cat, JPEG-compressed")
+    run_and_wait(widget, qtbot)
+    output = viewer.layers["frame x2"]
+    assert output.metadata["caption"] == "a tabby cat, JPEG-compressed"  # what the model was given
+    widget.select_layer(output)
+    assert widget.caption_edit.toPlainText() == "a tabby cat"  # the output is no JPEG
 
 
 def test_a_layer_opened_from_a_low_quality_jpeg_gets_the_jpeg_words(viewer, qtbot, tmp_path):

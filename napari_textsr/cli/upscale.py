@@ -339,11 +339,12 @@ class _Job:
     def run(self, upscaler, args: argparse.Namespace, progress) -> str:
         """Upscale every series and write the output; returns the line to print."""
         from napari_textsr.imageio import TIFF_SUFFIXES, ZARR_SUFFIXES, write_image_file, write_map, write_tiff_series
+        from napari_textsr.training.captions import FILE_WORDS_MAX_JPEG_QUALITY
 
         outputs, results, noted = [], [], []
         for image in self.images:
             caption, evidence = _caption(args, image)
-            if caption != args.caption and (caption, evidence) not in noted:
+            if evidence is not None and (caption, evidence) not in noted:
                 noted.append((caption, evidence))
             reference = _reference(args.reference, image)
             out_bytes = image.data.nbytes * upscaler.scale**2
@@ -366,12 +367,13 @@ class _Job:
             if composite:
                 kwargs.update(regions=self.regions, text_effect=args.text_effect is not None)
             if self.target.suffix.lower() in ZARR_SUFFIXES:
-                result = self._zarr(upscaler, image, caption, kwargs, args, reference)
+                result = self._zarr(upscaler, image, caption, kwargs, args, reference, evidence)
             elif stream:
-                result = self._stream(upscaler, image, caption, kwargs, args, reference)
+                result = self._stream(upscaler, image, caption, kwargs, args, reference, evidence)
             else:
                 result = upscaler.upscale(image.data, caption, **kwargs)
-                outputs.append(image.upscaled(result.image, result.scale, self._provenance(result, args, reference)))
+                provenance = self._provenance(result, args, reference, evidence)
+                outputs.append(image.upscaled(result.image, result.scale, provenance))
             results.append(result)
         if len(outputs) > 1:
             write_tiff_series(self.target, outputs)
@@ -405,10 +407,13 @@ class _Job:
             + ")"
         )
         for caption, evidence in noted:
-            line += (
-                f"\ncaption {caption!r}: {evidence.describe()}, "
-                "and the models were trained to read these words (--no-file-words keeps the caption as typed)"
-            )
+            if caption != args.caption:
+                line += (
+                    f"\ncaption {caption!r}: {evidence.describe()}, "
+                    "and the models were trained to read these words (--no-file-words keeps the caption as typed)"
+                )
+            elif evidence.quality <= FILE_WORDS_MAX_JPEG_QUALITY:
+                line += f"\n{evidence.describe()}; the caption already says how the image was taken: kept as typed"
         if result.consistency_error is not None:
             line += f"\nconsistency error (RMS, fraction of the intensity range): {result.consistency_error:.4g}"
         if args.attention_dir is not None:
@@ -444,9 +449,11 @@ class _Job:
             line += f"\nwrote {args.report}: output sha256 {report['output']['file_sha256'][:16]}..."
         return line
 
-    def _provenance(self, result, args: argparse.Namespace, reference) -> dict:
+    def _provenance(self, result, args: argparse.Namespace, reference, evidence=None) -> dict:
         provenance = result.provenance()
         provenance["input"] = str(self.source)
+        if evidence is not None:
+            provenance.update(evidence.record())
         if reference is not None:
             provenance["reference"] = args.reference
         if getattr(args, "report", None) is not None:  # the report keeps the times; a rerun writes the same bytes
@@ -461,7 +468,7 @@ class _Job:
         lead = len(shape) - (3 if image.rgb else 2)
         return shape[:lead] + (shape[lead] * scale, shape[lead + 1] * scale) + shape[lead + 2 :]
 
-    def _zarr(self, upscaler, image, caption: str, kwargs: dict, args: argparse.Namespace, reference):
+    def _zarr(self, upscaler, image, caption: str, kwargs: dict, args: argparse.Namespace, reference, evidence):
         """Upscale straight into an OME-Zarr (NGFF 0.5) through napari_textsr.ngff; then its pyramid."""
         from napari_textsr.imageio import create_zarr_output, finish_zarr_output, metadata_only
 
@@ -471,10 +478,10 @@ class _Job:
             self.target, image.upscaled(placeholder, upscaler.scale), levels=args.zarr_levels
         )
         result = upscaler.upscale(image.data, caption, out=sink, **kwargs)
-        finish_zarr_output(target, self._provenance(result, args, reference))
+        finish_zarr_output(target, self._provenance(result, args, reference, evidence))
         return result
 
-    def _stream(self, upscaler, image, caption: str, kwargs: dict, args: argparse.Namespace, reference):
+    def _stream(self, upscaler, image, caption: str, kwargs: dict, args: argparse.Namespace, reference, evidence):
         """Upscale into a tiled BigTIFF, band by band; the output is never whole in memory."""
         from napari_textsr._generators import relay
         from napari_textsr.imageio import TiffTileBands, metadata_only, write_tiled_tiff
@@ -504,6 +511,7 @@ class _Job:
             "scale": upscaler.scale,
             "input": str(self.source),
             "streamed": True,
+            **(evidence.record() if evidence is not None else {}),
         }
         write_tiled_tiff(self.target, meta, tiles(), out_shape)
         if not box or not sink.all_written:
@@ -515,7 +523,8 @@ def _caption(args: argparse.Namespace, image) -> tuple[str, JpegEvidence | None]
     """The caption for one input (--caption, plus the words its JPEG compression gives unless --no-file-words).
 
     Returns it with what is known of the compression: the JPEG file's
-    quality, else, for a 2-D 8-bit image, the quality its pixels show.
+    quality and, for a 2-D 8-bit image, the quality its pixels show; the
+    lower of the two (:func:`napari_textsr.imageio.jpeg_evidence`).
     """
     from napari_textsr.imageio import jpeg_evidence
 

@@ -91,13 +91,14 @@ def check_image_layer(layer: Any) -> None:
 def layer_jpeg_evidence(layer: Any) -> JpegEvidence | None:
     """What is known of the JPEG compression ``layer``'s image went through, or None.
 
-    The quality of the JPEG file the layer was opened from (napari's
+    From the JPEG file the layer was opened from (napari's
     ``layer.source.path``; only the file's header is read,
-    :func:`napari_textsr.imageio.jpeg_quality`), else, for a 2-D 8-bit
-    layer held in memory (grey, or RGB/RGBA), the quality its pixels' 8x8
-    blocks show (:func:`napari_textsr.imageio.jpeg_quality_from_pixels`,
-    about 0.1-0.4 s). Stacks, multiscale and lazy (dask, zarr) layers are
-    not examined.
+    :func:`napari_textsr.imageio.jpeg_quality`) and, for a 2-D 8-bit layer
+    held in memory (grey, or RGB/RGBA), from its pixels' 8x8 blocks
+    (:func:`napari_textsr.imageio.jpeg_quality_from_pixels`, about
+    0.1-0.3 s); the heavier compression of the two
+    (:func:`napari_textsr.imageio.jpeg_evidence`). Stacks, multiscale and
+    lazy (dask, zarr) layers are not examined.
     """
     from napari_textsr.imageio import jpeg_evidence, jpeg_quality
 

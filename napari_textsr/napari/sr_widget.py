@@ -64,7 +64,7 @@ from napari_textsr.napari.widget_parts import (
     is_alive,
     load_in_background,
 )
-from napari_textsr.training.captions import caption_with_file_words
+from napari_textsr.training.captions import caption_with_file_words, caption_without_file_words
 
 if TYPE_CHECKING:
     import napari
@@ -383,6 +383,8 @@ class SuperResolutionWidget(DockWidget):
     def caption_for(self, layer: Image) -> str:
         """What the user typed for ``layer`` this session, else its ``metadata['caption']`` (else "").
 
+        An output layer's caption comes without the JPEG words its input was
+        given (:func:`~napari_textsr.training.captions.caption_without_file_words`).
         The untyped caption gets the words the layer's file gives
         (:func:`~napari_textsr.training.captions.caption_with_file_words`:
         "JPEG-compressed" for JPEG compression of quality 60 or lower, from
@@ -394,6 +396,8 @@ class SuperResolutionWidget(DockWidget):
             return self._typed_captions[id(layer)]
         caption = layer.metadata.get("caption")
         caption = caption if isinstance(caption, str) else ""
+        if "input_layer" in layer.metadata:  # an output: its input's JPEG words do not describe it
+            caption = caption_without_file_words(caption)
         cached = self._jpeg_evidence.get(id(layer))
         if cached is None or cached[0] is not layer.data:
             cached = self._jpeg_evidence[id(layer)] = (layer.data, layer_jpeg_evidence(layer))

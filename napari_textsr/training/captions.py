@@ -65,6 +65,7 @@ __all__ = [
     "held_out_caption",
     "says_how_taken",
     "caption_with_file_words",
+    "caption_without_file_words",
     "FILE_WORDS_MAX_JPEG_QUALITY",
 ]
 
@@ -360,18 +361,22 @@ JPEG_FILE_WORDS = TRAIN_VOCABULARY["jpeg"][0]
 # at 85 and 95 both captions lose at every scale).
 FILE_WORDS_MAX_JPEG_QUALITY = 60
 _HOW_TAKEN_WORDS = tuple(
-    sorted({w.lower() for words in TRAIN_VOCABULARY.values() for w in words} | {"jpeg", "compressed", "compression"})
+    sorted(
+        {w.lower() for words in TRAIN_VOCABULARY.values() for w in words}
+        | {"jpeg", "jpg", "compressed", "compression", "artifacts", "artefacts", "low-quality", "low quality"}
+    )
 )
 
 
 def says_how_taken(caption: str) -> bool:
-    """Whether ``caption`` already uses a word of :data:`TRAIN_VOCABULARY` (or "JPEG", "compressed").
+    """Whether ``caption`` already uses a word of :data:`TRAIN_VOCABULARY` (or "JPEG", "jpg", "compressed", ...).
 
-    Whole words, case-insensitive: "a soft toy" counts (the user's words
-    are never second-guessed), "software" does not.
+    Whole words, case-insensitive, a hyphen counting as a word's end: "a
+    soft toy" and "a soft-toy" count (the user's words are never
+    second-guessed), "software" does not.
     """
     text = caption.lower()
-    return any(re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text) for w in _HOW_TAKEN_WORDS)
+    return any(re.search(rf"(?<!\w){re.escape(w)}(?!\w)", text) for w in _HOW_TAKEN_WORDS)
 
 
 def caption_with_file_words(caption: str, jpeg_quality: int | None) -> str:
@@ -389,4 +394,17 @@ def caption_with_file_words(caption: str, jpeg_quality: int | None) -> str:
     """
     if jpeg_quality is None or jpeg_quality > FILE_WORDS_MAX_JPEG_QUALITY or says_how_taken(caption):
         return caption
-    return compose_caption(caption, JPEG_FILE_WORDS)
+    return compose_caption(caption.strip().rstrip(",;:").strip(), JPEG_FILE_WORDS)  # "a cat, " -> "a cat, JPEG-..."
+
+
+def caption_without_file_words(caption: str) -> str:
+    """``caption`` less the words :func:`caption_with_file_words` joins to it.
+
+    For the caption of an output, which is no JPEG however its input was
+    made: "a cat, JPEG-compressed" -> "a cat", "JPEG-compressed" -> "";
+    anything else is returned unchanged.
+    """
+    if caption.strip() == JPEG_FILE_WORDS:
+        return ""
+    joined = TRAIN_TEMPLATES[0].format(content="", degradation=JPEG_FILE_WORDS)  # ", JPEG-compressed"
+    return caption[: -len(joined)] if caption.endswith(joined) else caption
