@@ -384,7 +384,9 @@ class SuperResolutionWidget(DockWidget):
         """What the user typed for ``layer`` this session, else its ``metadata['caption']`` (else "").
 
         An output layer's caption comes without the JPEG words its input was
-        given (:func:`~napari_textsr.training.captions.caption_without_file_words`).
+        given (:func:`~napari_textsr.training.captions.caption_without_file_words`),
+        and its pixels are not examined (no time on the GUI thread while
+        outputs go in).
         The untyped caption gets the words the layer's file gives
         (:func:`~napari_textsr.training.captions.caption_with_file_words`:
         "JPEG-compressed" for JPEG compression of quality 60 or lower, from
@@ -396,8 +398,8 @@ class SuperResolutionWidget(DockWidget):
             return self._typed_captions[id(layer)]
         caption = layer.metadata.get("caption")
         caption = caption if isinstance(caption, str) else ""
-        if "input_layer" in layer.metadata:  # an output: its input's JPEG words do not describe it
-            caption = caption_without_file_words(caption)
+        if "input_layer" in layer.metadata:  # an output is no JPEG, whatever its input's words said
+            return caption_without_file_words(caption)
         cached = self._jpeg_evidence.get(id(layer))
         if cached is None or cached[0] is not layer.data:
             cached = self._jpeg_evidence[id(layer)] = (layer.data, layer_jpeg_evidence(layer))
