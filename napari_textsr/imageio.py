@@ -760,7 +760,8 @@ def jpeg_quality_from_pixels(pixels: np.ndarray) -> int | None:
     coefficients = _block_dct(_blocks_on_grid(pixels, dy, dx, _PIXEL_JPEG_MAX_BLOCKS))
     # Repeated blocks (flat areas, tiled patterns) are one piece of evidence, not many.
     coefficients = np.unique(np.round(coefficients, 3), axis=0)
-    best_quality, best_alignment, best_levels = None, _PIXEL_JPEG_MIN_ALIGNMENT, None
+    best_quality, best_alignment = None, _PIXEL_JPEG_MIN_ALIGNMENT
+    best_levels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     # The tables as saved, and transposed: an image turned by 90 degrees after
     # decoding (a phone photograph set upright) has its blocks transposed.
     for quality, table in [*enumerate(_IJG_TABLES, start=1), *enumerate(_IJG_TABLES_TURNED, start=1)]:
@@ -776,7 +777,7 @@ def jpeg_quality_from_pixels(pixels: np.ndarray) -> int | None:
         alignment = float(np.cos(2 * np.pi * values / steps)[quantized].sum()) / count
         if alignment >= best_alignment:
             best_quality, best_alignment, best_levels = quality, alignment, (values, steps, quantized)
-    if best_quality is None:
+    if best_levels is None:
         return None
     # Evidence needs many (frequency, level) pairs: a ramp or a pattern puts
     # every block's coefficient of a frequency at one value, and so does a
