@@ -175,8 +175,9 @@ def test_scripted_function_says_jpeg_for_an_array_layer_whose_blocks_show_it():
     v.add_image(np.asarray(photograph), name="clean", rgb=True)
     (out,) = upscale_layer(v, "frame", "a cat", model=PDN2, device="cpu", attention=False)
     assert out.metadata["caption"] == "a cat, JPEG-compressed"
+    assert out.metadata["input_jpeg_quality"] == 35 and out.metadata["input_jpeg_quality_from"] == "pixels"
     (same,) = upscale_layer(v, "clean", "a cat", model=PDN2, device="cpu", attention=False)
-    assert same.metadata["caption"] == "a cat"
+    assert same.metadata["caption"] == "a cat" and "input_jpeg_quality" not in same.metadata
 
 
 def test_sample_data_have_captions_and_the_documented_shapes():

@@ -514,6 +514,7 @@ def test_an_array_layer_whose_blocks_show_low_quality_jpeg_gets_the_jpeg_words(v
     run_and_wait(widget, qtbot)
     output = viewer.layers["frame x2"]
     assert output.metadata["caption"] == "a tabby cat, JPEG-compressed"  # what the model was given
+    assert output.metadata["input_jpeg_quality"] == 50 and output.metadata["input_jpeg_quality_from"] == "pixels"
     widget.select_layer(output)
     assert widget.caption_edit.toPlainText() == "a tabby cat"  # the output is no JPEG
 

@@ -20,6 +20,7 @@ from napari_textsr.napari.layers import LayerDataTuple, SourceLayer, result_laye
 from napari_textsr.napari.model_store import MODEL_STORE, ModelStore
 
 if TYPE_CHECKING:
+    from napari_textsr.imageio import JpegEvidence
     from napari_textsr.inference import Upscaler, UpscaleResult
 
 
@@ -113,15 +114,19 @@ def make_job(
     consistency: bool = False,
     attention: bool = True,
     self_ensemble: bool = False,
+    jpeg: JpegEvidence | None = None,
     **engine_kwargs: Any,
 ) -> UpscaleJob:
     """A job for ``layer`` (TypeError/ValueError with a user-facing message if it cannot be upscaled).
 
     ``captions``: one caption, or a sequence of captions (compared: one stack).
+    ``jpeg``: what the layer showed of JPEG compression
+    (:func:`~napari_textsr.napari.layers.layer_jpeg_evidence`), recorded in
+    the outputs' metadata (``input_jpeg_quality``, ``input_jpeg_quality_from``).
     ``point``: the viewer's current world point (``viewer.dims.point``), used
     when ``whole_stack`` is False for an nD layer.
     """
-    source = source_from_layer(layer)
+    source = source_from_layer(layer, jpeg=jpeg)
     if isinstance(captions, str):
         caption_list: tuple[str, ...] = (captions,)
     else:

@@ -64,6 +64,7 @@ class SourceLayer:
     units: tuple | None = None
     axis_labels: tuple | None = None
     metadata: dict = field(default_factory=dict)
+    jpeg: JpegEvidence | None = None  # the JPEG compression the input showed; into the outputs' provenance
 
     @property
     def n_leading(self) -> int:
@@ -111,8 +112,8 @@ def layer_jpeg_evidence(layer: Any) -> JpegEvidence | None:
     return jpeg_evidence(jpeg_quality(path) if path else None, pixels)
 
 
-def source_from_layer(layer: Any) -> SourceLayer:
-    """Snapshot of an Image layer's geometry and display settings."""
+def source_from_layer(layer: Any, jpeg: JpegEvidence | None = None) -> SourceLayer:
+    """Snapshot of an Image layer's geometry and display settings (``jpeg``: what it showed of JPEG compression)."""
     check_image_layer(layer)
     data = layer.data[0] if layer.multiscale else layer.data
     return SourceLayer(
@@ -132,6 +133,7 @@ def source_from_layer(layer: Any) -> SourceLayer:
         units=tuple(getattr(layer, "units", ()) or ()) or None,
         axis_labels=tuple(getattr(layer, "axis_labels", ()) or ()) or None,
         metadata=dict(layer.metadata),
+        jpeg=jpeg,
     )
 
 
@@ -271,7 +273,8 @@ def result_layer_data(
     out_name = unique_name(base, taken)
     taken.add(out_name)
     geometry = output_geometry(source, factor, offset, stacked=stacked)
-    provenance = [dict(r.provenance(), input_layer=source.name) for r in results]
+    jpeg = source.jpeg.record() if source.jpeg is not None else {}
+    provenance = [dict(r.provenance(), input_layer=source.name, **jpeg) for r in results]
     if offset and any(offset):
         for p in provenance:
             p["input_slice"] = list(offset)

@@ -71,8 +71,8 @@ def upscale_layer(
     and whatever loading the model raises.
     """
     layer = viewer.layers[layer_or_name] if isinstance(layer_or_name, str) else layer_or_name
+    evidence = layer_jpeg_evidence(layer) if file_words else None
     if file_words:
-        evidence = layer_jpeg_evidence(layer)
         quality = evidence.quality if evidence is not None else None
         if isinstance(caption, str):
             caption = caption_with_file_words(caption, quality)
@@ -89,6 +89,7 @@ def upscale_layer(
         tile=tile,
         consistency=consistency,
         attention=attention,
+        jpeg=evidence,
         **engine_kwargs,
     )
     with MODEL_STORE.using(job.model, job.device, job.scale) as upscaler:

@@ -400,11 +400,21 @@ class SuperResolutionWidget(DockWidget):
         caption = caption if isinstance(caption, str) else ""
         if "input_layer" in layer.metadata:  # an output is no JPEG, whatever its input's words said
             return caption_without_file_words(caption)
+        evidence = self.jpeg_evidence_of(layer)
+        return caption_with_file_words(caption, evidence.quality if evidence is not None else None)
+
+    def jpeg_evidence_of(self, layer: Image) -> JpegEvidence | None:
+        """What ``layer`` shows of JPEG compression (:func:`~napari_textsr.napari.layers.layer_jpeg_evidence`).
+
+        Looked at once per layer and data; None for an output layer (no JPEG,
+        and no time on the GUI thread while outputs go in).
+        """
+        if "input_layer" in layer.metadata:
+            return None
         cached = self._jpeg_evidence.get(id(layer))
         if cached is None or cached[0] is not layer.data:
             cached = self._jpeg_evidence[id(layer)] = (layer.data, layer_jpeg_evidence(layer))
-        evidence = cached[1]
-        return caption_with_file_words(caption, evidence.quality if evidence is not None else None)
+        return cached[1]
 
     def _on_caption_typed(self) -> None:
         if not self._setting_caption and self._caption_layer is not None:
@@ -699,7 +709,7 @@ class SuperResolutionWidget(DockWidget):
                 options = self.current_options()
                 for provider in self.job_option_providers:
                     options.update(provider(layer))
-                job = make_job(layer, captions, spec, compare=compare, **options)
+                job = make_job(layer, captions, spec, compare=compare, jpeg=self.jpeg_evidence_of(layer), **options)
                 self._check_fits_untiled(job)
                 jobs.append(job)
         except (TypeError, ValueError) as error:
