@@ -462,7 +462,7 @@ def test_jpeg_quality_from_pixels_is_silent_on_images_that_never_were_jpegs():
     assert jpeg_quality_from_pixels(np.zeros((64, 64, 2), np.uint8)) is None  # not grey, RGB or RGBA
 
 
-def test_jpeg_evidence_prefers_the_file_header_to_the_pixels():
+def test_jpeg_evidence_takes_the_heavier_compression_of_file_and_pixels():
     from napari_textsr.imageio import JpegEvidence, jpeg_evidence
 
     photograph = read_image_file(sample_path("cat_lr.png")).data
