@@ -157,6 +157,10 @@ def test_scripted_function_says_jpeg_for_a_layer_from_a_low_quality_jpeg(tmp_pat
     assert stack.metadata["captions"] == ["a street, JPEG-compressed", "JPEG-compressed"]
     (typed,) = upscale_layer(v, "frame", "a street", model=PDN2, device="cpu", attention=False, file_words=False)
     assert typed.metadata["caption"] == "a street"
+    # A layer whose data were replaced by another image no longer holds the file's pixels.
+    v.layers["frame"].data = grey_image((32, 36), dtype=np.uint8)
+    (replaced,) = upscale_layer(v, "frame", "a street", model=PDN2, device="cpu", attention=False)
+    assert replaced.metadata["caption"] == "a street" and "input_jpeg_quality" not in replaced.metadata
 
 
 def test_scripted_function_says_jpeg_for_an_array_layer_whose_blocks_show_it():

@@ -16,6 +16,7 @@ input exactly in world coordinates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection, Sequence
 
 import numpy as np
@@ -99,17 +100,39 @@ def layer_jpeg_evidence(layer: Any) -> JpegEvidence | None:
     (:func:`napari_textsr.imageio.jpeg_quality_from_pixels`, about
     0.1-0.3 s); the heavier compression of the two
     (:func:`napari_textsr.imageio.jpeg_evidence`). Stacks, multiscale and
-    lazy (dask, zarr) layers are not examined.
+    lazy (dask, zarr) layers are not examined. The file counts only while
+    the layer's image has the file's width and height: a layer whose data
+    were replaced by an image of another size no longer holds the file's
+    pixels (one of the same size cannot be told apart by the header).
     """
-    from napari_textsr.imageio import jpeg_evidence, jpeg_quality
+    from napari_textsr.imageio import jpeg_evidence
 
     path = getattr(getattr(layer, "source", None), "path", None)
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    rgb = bool(getattr(layer, "rgb", False))
     pixels = None
     if not getattr(layer, "multiscale", False):
-        data = layer.data
-        if isinstance(data, np.ndarray) and data.ndim == (3 if getattr(layer, "rgb", False) else 2):
+        if isinstance(data, np.ndarray) and data.ndim == (3 if rgb else 2):
             pixels = data
-    return jpeg_evidence(jpeg_quality(path) if path else None, pixels)
+    plane = tuple(data.shape[-3:-1] if rgb else data.shape[-2:])
+    return jpeg_evidence(_file_jpeg_quality(path, plane) if path else None, pixels)
+
+
+def _file_jpeg_quality(path: str, plane: tuple[int, ...]) -> int | None:
+    """The JPEG quality in ``path``'s header, or None when it is no JPEG or its (height, width) is not ``plane``."""
+    from PIL import Image
+
+    from napari_textsr.imageio import JPEG_SUFFIXES, jpeg_quality
+
+    if Path(path).suffix.lower() not in JPEG_SUFFIXES:
+        return None
+    try:
+        with Image.open(path) as opened:
+            size = (opened.height, opened.width)
+            quality = jpeg_quality(opened)
+    except OSError:
+        return None
+    return quality if size == plane else None
 
 
 def source_from_layer(layer: Any, jpeg: JpegEvidence | None = None) -> SourceLayer:
