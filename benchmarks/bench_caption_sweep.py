@@ -44,7 +44,12 @@ class CaptionScore:
 
 
 def sweep(
-    upscaler, items: Sequence, degradation, templates: Sequence[str], file_words: bool = False
+    upscaler,
+    items: Sequence,
+    degradation,
+    templates: Sequence[str],
+    file_words: bool = False,
+    jpeg_upscaler=None,
 ) -> list[CaptionScore]:
     """Score ``upscaler`` on ``items`` (CaptionedImage, HR float32 in [0, 1]) with each caption template.
 
@@ -53,12 +58,14 @@ def sweep(
     ``textsr bench``. ``file_words``: each caption gets the JPEG words the
     LR's pixels call for, as ``textsr upscale`` does for a PNG of that LR
     (``napari_textsr.imageio.jpeg_evidence``, ``caption_with_file_words``).
+    ``jpeg_upscaler``: the model for LRs whose pixels show JPEG quality <= 60,
+    as ``textsr upscale`` routes the default (``napari_textsr.loading.default_for_input``).
     Raises ValueError for no templates or no images.
     """
     from napari_textsr.benchmark import bicubic_upscale, degrade_to_uint8
     from napari_textsr.imageio import jpeg_evidence
     from napari_textsr.metrics import quality_scores
-    from napari_textsr.training.captions import caption_with_file_words
+    from napari_textsr.training.captions import FILE_WORDS_MAX_JPEG_QUALITY, caption_with_file_words
     from napari_textsr.training.degradations import named_degradation
 
     if not templates or not items:
@@ -73,13 +80,17 @@ def sweep(
         hr = np.ascontiguousarray(item.image[:h, :w, :3], dtype=np.float32)
         lr = degrade_to_uint8(hr, degrade, item.name)
         bicubic = quality_scores(bicubic_upscale(lr, scale), hr, border=scale).psnr_y
-        evidence = jpeg_evidence(None, lr) if file_words else None
+        evidence = jpeg_evidence(None, lr) if file_words or jpeg_upscaler is not None else None
+        quality = evidence.quality if evidence is not None else None
+        model = upscaler
+        if jpeg_upscaler is not None and quality is not None and quality <= FILE_WORDS_MAX_JPEG_QUALITY:
+            model = jpeg_upscaler
         first = None
         for template in templates:
             caption = template.format(c=item.captions[0])
-            said = caption_with_file_words(caption, evidence.quality if evidence is not None else None)
+            said = caption_with_file_words(caption, quality) if file_words else caption
             added[template] += said != caption
-            out = upscaler.upscale(lr, said).image.astype(np.float32)
+            out = model.upscale(lr, said).image.astype(np.float32)
             first = out if first is None else first
             moved[template].append(float(np.abs(out - first).mean()))
             gains[template].append(quality_scores(out / 255.0, hr, border=scale).psnr_y - bicubic)
@@ -104,6 +115,8 @@ def main() -> None:
     import torch
 
     from napari_textsr.inference import load_model
+    from napari_textsr.loading import default_for_input
+    from napari_textsr.training.captions import FILE_WORDS_MAX_JPEG_QUALITY
     from napari_textsr.training.data import load_captioned_folder, split_train_val
     from napari_textsr.training.degradations import NAMED_DEGRADATIONS, Degradation
 
@@ -139,6 +152,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     upscaler = load_model(args.model, scale=args.scale)
+    jpeg_spec = default_for_input(args.model, args.scale, FILE_WORDS_MAX_JPEG_QUALITY)
+    jpeg_upscaler = load_model(jpeg_spec, scale=args.scale) if str(jpeg_spec) != str(args.model) else None
+    if jpeg_upscaler is not None:  # as textsr upscale routes the default
+        print(f"LRs whose pixels show JPEG quality <= {FILE_WORDS_MAX_JPEG_QUALITY} are upscaled by {jpeg_spec}")
     folders = args.data or ["../shared/data/train/bsd200"]
     held_out = []
     for folder in folders:  # textsr bench's and training's split of each folder
@@ -158,7 +175,8 @@ def main() -> None:
         f"{upscaler.description.name} x{upscaler.scale}, {what}, {len(held_out)} held-out images: "
         "PSNR-Y minus bicubic (dB), mean |output - first template's output| (grey levels), worst image (dB)"
     )
-    for score in sweep(upscaler, held_out, degradation, args.templates, file_words=args.file_words):
+    scores = sweep(upscaler, held_out, degradation, args.templates, args.file_words, jpeg_upscaler)
+    for score in scores:
         added = f"  (JPEG words added for {score.words_added} of {len(held_out)})" if args.file_words else ""
         print(f"  {score.gain_db:+.2f}  {score.moved:5.2f}  {score.worst_db:+.2f}  {score.template!r}{added}")
 

@@ -56,6 +56,7 @@ class ImageResult:
     variants: dict[str, VariantResult]
     seconds: float  # one model pass (true caption), wall clock
     megapixels_per_second: float  # output megapixels per second of that pass
+    model: str = ""  # the model that upscaled it (reports before routing: the report's model)
 
 
 @dataclass
@@ -174,6 +175,13 @@ class BenchReport:
             f"{t['seconds_per_image']:.2f} s per image, {t['megapixels_per_second']:.3f} output MP/s; "
             f"worst image against bicubic (true, empty or other caption): {worst:+.2f} dB ({where})",
         ]
+        general = self.model.get("name", "")
+        routed = [i for i in self.images if i.model and i.model != general]
+        if routed:
+            lines.append(
+                f"{len(routed)} of {len(self.images)} images (pixels showing JPEG quality <= 60) "
+                f"upscaled by {', '.join(sorted({i.model for i in routed}))}"
+            )
         groups = self.psnr_y_by_group()
         if len(groups) > 1:
             lines += [
@@ -277,18 +285,28 @@ def run_benchmark(
     degradation: str = "bicubic-aa",
     caption_index: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    jpeg_upscaler: "Upscaler | None" = None,
 ) -> BenchReport:
     """Score ``upscaler`` on ``items`` (HR images with captions); see the module docstring.
 
     ``degradation``: a name of :data:`~napari_textsr.training.degradations.NAMED_DEGRADATIONS`.
+    ``jpeg_upscaler``: the model for LR images whose pixels show JPEG
+    compression of quality <= 60 (:func:`napari_textsr.imageio.jpeg_quality_from_pixels`),
+    as ``textsr upscale`` routes the default
+    (:func:`napari_textsr.loading.default_for_input`); each image records
+    the model that upscaled it.
     Raises ValueError for fewer than two images or an unknown degradation.
     """
-    from napari_textsr.training.captions import held_out_caption
+    from napari_textsr.imageio import jpeg_quality_from_pixels
+    from napari_textsr.training.captions import FILE_WORDS_MAX_JPEG_QUALITY, held_out_caption
     from napari_textsr.training.degradations import named_degradation
 
     if len(items) < 2:
         raise ValueError("a benchmark needs at least two captioned images (one lends the other its caption)")
     scale = upscaler.scale
+    if jpeg_upscaler is not None and jpeg_upscaler.scale != scale:
+        raise ValueError(f"the JPEG model is x{jpeg_upscaler.scale}, the model x{scale}")
+    general = upscaler
     degrade = named_degradation(degradation, scale)
     right_words, wrong_words = degradation_words(degrade)
     results = []
@@ -299,6 +317,11 @@ def run_benchmark(
         caption = item.captions[min(caption_index, len(item.captions) - 1)]
         other = _other_caption(items, index, caption, caption_index)
         right, wrong = held_out_caption(caption, right_words), held_out_caption(caption, wrong_words)
+        upscaler = general
+        if jpeg_upscaler is not None:
+            quality = jpeg_quality_from_pixels(lr)
+            if quality is not None and quality <= FILE_WORDS_MAX_JPEG_QUALITY:
+                upscaler = jpeg_upscaler
 
         outputs: dict[str, np.ndarray] = {"bicubic": bicubic_upscale(lr, scale)}
         start = time.perf_counter()
@@ -327,12 +350,13 @@ def run_benchmark(
                 variants=variants,
                 seconds=seconds,
                 megapixels_per_second=h * w / 1e6 / seconds,
+                model=upscaler.description.name,
             )
         )
         if progress is not None:
             progress(index + 1, len(items))
     return BenchReport(
-        model=upscaler.description.to_dict(), dataset=dataset, scale=scale, images=results, degradation=degradation
+        model=general.description.to_dict(), dataset=dataset, scale=scale, images=results, degradation=degradation
     )
 
 

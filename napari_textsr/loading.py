@@ -44,6 +44,7 @@ __all__ = [
     "ModelDescription",
     "ModelSpec",
     "ModelSpecError",
+    "default_for_input",
     "describe_model",
     "list_models",
     "load",
@@ -179,9 +180,20 @@ class BundledModel:
     created: str = ""
     training: TrainingRecord | None = None
 
+    @property
+    def for_jpeg_inputs(self) -> bool:
+        """Trained for JPEG-compressed inputs: its newest training stage drew JPEG in every sample (``p_jpeg`` 1).
+
+        Such a model is not the ``default`` for other inputs; it is the default
+        for inputs that show heavy JPEG compression (:func:`default_for_input`).
+        """
+        degradation = self.training.degradation if self.training is not None else {}
+        return degradation.get("kind") == "family" and float(degradation.get("p_jpeg", 0.0)) >= 1.0
+
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["path"] = str(self.path)
+        values["for_jpeg_inputs"] = self.for_jpeg_inputs
         return values
 
 
@@ -214,17 +226,23 @@ def list_models(directory: str | os.PathLike | None = None) -> list[BundledModel
     return sorted(models, key=lambda m: (m.scale, m.name))
 
 
-def pick_default(scale: int | None = None, models: list[BundledModel] | None = None) -> BundledModel:
+def pick_default(
+    scale: int | None = None, models: list[BundledModel] | None = None, *, jpeg: bool = False
+) -> BundledModel:
     """The bundled model ``default`` means at ``scale`` (None: :data:`DEFAULT_SCALE`).
 
     Order: a model named ``default*`` first, then the method preference at
     that scale (the method table's ranks, :func:`napari_textsr.methods.default_preference`),
-    then the name.
+    then the name. Models trained for JPEG inputs only
+    (:attr:`BundledModel.for_jpeg_inputs`) are left out, unless ``jpeg``:
+    then they come first (and the general default is the fallback).
     ModelSpecError when no bundled model has that scale.
     """
     models = list_models() if models is None else models
     wanted = scale if scale is not None else DEFAULT_SCALE
-    candidates = [m for m in models if m.scale == wanted]
+    at_scale = [m for m in models if m.scale == wanted]
+    specialists = [m for m in at_scale if m.for_jpeg_inputs]
+    candidates = specialists if jpeg and specialists else [m for m in at_scale if not m.for_jpeg_inputs]
     if not candidates:
         raise ModelSpecError(f"no bundled model for x{wanted}. {bundled_summary(models)}")
     order = default_preference(wanted)
@@ -234,6 +252,42 @@ def pick_default(scale: int | None = None, models: list[BundledModel] | None = N
         return (0 if model.name.startswith("default") else 1, method_rank, model.name)
 
     return min(candidates, key=preference)
+
+
+def default_for_input(
+    spec: str | os.PathLike | ModelSpec, scale: int | None, jpeg_quality: int | None
+) -> str | os.PathLike | ModelSpec:
+    """The model spec to use for one input: ``spec``, or the JPEG default for a heavily compressed input.
+
+    When ``spec`` names the default at ``scale`` (``"default"``, or the
+    general default's own name) and the input went through JPEG compression
+    of quality ``jpeg_quality`` <= :data:`~napari_textsr.training.captions.FILE_WORDS_MAX_JPEG_QUALITY`
+    (the level at which the caption is given JPEG words too; from
+    :func:`napari_textsr.imageio.jpeg_evidence`), returns the name of the bundled
+    model trained for such inputs at that scale, if there is one. Every
+    other spec is returned unchanged: a model chosen by name or path is used
+    as chosen. Reads bundled headers only.
+    """
+    from napari_textsr.training.captions import FILE_WORDS_MAX_JPEG_QUALITY
+
+    if jpeg_quality is None or jpeg_quality > FILE_WORDS_MAX_JPEG_QUALITY:
+        return spec
+    try:
+        parsed = ModelSpec.parse(spec)
+        models = list_models()
+        if parsed.kind == "bundled":
+            named = [m for m in models if m.name == parsed.name]
+            if not named or (scale is not None and named[0].scale != scale):
+                return spec
+            scale = named[0].scale
+            if pick_default(scale, models).name != parsed.name:
+                return spec
+        elif parsed.kind != "default":
+            return spec
+        jpeg = pick_default(scale, models, jpeg=True)
+        return jpeg.name if jpeg.for_jpeg_inputs else spec
+    except ModelSpecError:  # loading the spec says what is wrong with it
+        return spec
 
 
 def bundled_summary(models: list[BundledModel] | None = None) -> str:

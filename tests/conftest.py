@@ -34,3 +34,31 @@ def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def _jpeg_weights_folder(tmp_path_factory):
+    import dataclasses
+    import shutil
+
+    from napari_textsr import loading
+    from napari_textsr.checkpoints import read_metadata, save_checkpoint
+
+    folder = tmp_path_factory.mktemp("weights")
+    source = loading.WEIGHTS_DIR / "pdn-x2.textsr.safetensors"
+    shutil.copy(source, folder)
+    loaded = loading.load(str(source), device="cpu")
+    training = read_metadata(source).training
+    record = dataclasses.replace(training, degradation={**training.degradation, "p_jpeg": 1.0})
+    save_checkpoint(folder / "pdn-x2-jpeg.textsr.safetensors", loaded.model, loaded.encoder, training=record)
+    return folder
+
+
+@pytest.fixture
+def jpeg_model_weights(_jpeg_weights_folder, monkeypatch):
+    """A bundled-models folder with ``pdn-x2`` and ``pdn-x2-jpeg``: the x2 default's weights, recorded
+    as trained on JPEG inputs only (so ``default`` at x2 routes heavy JPEG inputs to it)."""
+    from napari_textsr import loading
+
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", _jpeg_weights_folder)
+    return _jpeg_weights_folder

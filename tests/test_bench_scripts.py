@@ -106,6 +106,11 @@ def test_caption_sweep_with_file_words_says_jpeg_where_the_lr_pixels_show_it():
     assert plain.words_added == 0 and plain.gain_db != auto.gain_db
     (clean,) = bench.sweep(upscaler, scenes, "noise", [""], file_words=True)  # never a JPEG: nothing said
     assert clean == bench.sweep(upscaler, scenes, "noise", [""])[0]
+    # The model trained for JPEG inputs takes the LRs that show it, as textsr upscale routes the default.
+    other = load_model("random:pdn:2:small")
+    routed = bench.sweep(upscaler, scenes, "jpeg", [""], jpeg_upscaler=other)[0]
+    assert routed == bench.sweep(other, scenes, "jpeg", [""])[0] and routed.words_added == 0
+    assert bench.sweep(upscaler, scenes, "noise", [""], jpeg_upscaler=other)[0] == clean
 
 
 def test_caption_sweep_selects_held_out_images_by_name_and_names_the_missing_ones():

@@ -121,6 +121,58 @@ def test_bench_degradations_right_and_wrong_words_and_worst_image(scenes):
         run_benchmark(upscaler, scenes, dataset="synthetic", degradation="smudge")
 
 
+def _photographs():
+    from PIL import Image
+
+    from napari_textsr.captioned import CaptionedImage
+    from napari_textsr.samples import sample_path
+
+    cat = np.asarray(Image.open(sample_path("cat_lr.png")).convert("RGB"), dtype=np.float32) / 255.0
+    return [
+        CaptionedImage(image=cat, captions=["a cat"], name="cat.png"),
+        CaptionedImage(image=np.ascontiguousarray(cat[:, ::-1]), captions=["a mirrored cat"], name="tac.png"),
+    ]
+
+
+def test_images_whose_lr_pixels_show_heavy_jpeg_go_to_the_jpeg_model():
+    from napari_textsr.benchmark import BenchReport
+
+    general, jpeg = load_model("random:pdn:2:tiny"), load_model("random:pdn:2:small")
+    items = _photographs()
+    routed = run_benchmark(general, items, dataset="cats", degradation="jpeg", jpeg_upscaler=jpeg)
+    assert [i.model for i in routed.images] == ["random:pdn:2:small"] * 2
+    assert routed.model["name"] == "random:pdn:2:tiny"
+    assert "2 of 2 images (pixels showing JPEG quality <= 60) upscaled by random:pdn:2:small" in routed.markdown()
+    alone = run_benchmark(general, items, dataset="cats", degradation="jpeg")
+    assert routed.images[0].variants["true_caption"].scores != alone.images[0].variants["true_caption"].scores
+    sharp = run_benchmark(general, items, dataset="cats", degradation="bicubic-aa", jpeg_upscaler=jpeg)
+    assert [i.model for i in sharp.images] == ["random:pdn:2:tiny"] * 2 and "upscaled by" not in sharp.markdown()
+    old = routed.to_dict()
+    for image in old["images"]:  # reports from before the routing name no model per image
+        del image["model"]
+    assert BenchReport.from_dict(old).images[0].model == ""
+    with pytest.raises(ValueError, match="the JPEG model is x4"):
+        run_benchmark(general, items, dataset="cats", jpeg_upscaler=load_model("random:pdn:4:tiny"))
+
+
+def test_cli_bench_of_the_default_routes_heavy_jpeg_as_upscale_does(tmp_path, capsys, jpeg_model_weights):
+    from PIL import Image
+
+    folder = tmp_path / "cats"
+    folder.mkdir()
+    for item in _photographs():
+        Image.fromarray(np.round(item.image * 255).astype(np.uint8)).save(folder / item.name)
+    (folder / "captions.csv").write_text("file,caption\ncat.png,a cat\ntac.png,a mirrored cat\n")
+    out = tmp_path / "bench.json"
+    args = ["bench", "--model", "default", "--scale", "2", "--data", str(folder), "--degradation", "jpeg"]
+    assert main([*args, "--json", str(out)]) == 0
+    assert "LR images whose pixels show JPEG quality <= 60 are upscaled by pdn-x2-jpeg" in capsys.readouterr().out
+    assert [i["model"] for i in json.loads(out.read_text())[0]["images"]] == ["pdn-x2-jpeg"] * 2
+    assert main([*args[:2], str(jpeg_model_weights / "pdn-x2.textsr.safetensors"), *args[5:], "--json", str(out)]) == 0
+    assert "are upscaled by" not in capsys.readouterr().out  # a model named by path is benched as it is
+    assert [i["model"] for i in json.loads(out.read_text())[0]["images"]] == ["pdn-x2"] * 2
+
+
 def test_table_from_a_saved_report_round_trips(scenes, tmp_path, capsys):
     """`textsr bench --table REPORT.json` prints the same pooled table the run printed."""
     from napari_textsr.benchmark import BenchReport, degradation_table

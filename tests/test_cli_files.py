@@ -190,6 +190,53 @@ def test_a_png_of_a_decoded_low_quality_jpeg_gets_the_jpeg_words_from_its_pixels
     assert read_image_file(tmp_path / "said.png").provenance["caption"] == "a blurry cat"
 
 
+def test_the_default_model_of_a_heavy_jpeg_input_is_the_one_trained_for_jpeg_inputs(
+    tmp_path, capsys, jpeg_model_weights
+):
+    from napari_textsr.samples import sample_path
+
+    photograph = Image.open(sample_path("cat_lr.png")).convert("RGB")
+    photograph.save(tmp_path / "frame.jpg", quality=45)
+    Image.open(tmp_path / "frame.jpg").save(tmp_path / "frame.png")  # the pixels say it, not the file
+    photograph.save(tmp_path / "clean.png")
+    photograph.save(tmp_path / "light.jpg", quality=90)
+    models = {}
+    for name in ("frame.png", "clean.png", "light.jpg", "frame.jpg"):
+        out = tmp_path / f"out-{name}.png"
+        assert main(["upscale", str(tmp_path / name), str(out), "--scale", "2", "--quiet"]) == 0
+        models[name] = read_image_file(out).provenance["model"]
+    assert models == {
+        "frame.png": "pdn-x2-jpeg",
+        "clean.png": "pdn-x2",
+        "light.jpg": "pdn-x2",
+        "frame.jpg": "pdn-x2-jpeg",
+    }
+    # Named, the default is used as named; the caption as typed keeps the model choice.
+    named = ["upscale", str(tmp_path / "frame.png"), str(tmp_path / "named.png"), "--model", "pdn-x2", "--quiet"]
+    assert main(named) == 0 and read_image_file(tmp_path / "named.png").provenance["model"] == "pdn-x2-jpeg"
+    path = str(jpeg_model_weights / "pdn-x2.textsr.safetensors")
+    assert main([*named[:3], "--model", path, "--quiet"]) == 0
+    assert read_image_file(tmp_path / "named.png").provenance["model"] == "pdn-x2"
+    typed = ["upscale", str(tmp_path / "frame.png"), str(tmp_path / "typed.png"), "--scale", "2", "--no-file-words"]
+    assert main([*typed, "--quiet"]) == 0
+    provenance = read_image_file(tmp_path / "typed.png").provenance
+    assert provenance["model"] == "pdn-x2-jpeg" and provenance["caption"] == ""
+    assert provenance["input_jpeg_quality"] == 45
+    # A folder: each file gets its own model.
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for name in ("frame.png", "clean.png"):
+        (folder / name).write_bytes((tmp_path / name).read_bytes())
+    assert main(["upscale", str(folder), "--out-dir", str(tmp_path / "b"), "--scale", "2", "--quiet"]) == 0
+    assert read_image_file(tmp_path / "b" / "frame.png").provenance["model"] == "pdn-x2-jpeg"
+    assert read_image_file(tmp_path / "b" / "clean.png").provenance["model"] == "pdn-x2"
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert "[default at x2]" in listing
+    assert "[default at x2 for inputs JPEG-compressed at quality <= 60]" in listing
+
+
 @pytest.mark.parametrize(("name", "quality", "caption"), [("in.jpg", 75, "a cat"), ("in.png", None, "a cat")])
 def test_high_quality_jpeg_and_other_files_keep_the_caption(tmp_path, rng, capsys, name, quality, caption):
     if quality:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from napari_textsr import loading
+from napari_textsr.checkpoints import TrainingRecord
 from napari_textsr.loading import BundledModel, ModelSpec, ModelSpecError, pick_default
 
 
@@ -90,6 +92,40 @@ def test_pick_default_order():
     assert pick_default(4, [*models, _bundled("default-mine", "clipsr", 4)]).name == "default-mine"
     with pytest.raises(ModelSpecError, match=r"no bundled model for x3. Bundled models: a-clipsr \(clipsr, x4\)"):
         pick_default(3, models)
+
+
+def _jpeg_only(name: str, scale: int, p_jpeg: float = 1.0) -> BundledModel:
+    record = TrainingRecord(degradation={"kind": "family", "scale": scale, "p_jpeg": p_jpeg})
+    return dataclasses.replace(_bundled(name, "pdn", scale), training=record)
+
+
+def test_a_model_trained_on_jpeg_inputs_only_is_the_default_for_jpeg_inputs_alone():
+    general, jpeg = _bundled("pdn-x4", "pdn", 4), _jpeg_only("pdn-x4-jpeg", 4)
+    assert jpeg.for_jpeg_inputs and not general.for_jpeg_inputs
+    assert not _jpeg_only("mixed", 4, p_jpeg=0.45).for_jpeg_inputs
+    # Named "a..." so that it would win on the name if it were not left out.
+    models = [general, dataclasses.replace(jpeg, name="a-jpeg"), _bundled("pdn-x2", "pdn", 2)]
+    assert pick_default(4, models).name == "pdn-x4"
+    assert pick_default(4, models, jpeg=True).name == "a-jpeg"
+    assert pick_default(2, models, jpeg=True).name == "pdn-x2"  # no JPEG model at x2: the general one
+    with pytest.raises(ModelSpecError, match="no bundled model for x8"):
+        pick_default(8, [_jpeg_only("only-jpeg", 8)])  # never the default for other inputs
+    assert jpeg.to_dict()["for_jpeg_inputs"] is True
+
+
+def test_default_for_input_routes_only_the_default_and_only_heavy_jpeg(jpeg_model_weights):
+    route = loading.default_for_input
+    assert route("default", 2, 60) == route("pdn-x2", None, 30) == route("pdn-x2", 2, 45) == "pdn-x2-jpeg"
+    assert route("default", 2, 61) == route("default", 2, None) == "default"  # light or no JPEG
+    assert route("pdn-x2", None, 95) == "pdn-x2"
+    assert route("default", None, 30) == "default"  # x4: nothing is bundled there in this folder
+    assert route("pdn-x2", 4, 30) == "pdn-x2"  # a wrong scale is for loading to refuse
+    path = str(jpeg_model_weights / "pdn-x2.textsr.safetensors")
+    assert route(path, 2, 30) == path  # a model chosen by path is used as chosen
+    assert route("pdn-x2-jpeg", 2, 90) == "pdn-x2-jpeg"  # and one chosen by name
+    assert route("random:pdn:2:tiny", 2, 30) == "random:pdn:2:tiny"
+    assert route("no-such-model", 2, 30) == "no-such-model"
+    assert pick_default(2).name == "pdn-x2" and pick_default(2, jpeg=True).name == "pdn-x2-jpeg"
 
 
 def test_random_load_checks_the_asked_scale():

@@ -184,6 +184,30 @@ def test_scripted_function_says_jpeg_for_an_array_layer_whose_blocks_show_it():
     assert same.metadata["caption"] == "a cat" and "input_jpeg_quality" not in same.metadata
 
 
+def test_scripted_function_takes_the_model_trained_for_jpeg_inputs_for_a_jpeg_layer(jpeg_model_weights):
+    import io
+
+    from napari.components import ViewerModel
+    from PIL import Image as Picture
+
+    from napari_textsr.samples import sample_path
+
+    photograph = Picture.open(sample_path("cat_lr.png")).convert("RGB")
+    buffer = io.BytesIO()
+    photograph.save(buffer, "JPEG", quality=35)
+    v = ViewerModel()
+    v.add_image(np.asarray(Picture.open(buffer)), name="frame", rgb=True)
+    v.add_image(np.asarray(photograph), name="clean", rgb=True)
+    run = dict(device="cpu", attention=False, scale=2)
+    for model in ("default", "pdn-x2"):
+        (out,) = upscale_layer(v, "frame", "a cat", model=model, **run)
+        assert out.metadata["model"] == "pdn-x2-jpeg"
+    (typed,) = upscale_layer(v, "frame", "a cat", model="default", file_words=False, **run)
+    assert typed.metadata["model"] == "pdn-x2-jpeg" and typed.metadata["caption"] == "a cat"
+    (clean,) = upscale_layer(v, "clean", "a cat", model="default", **run)
+    assert clean.metadata["model"] == "pdn-x2"
+
+
 def test_sample_data_have_captions_and_the_documented_shapes():
     from napari_textsr.napari import sample_data
 

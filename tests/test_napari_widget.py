@@ -519,6 +519,28 @@ def test_an_array_layer_whose_blocks_show_low_quality_jpeg_gets_the_jpeg_words(v
     assert widget.caption_edit.toPlainText() == "a tabby cat"  # the output is no JPEG
 
 
+def test_the_default_model_becomes_the_one_trained_for_jpeg_inputs_on_a_jpeg_layer(viewer, qtbot, jpeg_model_weights):
+    import io
+
+    from PIL import Image
+
+    from napari_textsr.samples import sample_path
+
+    photograph = Image.open(sample_path("cat_lr.png")).convert("RGB")
+    buffer = io.BytesIO()
+    photograph.save(buffer, "JPEG", quality=40)
+    frame = viewer.add_image(np.asarray(Image.open(buffer)), name="frame", rgb=True)
+    clean = viewer.add_image(np.asarray(photograph), name="clean", rgb=True)
+    widget = make_widget(viewer, qtbot, model="pdn-x2")  # the default at x2, picked by name
+    widget.device_combo.setCurrentText("cpu")
+    widget.select_layer(frame)
+    run_and_wait(widget, qtbot)
+    assert viewer.layers["frame x2"].metadata["model"] == "pdn-x2-jpeg"
+    widget.select_layer(clean)
+    run_and_wait(widget, qtbot)
+    assert viewer.layers["clean x2"].metadata["model"] == "pdn-x2"
+
+
 def test_a_layer_opened_from_a_low_quality_jpeg_gets_the_jpeg_words(viewer, qtbot, tmp_path):
     from napari.layers._source import layer_source  # how napari's own readers set it
     from PIL import Image

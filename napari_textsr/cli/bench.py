@@ -49,7 +49,13 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--synthetic-seed", type=int, default=90210)
     parser.add_argument("--synthetic-size", type=int, default=256)
-    parser.add_argument("--model", metavar="SPEC", help="checkpoint path, bundled name or 'default'")
+    parser.add_argument(
+        "--model",
+        metavar="SPEC",
+        help="checkpoint path, bundled name or 'default' (the default, by either name, "
+        "routes LR images whose pixels show JPEG quality <= 60 to the bundled model trained for them, as "
+        "`textsr upscale` does)",
+    )
     parser.add_argument("--scale", type=int, default=None, help="with --model default: which scale")
     parser.add_argument("--caption-index", type=int, default=0, help="which caption of each image (0: short)")
     parser.add_argument(
@@ -101,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_textsr.benchmark import VARIANTS, BenchReport, degradation_table, run_benchmark
     from napari_textsr.inference import load_model
+    from napari_textsr.loading import default_for_input
+    from napari_textsr.training.captions import FILE_WORDS_MAX_JPEG_QUALITY
     from napari_textsr.training.degradations import NAMED_DEGRADATIONS
 
     if args.table is not None:
@@ -124,6 +132,18 @@ def run(args: argparse.Namespace) -> int:
         half=False if args.float32 else None,
         self_ensemble=args.self_ensemble,
     )
+    # As `textsr upscale` does: the default's inputs that show heavy JPEG get the model trained for them.
+    jpeg_spec = default_for_input(args.model, args.scale, FILE_WORDS_MAX_JPEG_QUALITY)
+    jpeg_upscaler = None
+    if str(jpeg_spec) != str(args.model):
+        jpeg_upscaler = load_model(
+            jpeg_spec,
+            scale=upscaler.scale,
+            device=args.device,
+            half=False if args.float32 else None,
+            self_ensemble=args.self_ensemble,
+        )
+        print(f"LR images whose pixels show JPEG quality <= {FILE_WORDS_MAX_JPEG_QUALITY} are upscaled by {jpeg_spec}")
     datasets = list(_datasets(args))
     reports = []
     for degradation in names:
@@ -136,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
                     degradation=degradation,
                     caption_index=args.caption_index,
                     progress=lambda done, total: bar.update(1),
+                    jpeg_upscaler=jpeg_upscaler,
                 )
             report.command = shlex.join(["textsr", *sys.argv[1:]])
             reports.append(report)

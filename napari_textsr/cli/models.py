@@ -23,6 +23,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_textsr import loading
+    from napari_textsr.training.captions import FILE_WORDS_MAX_JPEG_QUALITY
 
     models = loading.list_models()
     if args.json:
@@ -35,13 +36,19 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     name_width = max(len(m.name) for m in models)
-    defaults = {}
+    marks = {}
     for scale in sorted({m.scale for m in models}):
-        defaults[loading.pick_default(scale, models).name] = scale
+        general = loading.pick_default(scale, models)
+        marks[general.name] = f"default at x{scale}"
+        jpeg = loading.pick_default(scale, models, jpeg=True)
+        if jpeg.name != general.name:
+            marks[jpeg.name] = (
+                f"default at x{scale} for inputs JPEG-compressed at quality <= {FILE_WORDS_MAX_JPEG_QUALITY}"
+            )
     for m in models:
         record = m.training
         steps = f"{record.steps} steps" if record else "no training record"
-        mark = f"  [default at x{defaults[m.name]}]" if m.name in defaults else ""
+        mark = f"  [{marks[m.name]}]" if m.name in marks else ""
         print(f"{m.name.ljust(name_width)}  {m.method:<6}  x{m.scale:<2}  {steps}  (encoder {m.encoder}){mark}")
         if m.description:
             print(f"    {m.description}")

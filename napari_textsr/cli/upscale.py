@@ -24,6 +24,7 @@ STREAM_BYTES = 1 << 30
 
 if TYPE_CHECKING:
     from napari_textsr.imageio import JpegEvidence
+    from napari_textsr.inference import Upscaler
 
 
 def register(subparsers) -> None:
@@ -61,7 +62,8 @@ def register(subparsers) -> None:
         "--model",
         default="default",
         metavar="SPEC",
-        help="checkpoint path, bundled model name, 'default' (bundled, for --scale) or "
+        help="checkpoint path, bundled model name, 'default' (bundled, for --scale; for an input "
+        "JPEG-compressed at quality <= 60, the bundled model trained for such inputs where there is one) or "
         "'random:<method>:<scale>[:<preset>]' (untrained; default: %(default)s)",
     )
     upscale.add_argument("--scale", type=int, default=None, help="required scale (picks the default model)")
@@ -239,28 +241,47 @@ def run_upscale(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{source_path} holds {len(job.images)} series: --regions, --text-effect and --report take one image"
         )
-    upscaler = _load(args)
+    models = _Models(args)
     with _bar(args, "tile") as bar:
-        message = job.run(upscaler, args, _tile_progress(bar, set_total=True))
+        message = job.run(models, args, _tile_progress(bar, set_total=True))
     print(message)
-    if not upscaler.description.trained:
-        print(
-            f"note: {upscaler.description.name} is untrained; its output shows the plumbing, not super-resolution",
-            file=sys.stderr,
-        )
+    models.note_untrained()
     return 0
 
 
-def _load(args: argparse.Namespace):
-    from napari_textsr.inference import load_model
+class _Models:
+    """The model for each input, each loaded once: ``--model``, or for an input that shows
+    JPEG compression of quality <= 60 the bundled model trained for such inputs when
+    ``--model`` is the default (:func:`napari_textsr.loading.default_for_input`)."""
 
-    return load_model(
-        args.model,
-        scale=args.scale,
-        device=args.device,
-        half=_half(args.precision),
-        self_ensemble=args.self_ensemble,
-    )
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self._loaded: dict[str, Upscaler] = {}
+
+    def for_input(self, evidence: JpegEvidence | None) -> Upscaler:
+        from napari_textsr.inference import load_model
+        from napari_textsr.loading import default_for_input
+
+        args = self.args
+        spec = str(default_for_input(args.model, args.scale, evidence.quality if evidence else None))
+        if spec not in self._loaded:
+            self._loaded[spec] = load_model(
+                spec,
+                scale=args.scale,
+                device=args.device,
+                half=_half(args.precision),
+                self_ensemble=args.self_ensemble,
+            )
+        return self._loaded[spec]
+
+    def note_untrained(self) -> None:
+        for upscaler in self._loaded.values():
+            if not upscaler.description.trained:
+                print(
+                    f"note: {upscaler.description.name} is untrained; its output shows the plumbing, "
+                    "not super-resolution",
+                    file=sys.stderr,
+                )
 
 
 def _bar(args: argparse.Namespace, unit: str, total: int | None = None):
@@ -290,7 +311,7 @@ def _run_batch(args: argparse.Namespace, inputs: list[Path]) -> int:
         print(f"skipped {skipped}: not an image file", file=sys.stderr)
     if not images:
         raise ValueError(f"no image files in {args.input}")
-    upscaler = _load(args)
+    models = _Models(args)
     written, failed = 0, []
     with _bar(args, "file", total=len(images)) as bar:
         for path in images:
@@ -299,7 +320,7 @@ def _run_batch(args: argparse.Namespace, inputs: list[Path]) -> int:
             bar.set_description_str(path.name, refresh=False)
             try:
                 job = _Job.plan(path, target, _max_pixels(args))
-                message = job.run(upscaler, args, _tile_progress(bar, set_total=False))
+                message = job.run(models, args, _tile_progress(bar, set_total=False))
             except Exception as error:  # one bad file must not stop the rest
                 failed.append(path)
                 bar.write(f"failed {path}: {error}", file=sys.stderr)
@@ -308,6 +329,7 @@ def _run_batch(args: argparse.Namespace, inputs: list[Path]) -> int:
                 bar.write(message)
             bar.update(1)
     print(f"{written} written to {args.out_dir}, {len(inputs) - len(images)} skipped, {len(failed)} failed")
+    models.note_untrained()
     return 1 if failed else 0
 
 
@@ -336,7 +358,7 @@ class _Job:
         )
         return cls(source, target, images)
 
-    def run(self, upscaler, args: argparse.Namespace, progress) -> str:
+    def run(self, models: _Models, args: argparse.Namespace, progress) -> str:
         """Upscale every series and write the output; returns the line to print."""
         from napari_textsr.imageio import TIFF_SUFFIXES, ZARR_SUFFIXES, write_image_file, write_map, write_tiff_series
         from napari_textsr.training.captions import FILE_WORDS_MAX_JPEG_QUALITY
@@ -346,6 +368,7 @@ class _Job:
             caption, evidence = _caption(args, image)
             if evidence is not None and (caption, evidence) not in noted:
                 noted.append((caption, evidence))
+            upscaler = models.for_input(evidence)
             reference = _reference(args.reference, image)
             out_bytes = image.data.nbytes * upscaler.scale**2
             stream = (
@@ -412,7 +435,7 @@ class _Job:
                     f"\ncaption {caption!r}: {evidence.describe()}, "
                     "and the models were trained to read these words (--no-file-words keeps the caption as typed)"
                 )
-            elif evidence.quality <= FILE_WORDS_MAX_JPEG_QUALITY:
+            elif args.file_words and evidence.quality <= FILE_WORDS_MAX_JPEG_QUALITY:
                 line += f"\n{evidence.describe()}; the caption already says how the image was taken: kept as typed"
         if result.consistency_error is not None:
             line += f"\nconsistency error (RMS, fraction of the intensity range): {result.consistency_error:.4g}"
@@ -528,8 +551,6 @@ def _caption(args: argparse.Namespace, image) -> tuple[str, JpegEvidence | None]
     """
     from napari_textsr.imageio import jpeg_evidence
 
-    if not args.file_words:
-        return args.caption, None
     evidence = jpeg_evidence(image.jpeg_quality, image.data if image.axes in ("YX", "YXS") else None)
     return file_words_caption(args.caption, [evidence], args.file_words), evidence
 

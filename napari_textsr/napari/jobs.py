@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generator, Sequence
 
 from napari_textsr._generators import relay
+from napari_textsr.loading import default_for_input
 from napari_textsr.napari.layers import LayerDataTuple, SourceLayer, result_layer_data, select_input, source_from_layer
 from napari_textsr.napari.model_store import MODEL_STORE, ModelStore
 
@@ -120,6 +121,9 @@ def make_job(
     """A job for ``layer`` (TypeError/ValueError with a user-facing message if it cannot be upscaled).
 
     ``captions``: one caption, or a sequence of captions (compared: one stack).
+    ``model``: a model spec; the default (``"default"`` or the default's own
+    name) becomes the bundled model trained for JPEG inputs when ``jpeg``
+    shows quality <= 60 (:func:`napari_textsr.loading.default_for_input`).
     ``jpeg``: what the layer showed of JPEG compression
     (:func:`~napari_textsr.napari.layers.layer_jpeg_evidence`), recorded in
     the outputs' metadata (``input_jpeg_quality``, ``input_jpeg_quality_from``).
@@ -141,7 +145,7 @@ def make_job(
         data=data,
         offset=offset,
         captions=caption_list,
-        model=model,
+        model=str(default_for_input(model, scale, jpeg.quality if jpeg is not None else None)),
         compare=compare,
         device=device,
         scale=scale,

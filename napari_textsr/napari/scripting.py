@@ -46,8 +46,11 @@ def upscale_layer(
     caption : the caption; a sequence of captions compares them (one stack
         layer with a slice per caption, the captions in its metadata).
     model : a bundled model name, a ``.textsr.safetensors`` path, ``"default"``
-        (the bundled model for ``scale``) or ``"random:<method>:<scale>[:<preset>]"``
-        (untrained). Loaded once per (model, device) and reused.
+        (the bundled model for ``scale``; for a layer JPEG-compressed at
+        quality 60 or lower, the bundled model trained for such inputs where
+        there is one: :func:`napari_textsr.loading.default_for_input`) or
+        ``"random:<method>:<scale>[:<preset>]"`` (untrained). Loaded once per
+        (model, device) and reused.
     device : ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``...
     tile : tile side in input pixels; None = from free memory; 0 = no tiling.
     consistency : back-project so that downsampling the output gives the input;
@@ -71,7 +74,7 @@ def upscale_layer(
     and whatever loading the model raises.
     """
     layer = viewer.layers[layer_or_name] if isinstance(layer_or_name, str) else layer_or_name
-    evidence = layer_jpeg_evidence(layer) if file_words else None
+    evidence = layer_jpeg_evidence(layer)
     if file_words:
         quality = evidence.quality if evidence is not None else None
         if isinstance(caption, str):
