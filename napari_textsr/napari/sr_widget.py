@@ -613,11 +613,13 @@ class SuperResolutionWidget(DockWidget):
         if not candidates:
             return
         group = current.group if current is not None else BUNDLED
+        default = default_model_name(scale)  # not a model trained for JPEG inputs alone
 
-        def rank(c: ModelChoice) -> tuple[int, int]:
+        def rank(c: ModelChoice) -> tuple[int, int, int]:
             return (
                 0 if c.group == group else 1,
                 _GROUP_PREFERENCE.index(c.group) if c.group in _GROUP_PREFERENCE else 9,
+                0 if c.spec == default else 1,
             )
 
         self.select_model(min(candidates, key=rank).spec)
