@@ -175,13 +175,9 @@ class BenchReport:
             f"{t['seconds_per_image']:.2f} s per image, {t['megapixels_per_second']:.3f} output MP/s; "
             f"worst image against bicubic (true, empty or other caption): {worst:+.2f} dB ({where})",
         ]
-        general = self.model.get("name", "")
-        routed = [i for i in self.images if i.model and i.model != general]
+        routed = routed_note([self])
         if routed:
-            lines.append(
-                f"{len(routed)} of {len(self.images)} images (pixels showing JPEG quality <= 60) "
-                f"upscaled by {', '.join(sorted({i.model for i in routed}))}"
-            )
+            lines.append(routed)
         groups = self.psnr_y_by_group()
         if len(groups) > 1:
             lines += [
@@ -357,6 +353,22 @@ def run_benchmark(
             progress(index + 1, len(items))
     return BenchReport(
         model=general.description.to_dict(), dataset=dataset, scale=scale, images=results, degradation=degradation
+    )
+
+
+def routed_note(reports: Sequence[BenchReport]) -> str:
+    """ "N of M images (pixels showing JPEG quality <= 60) upscaled by NAME" for the reports'
+    images upscaled by another model than the report's (``jpeg_upscaler`` of
+    :func:`run_benchmark`); "" when there are none."""
+    from napari_textsr.training.captions import FILE_WORDS_MAX_JPEG_QUALITY
+
+    images = [i for r in reports for i in r.images]
+    routed = [i for r in reports for i in r.images if i.model and i.model != r.model.get("name", "")]
+    if not routed:
+        return ""
+    return (
+        f"{len(routed)} of {len(images)} images (pixels showing JPEG quality <= {FILE_WORDS_MAX_JPEG_QUALITY}) "
+        f"upscaled by {', '.join(sorted({i.model for i in routed}))}"
     )
 
 

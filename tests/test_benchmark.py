@@ -168,6 +168,12 @@ def test_cli_bench_of_the_default_routes_heavy_jpeg_as_upscale_does(tmp_path, ca
     assert main([*args, "--json", str(out)]) == 0
     assert "LR images whose pixels show JPEG quality <= 60 are upscaled by pdn-x2-jpeg" in capsys.readouterr().out
     assert [i["model"] for i in json.loads(out.read_text())[0]["images"]] == ["pdn-x2-jpeg"] * 2
+    assert main(["bench", "--table", str(out)]) == 0  # the saved report's table says so too
+    table = capsys.readouterr().out
+    assert (
+        "model: pdn-x2;" in table
+        and "2 of 2 images (pixels showing JPEG quality <= 60) upscaled by pdn-x2-jpeg" in table
+    )
     assert main([*args[:2], str(jpeg_model_weights / "pdn-x2.textsr.safetensors"), *args[5:], "--json", str(out)]) == 0
     assert "are upscaled by" not in capsys.readouterr().out  # a model named by path is benched as it is
     assert [i["model"] for i in json.loads(out.read_text())[0]["images"]] == ["pdn-x2"] * 2

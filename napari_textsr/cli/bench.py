@@ -90,7 +90,7 @@ def register(subparsers) -> None:
 
 def print_table(path: Path) -> int:
     """Print the pooled per-degradation PSNR-Y table of a saved ``--json`` report."""
-    from napari_textsr.benchmark import BenchReport, degradation_table
+    from napari_textsr.benchmark import BenchReport, degradation_table, routed_note
 
     reports = [BenchReport.from_dict(r) for r in json.loads(path.read_text(encoding="utf-8"))]
     if not reports:
@@ -99,6 +99,9 @@ def print_table(path: Path) -> int:
     print(f"x{first.scale}, all datasets pooled, PSNR-Y (dB):")
     print(degradation_table(reports))
     print(f"model: {first.model.get('name')}; machine: {first.machine}; date: {first.date}; command: {first.command}")
+    routed = routed_note(reports)
+    if routed:
+        print(routed)
     return 0
 
 
