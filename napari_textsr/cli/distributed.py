@@ -30,7 +30,8 @@ def register(subparsers) -> None:
         default="default",
         metavar="SPEC",
         help="checkpoint path, bundled model name, 'default' or 'random:<method>:<scale>[:<preset>]' "
-        "(default: %(default)s); it must be readable on every worker",
+        "(default: %(default)s); it must be readable on every worker. 'default' takes the bundled model "
+        "trained for JPEG inputs when every input is a JPEG file of quality <= 60",
     )
     parser.add_argument("--scale", type=int, default=None, help="required scale (picks the default model)")
     parser.add_argument(
@@ -84,13 +85,21 @@ def run_distributed(args: argparse.Namespace) -> int:
     if any(Path(p).resolve() == args.output.resolve() for p in args.inputs):
         raise ValueError("OUT must differ from IN")
     from napari_textsr.imageio import jpeg_evidence, jpeg_quality
+    from napari_textsr.loading import default_for_input
+    from napari_textsr.training.captions import FILE_WORDS_MAX_JPEG_QUALITY
 
     # The JPEG files' headers only: the inputs are read by the workers, block by block.
     evidence = [jpeg_evidence(jpeg_quality(p)) for p in args.inputs]
     caption = file_words_caption(args.caption, evidence, args.file_words)
     if caption != args.caption:
         print(f"caption {caption!r}: the inputs are JPEG files (--no-file-words keeps the caption as typed)")
-    spec = WorkerModel(args.model, args.scale, args.device, None, args.torch_threads)
+    # One model serves every input: the one for JPEG inputs only when every file is a heavy JPEG.
+    qualities = [e.quality for e in evidence if e is not None]
+    heaviest = min(qualities) if qualities and len(qualities) == len(evidence) else None
+    model = str(default_for_input(args.model, args.scale, heaviest))
+    if model != args.model:
+        print(f"model {model}: the default for inputs JPEG-compressed at quality <= {FILE_WORDS_MAX_JPEG_QUALITY}")
+    spec = WorkerModel(model, args.scale, args.device, None, args.torch_threads)
     with tqdm(total=None, unit="block", desc="distributed", file=sys.stderr, disable=args.quiet) as bar:
 
         def progress(done: int, total: int) -> None:
