@@ -163,7 +163,8 @@ def test_scripted_function_says_jpeg_for_a_layer_from_a_low_quality_jpeg(tmp_pat
     assert replaced.metadata["caption"] == "a street" and "input_jpeg_quality" not in replaced.metadata
 
 
-def test_scripted_function_says_jpeg_for_an_array_layer_whose_blocks_show_it():
+def _frame_and_clean_layers():
+    """A viewer with the sample cat as a JPEG of quality 35 ("frame", an array layer) and as it is ("clean")."""
     import io
 
     from napari.components import ViewerModel
@@ -177,6 +178,11 @@ def test_scripted_function_says_jpeg_for_an_array_layer_whose_blocks_show_it():
     v = ViewerModel()
     v.add_image(np.asarray(Picture.open(buffer)), name="frame", rgb=True)
     v.add_image(np.asarray(photograph), name="clean", rgb=True)
+    return v
+
+
+def test_scripted_function_says_jpeg_for_an_array_layer_whose_blocks_show_it():
+    v = _frame_and_clean_layers()
     (out,) = upscale_layer(v, "frame", "a cat", model=PDN2, device="cpu", attention=False)
     assert out.metadata["caption"] == "a cat, JPEG-compressed"
     assert out.metadata["input_jpeg_quality"] == 35 and out.metadata["input_jpeg_quality_from"] == "pixels"
@@ -185,19 +191,7 @@ def test_scripted_function_says_jpeg_for_an_array_layer_whose_blocks_show_it():
 
 
 def test_scripted_function_takes_the_model_trained_for_jpeg_inputs_for_a_jpeg_layer(jpeg_model_weights):
-    import io
-
-    from napari.components import ViewerModel
-    from PIL import Image as Picture
-
-    from napari_textsr.samples import sample_path
-
-    photograph = Picture.open(sample_path("cat_lr.png")).convert("RGB")
-    buffer = io.BytesIO()
-    photograph.save(buffer, "JPEG", quality=35)
-    v = ViewerModel()
-    v.add_image(np.asarray(Picture.open(buffer)), name="frame", rgb=True)
-    v.add_image(np.asarray(photograph), name="clean", rgb=True)
+    v = _frame_and_clean_layers()
     run = dict(device="cpu", attention=False, scale=2)
     for model in ("default", "pdn-x2"):
         (out,) = upscale_layer(v, "frame", "a cat", model=model, **run)
