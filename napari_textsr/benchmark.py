@@ -357,9 +357,12 @@ def run_benchmark(
 
 
 def routed_note(reports: Sequence[BenchReport]) -> str:
-    """ "N of M images (pixels showing JPEG quality <= 60) upscaled by NAME" for the reports'
-    images upscaled by another model than the report's (``jpeg_upscaler`` of
-    :func:`run_benchmark`); "" when there are none."""
+    """The line saying how many of the reports' images another model than the report's upscaled.
+
+    Those are the images :func:`run_benchmark` gave its ``jpeg_upscaler``:
+    "N of M images (pixels showing JPEG quality <= 60) upscaled by NAME";
+    "" when there are none.
+    """
     from napari_textsr.training.captions import FILE_WORDS_MAX_JPEG_QUALITY
 
     images = [i for r in reports for i in r.images]

@@ -77,17 +77,30 @@ def add_file_words_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def shared_jpeg_quality(evidence: Sequence[JpegEvidence | None]) -> int | None:
+    """The JPEG quality that speaks for all of several inputs served by one caption and one model.
+
+    None unless every input shows JPEG compression (one that does not, or an
+    empty list, leaves nothing to say for all); otherwise the worst (lowest)
+    quality, which decides.
+    """
+    if not evidence or any(e is None for e in evidence):
+        return None
+    return min(e.quality for e in evidence if e is not None)
+
+
 def file_words_caption(caption: str, evidence: Sequence[JpegEvidence | None], enabled: bool) -> str:
     """The caption for inputs whose JPEG compression is ``evidence`` (None: none known).
 
     Words are added only when every input shows JPEG compression (a caption
-    serves all of them) and ``enabled``; the worst (lowest) quality decides.
+    serves all of them) and ``enabled``; the worst (lowest) quality decides
+    (:func:`shared_jpeg_quality`).
     """
-    if not enabled or not evidence or any(e is None for e in evidence):
+    if not enabled:
         return caption
     from napari_textsr.training.captions import caption_with_file_words
 
-    return caption_with_file_words(caption, min(e.quality for e in evidence if e is not None))
+    return caption_with_file_words(caption, shared_jpeg_quality(evidence))
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:

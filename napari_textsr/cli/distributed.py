@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_textsr.cli import add_file_words_option, command_help, file_words_caption
+from napari_textsr.cli import add_file_words_option, command_help, file_words_caption, shared_jpeg_quality
 
 
 def register(subparsers) -> None:
@@ -94,9 +94,7 @@ def run_distributed(args: argparse.Namespace) -> int:
     if caption != args.caption:
         print(f"caption {caption!r}: the inputs are JPEG files (--no-file-words keeps the caption as typed)")
     # One model serves every input: the one for JPEG inputs only when every file is a heavy JPEG.
-    qualities = [e.quality for e in evidence if e is not None]
-    heaviest = min(qualities) if qualities and len(qualities) == len(evidence) else None
-    model = str(default_for_input(args.model, args.scale, heaviest))
+    model = str(default_for_input(args.model, args.scale, shared_jpeg_quality(evidence)))
     if model != args.model:
         print(f"model {model}: the default for inputs JPEG-compressed at quality <= {FILE_WORDS_MAX_JPEG_QUALITY}")
     spec = WorkerModel(model, args.scale, args.device, None, args.torch_threads)
