@@ -51,6 +51,7 @@ from napari_textsr.loading import (
     ModelDescription,
     ModelSpec,
     ModelSpecError,
+    default_for_input,
     describe_model,
     list_models,
     load,
@@ -1042,6 +1043,7 @@ def load_model(
     half: bool | None = None,
     encoder: PromptEncoder | None = None,
     self_ensemble: bool = False,
+    jpeg_quality: int | None = None,
 ) -> Upscaler:
     """Load a model once; the returned :class:`Upscaler` is reused for many images.
 
@@ -1059,9 +1061,17 @@ def load_model(
       be the one the model was trained with; refused otherwise).
     self_ensemble: average over the eight rotations and mirror images of the
       input (EDSR+'s geometric self-ensemble; eight times the compute).
+    jpeg_quality: the JPEG quality (1-100) the images to upscale went through,
+      or None: ``jpeg_evidence(file_quality, image).quality``
+      (:func:`napari_textsr.imageio.jpeg_evidence`). With ``spec`` naming the
+      default (``"default"`` or the general default's own name), quality <= 60 loads the bundled model trained for such inputs at
+      ``scale`` where there is one, as ``textsr upscale`` and the dock do
+      (:func:`napari_textsr.loading.default_for_input`); every other spec is
+      loaded as named.
     Raises :class:`~napari_textsr.loading.ModelSpecError` (a ValueError) for a
     spec that names no model, FileNotFoundError for a missing checkpoint.
     """
+    spec = default_for_input(spec, scale, jpeg_quality)
     loaded = load(spec, scale=scale, device=device, encoder=encoder)
     return Upscaler(
         loaded.model,

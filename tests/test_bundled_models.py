@@ -71,6 +71,18 @@ def test_heavy_jpeg_inputs_route_to_the_models_trained_for_them():
     assert default_for_input("default", 4, 30) == "default"  # no model for JPEG inputs at x4: the general default
 
 
+def test_load_model_routes_by_the_jpeg_quality_it_is_given():
+    """The Python API's ``load_model(..., jpeg_quality=q)`` picks as the CLI and the dock do."""
+    quality = FILE_WORDS_MAX_JPEG_QUALITY
+    for scale in (2, 4, 8, 16):
+        routed = FOR_JPEG_INPUTS.get(scale, f"pdn-x{scale}")
+        assert load_model("default", scale=scale, jpeg_quality=quality).description.name == routed
+        assert load_model("default", scale=scale, jpeg_quality=quality + 1).description.name == f"pdn-x{scale}"
+        assert load_model("default", scale=scale).description.name == f"pdn-x{scale}"
+    assert load_model("pdn-x2", jpeg_quality=30).description.name == "pdn-x2-jpeg"  # the default by its name
+    assert load_model("tgsr-x8", jpeg_quality=30).description.name == "tgsr-x8"  # another model: as named
+
+
 # Least lead (dB) of the model for JPEG inputs over the general default on the JPEG photograph below,
 # with the caption as typed (`--no-file-words`) and with the JPEG words `textsr upscale` adds.
 # (Not x16: this photograph's LR at x16 is 6x9 pixels, where pdn-x16-jpeg is 0.03-0.05 dB behind the
