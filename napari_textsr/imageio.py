@@ -313,8 +313,8 @@ def _check_pixels(path: Path, shape: tuple[int, ...], rgb_samples: bool, max_pix
     pixels = int(np.prod(shape[:-1] if rgb_samples else shape, dtype=np.int64))
     if max_pixels is not None and pixels > max_pixels:
         raise ValueError(
-            f"{path.name} decodes to {shape} = {pixels / 1e6:.0f} million pixels, over the limit of "
-            f"{max_pixels / 1e6:.0f} million (max_pixels / --max-pixels raises it)"
+            f"{path.name} decodes to {shape} = {pixels:,} pixels, over the limit of "
+            f"{max_pixels:,} (max_pixels / --max-pixels raises it)"
         )
 
 

@@ -1050,12 +1050,15 @@ def load_model(
     spec (see :class:`napari_textsr.loading.ModelSpec`):
       * a path to a ``.textsr.safetensors`` checkpoint;
       * the name of a bundled model (see :func:`list_models`);
-      * ``"default"``: the bundled model for ``scale`` (default x4): one named
-        ``default*`` first, else by method preference PDN, TGSR, CLIP-SR
-        (TGSR first at x8, where it measured best);
+      * ``"default"``: the bundled model for ``scale`` (default x4), as
+        :func:`napari_textsr.loading.pick_default` picks it: one named
+        ``default*`` first, else by the method table's preference at that
+        scale (:func:`napari_textsr.methods.default_preference`: PDN at
+        every scale, where it measured best on held-out photographs);
       * ``"random:<method>:<scale>[:<preset>]"``: an untrained model with the
         ``textsr-tiny:none`` encoder (tests, demos of the plumbing, benchmarks).
-    scale: required scale; a model of another scale is refused (ValueError).
+    scale: the scale wanted (None: the model's own; x4 for ``"default"``); a
+      model of another scale is refused (ValueError).
     half: float16 autocast (None: on CUDA only).
     encoder: a prompt encoder to use instead of the checkpoint's own (it must
       be the one the model was trained with; refused otherwise).

@@ -120,6 +120,13 @@ def test_upscale_errors_are_one_line(tmp_path, rng, capsys):
     code = main(["upscale", str(tmp_path / "stack.tif"), str(tmp_path / "o.png"), "--model", MODEL, "--quiet"])
     assert code == 1
     assert "write a .tif" in capsys.readouterr().err
+    # Options that do not fit how the command was called are refused, saying what fits instead.
+    Image.fromarray(stack[0]).save(tmp_path / "one.png")
+    assert main(["upscale", str(tmp_path / "one.png"), str(tmp_path / "o.png"), "--format", "jpg"]) == 1
+    assert "--format is for --out-dir batches" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+    assert main(["upscale", str(tmp_path), str(tmp_path / "o.png"), "--model", MODEL]) == 1
+    assert "is a folder or pattern: give --out-dir DIR instead of OUT" in capsys.readouterr().err
 
 
 def test_info_prints_the_description_as_json(capsys):

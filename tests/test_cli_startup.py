@@ -65,3 +65,15 @@ def test_only_the_named_command_is_parsed_fully():
     sub = _subparsers(build_parser(["models", "--json"]))
     assert "--json" in sub.choices["models"]._option_string_actions
     assert "--caption" not in sub.choices["upscale"]._option_string_actions  # a stub
+
+
+@pytest.mark.parametrize("argv", [["models"], ["info", "pdn-x2-jpeg"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, argv):
+    """`textsr models | head -0`: the pipe is closed before the first line, small output or large."""
+    with open(tmp_path / "err", "wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "napari_textsr.cli", *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=err
+        )
+        process.stdout.close()
+        assert process.wait(timeout=120) == 141
+    assert (tmp_path / "err").read_text() == ""

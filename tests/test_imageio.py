@@ -341,8 +341,11 @@ def test_row15_pixel_limit_is_checked_from_the_header(tmp_path):
     # A few kB of zlib that decodes to 3000 x 3000.
     tifffile.imwrite(tmp_path / "bomb.tif", np.zeros((3000, 3000), np.uint8), compression="zlib", tile=(512, 512))
     assert (tmp_path / "bomb.tif").stat().st_size < 100_000
-    with pytest.raises(ValueError, match=r"9 million pixels, over the limit of 1 million"):
+    with pytest.raises(ValueError, match=r"9,000,000 pixels, over the limit of 1,000,000"):
         read_image_file(tmp_path / "bomb.tif", max_pixels=1_000_000)
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "small.png")
+    with pytest.raises(ValueError, match=r"4,096 pixels, over the limit of 100 "):  # small limits: exact counts
+        read_image_file(tmp_path / "small.png", max_pixels=100)
     Image.fromarray(np.zeros((2000, 1000), np.uint8)).save(tmp_path / "big.png")
     with pytest.raises(ValueError, match="over the limit"):
         read_image_file(tmp_path / "big.png", max_pixels=1_000_000)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -162,10 +163,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             from napari_textsr.devices import configure_threads
 
             configure_threads(args.threads)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`textsr models | head`): no message, and nothing more
+        # flushed into the closed pipe at exit (the Python docs' recipe, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a process the pipe ended
     except (ValueError, OSError) as error:
         # Bad input, or a file system that says no (a full disk, a missing or
         # unwritable path), is the user's to fix: one clear line, no traceback.

@@ -33,7 +33,12 @@ def register(subparsers) -> None:
         "(default: %(default)s); it must be readable on every worker. 'default' takes the bundled model "
         "trained for JPEG inputs when every input is a JPEG file of quality <= 60",
     )
-    parser.add_argument("--scale", type=int, default=None, help="required scale (picks the default model)")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=None,
+        help="upscaling factor: picks the default model of that scale (default x4) and refuses a --model of another",
+    )
     parser.add_argument(
         "--scheduler",
         default="local",

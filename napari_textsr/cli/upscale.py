@@ -66,7 +66,12 @@ def register(subparsers) -> None:
         "JPEG-compressed at quality <= 60, the bundled model trained for such inputs where there is one) or "
         "'random:<method>:<scale>[:<preset>]' (untrained; default: %(default)s)",
     )
-    upscale.add_argument("--scale", type=int, default=None, help="required scale (picks the default model)")
+    upscale.add_argument(
+        "--scale",
+        type=int,
+        default=None,
+        help="upscaling factor: picks the default model of that scale (default x4) and refuses a --model of another",
+    )
     upscale.add_argument(
         "--tile",
         type=int,
@@ -226,13 +231,15 @@ def run_upscale(args: argparse.Namespace) -> int:
     if batch is not None or args.out_dir is not None:
         if args.regions is not None or args.text_effect is not None or args.report is not None:
             raise ValueError("--regions, --text-effect and --report are for one input file, not --out-dir batches")
-        if args.output is not None:
+        if args.output is not None and args.out_dir is not None:
             raise ValueError("give OUT for one input, or --out-dir DIR for a folder or pattern, not both")
         if args.out_dir is None:
-            raise ValueError(f"{args.input} is a folder or pattern: give --out-dir DIR")
+            raise ValueError(f"{args.input} is a folder or pattern: give --out-dir DIR instead of OUT")
         return _run_batch(args, batch if batch is not None else [Path(args.input)])
     if args.output is None:
         raise ValueError("OUT is missing (or use --out-dir DIR)")
+    if args.format is not None:
+        raise ValueError(f"--format is for --out-dir batches; OUT's suffix ({args.output}) sets the format")
     source_path = Path(args.input)
     check_output(args.output, "uint8", False)  # the suffix, before anything is read
     job = _Job.plan(source_path, args.output, _max_pixels(args))  # every check before any work
