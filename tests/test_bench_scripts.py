@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -140,3 +141,22 @@ def test_jpeg_from_pixels_bench_counts_detections_per_way():
     assert bench.format_line("x2 box", bench.detections(scenes, Degradation(scale=2, resize="area"))).endswith(
         "JPEG seen in 0 of 2; estimated qualities none"
     )
+
+
+def test_high_frequency_share_reads_aliasing_and_smoothness():
+    bench = _load("bench_aliasing_evidence")
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    white = rng.integers(0, 256, size=(128, 128, 3)).astype(np.uint8)
+    assert abs(bench.high_frequency_share(white)) < 0.1  # a flat spectrum: equal power in both bands
+    hr = torch.from_numpy(rng.random((1, 3, 256, 256), dtype=np.float32))
+    hr = F.avg_pool2d(hr, 3, stride=1, padding=1)  # some detail above the LR's Nyquist frequency
+
+    def lr(antialias: bool) -> np.ndarray:
+        small = F.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=antialias)[0]
+        return (small.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+    aliased, smooth = bench.high_frequency_share(lr(False)), bench.high_frequency_share(lr(True))
+    assert aliased > smooth + 0.3, (aliased, smooth)
