@@ -79,3 +79,31 @@ def test_a_deepened_pdn_computes_the_same_and_its_new_blocks_learn(tiny_encoder)
         model.deepened(2)
     with pytest.raises(ValueError, match="EDSR-backbone"):
         create_model("pdn", scale=2, preset="rcan-tiny", prompt_dim=32).deepened(9)
+
+
+@pytest.mark.parametrize("scale", [2, 8])
+def test_a_widened_pdn_computes_the_same_and_its_new_channels_learn(tiny_encoder, scale):
+    """Net2Net-style widening: the new channels start at zero, but the weights writing them get gradients."""
+    torch.manual_seed(0)
+    model = create_model("pdn", scale=scale, preset="tiny", prompt_dim=32)
+    for dcm in model.dcms:  # a trained model's kernel banks are not near zero
+        torch.nn.init.normal_(dcm.weight, std=0.3)
+    old = model.config.n_feats
+    wide = model.widened(old + 4)
+    assert wide.config.n_feats == old + 4 and model.config.n_feats == old
+    assert torch.equal(wide.blocks[1].body[0].weight[:old, :old], model.blocks[1].body[0].weight)
+    prompt = tiny_encoder.encode(["nuclei", "green filaments along the membrane"])
+    lr = torch.rand(2, 3, 9, 11)
+    with torch.no_grad():
+        before, after = model(lr, prompt), wide(lr, prompt)
+    torch.testing.assert_close(after.image, before.image, rtol=0, atol=1e-5)
+    for name in before.attention:
+        torch.testing.assert_close(after.attention[name], before.attention[name], rtol=0, atol=1e-5)
+    wide(lr, prompt).image.square().mean().backward()
+    assert wide.head.weight.grad[old:].abs().sum() > 0  # the zero rows of the new stream channels
+    assert wide.blocks[0].body[2].weight.grad[:old, old:].abs().sum() > 0  # new hidden channels into old
+    assert wide.upsampler[0].weight.grad[4 * old :].abs().sum() > 0
+    with pytest.raises(ValueError, match="more than its"):
+        model.widened(old)
+    with pytest.raises(ValueError, match="EDSR-backbone"):
+        create_model("pdn", scale=2, preset="rcan-tiny", prompt_dim=32).widened(16)

@@ -361,20 +361,29 @@ def test_weight_average_shares_frozen_weights_and_copies_trained_ones(tmp_path):
     assert all(not e.requires_grad for e in ema.parameters()) and model.blocks[0].body[0].weight.requires_grad
 
 
-def test_fine_tune_into_a_deeper_pdn(tmp_path):
-    """--init with --model-option n_blocks=N grows the PDN; at step 0 it is the same model, so a zero step keeps it."""
+@pytest.mark.parametrize(
+    "overrides, grown",
+    [
+        ({"n_blocks": 4}, ["from 2 to 4 blocks"]),
+        ({"n_blocks": 4, "n_feats": 12}, ["from 8 to 12 feature", "from 2 to 4"]),
+    ],
+)
+def test_fine_tune_into_a_deeper_or_wider_pdn(tmp_path, overrides, grown):
+    """--init with --model-option n_blocks=N / n_feats=C grows the PDN; at step 0 it is the same model, so a zero step keeps it."""
     _, base = run_all(Trainer(tiny_config(tmp_path / "base", "pdn", steps=1)))
     config = tiny_config(
-        tmp_path / "d", "pdn", steps=1, learning_rate=1e-12, init=base.checkpoint, model_overrides={"n_blocks": 4}
+        tmp_path / "d", "pdn", steps=1, learning_rate=1e-12, init=base.checkpoint, model_overrides=overrides
     )
     events, summary = run_all(Trainer(config))
-    assert "from 2 to 4 blocks" in events[0].message and "unchanged at step 0" in events[0].message
+    assert all(text in events[0].message for text in grown) and "unchanged at step 0" in events[0].message
     tuned = load_checkpoint(summary.checkpoint)
-    assert tuned.model.config.n_blocks == 4 and "--model-option n_blocks=4" in tuned.metadata.training.command
+    assert {name: getattr(tuned.model.config, name) for name in overrides} == overrides
+    assert "--model-option n_blocks=4" in tuned.metadata.training.command
     start = load_checkpoint(base.checkpoint).model
     prompt = tuned.encoder.encode(["a gull"])
     lr = torch.rand(1, 3, 12, 12)
     with torch.no_grad():
         torch.testing.assert_close(tuned.model(lr, prompt).image, start(lr, prompt).image, atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="the one model option it takes is n_blocks"):
-        next(Trainer(tiny_config(tmp_path / "w", "pdn", init=base.checkpoint, model_overrides={"n_feats": 16})).run())
+    with pytest.raises(ValueError, match="the model options it takes are n_blocks and n_feats"):
+        bad = {"text_fusion": False}
+        next(Trainer(tiny_config(tmp_path / "w", "pdn", init=base.checkpoint, model_overrides=bad)).run())

@@ -198,7 +198,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="NAME=VALUE,...",
         help="model config overrides of a new model, e.g. text_fusion=false; with --init, n_blocks=N grows "
-        "a PDN to N blocks that start as the identity (the same output at step 0)",
+        "a PDN to N blocks that start as the identity and n_feats=C to C feature channels that start at "
+        "zero (the same output at step 0)",
     )
     setting("--name", "name", "name stored in the checkpoint", note=None)
     setting("--seed", "seed", "seed of the batches and the model's initialisation", type=int)

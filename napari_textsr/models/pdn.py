@@ -234,6 +234,61 @@ class PDN(TextSRModel):
                     grown.get_buffer(f"dcms.{i}.temperature").copy_(annealed)
         return grown
 
+    def widened(self, n_feats: int) -> "PDN":
+        """A copy with ``n_feats`` feature channels that computes exactly what this model computes.
+
+        The old channels keep their weights; the new ones start at zero
+        everywhere: every convolution that writes the feature stream (the head,
+        each block's second convolution, each DCM's kernel bank, the body's
+        tail, the upsampler's convolutions) gets zero rows for the new
+        channels, and a block's second convolution zero columns for its new
+        hidden channels, which its first convolution fills from the start.
+        Weights that read the new stream channels keep their random
+        initialisation: those channels are zero at first, so the output is
+        unchanged, and the gradient reaching the zero rows through them is
+        not, so the new width learns (the function-preserving wider case of
+        Chen et al., "Net2Net", ICLR 2016, with zero outgoing instead of
+        split weights). Random weights are drawn from the global torch
+        generator (seed it for a repeatable start). EDSR backbone only.
+
+        Raises:
+            ValueError: the backbone is not EDSR, or ``n_feats`` is not larger
+                than this model's.
+        """
+        config: PDNConfig = self.config  # type: ignore[assignment]
+        if config.backbone != "edsr":
+            raise ValueError(f"only an EDSR-backbone PDN can be widened, this one is {config.backbone!r}")
+        old = config.n_feats
+        if n_feats <= old:
+            raise ValueError(f"a wider PDN needs more than its {old} feature channels, got n_feats={n_feats}")
+        grown = PDN(dataclasses.replace(config, n_feats=n_feats))
+        targets = {**dict(grown.named_parameters()), **dict(grown.named_buffers())}
+        with torch.no_grad():
+            for name, value in self.state_dict().items():
+                target = targets[name]
+                if target.shape == value.shape:
+                    target.copy_(value)
+                else:  # channel axes grew: the old weights are the leading block
+                    target[tuple(slice(0, size) for size in value.shape)] = value
+
+            def zero_rows(conv: nn.Module, first: int) -> None:
+                conv.get_parameter("weight")[first:] = 0
+                conv.get_parameter("bias")[first:] = 0
+
+            zero_rows(grown.head, old)
+            for block in grown.blocks:
+                zero_rows(block.body[2], old)
+                block.body[2].weight[:old, old:] = 0  # the new hidden channels are not zero
+            if config.text_fusion:
+                for dcm in grown.dcms:
+                    dcm.get_parameter("weight")[:, old:] = 0
+                    dcm.get_parameter("bias")[:, old:] = 0
+            zero_rows(grown.body_tail, old)
+            for layer in grown.upsampler:
+                if isinstance(layer, nn.Conv2d):  # PixelShuffle(2) makes channel j of outputs 4j..4j+3
+                    zero_rows(layer, 4 * old)
+        return grown
+
     def set_kernel_temperature(self, value: float) -> None:
         """Anneal the softmax temperature of every DCM's kernel attention."""
         if self.config.text_fusion:

@@ -70,8 +70,10 @@ class TrainConfig:
     held-out images, centre-cropped to ``val_crop`` HR pixels, so it stays
     quick on a CPU. ``model_overrides`` set model config fields of a new model
     (e.g. ``text_fusion=False`` for the text-free baseline); with ``init``
-    the one override taken is ``n_blocks`` of a PDN, which grows it by blocks
-    that start as the identity (:meth:`napari_textsr.models.pdn.PDN.deepened`). ``command``: the
+    the overrides taken are ``n_blocks`` and ``n_feats`` of a PDN, which grow
+    it by blocks that start as the identity and by feature channels that
+    start at zero (:meth:`napari_textsr.models.pdn.PDN.deepened`,
+    :meth:`~napari_textsr.models.pdn.PDN.widened`). ``command``: the
     command line to record (the CLI passes ``sys.argv``); ``None`` records an
     equivalent ``textsr train`` command rebuilt from this config.
     ``ema_decay``: keep an exponential moving average of the weights,

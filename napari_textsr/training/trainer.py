@@ -762,7 +762,7 @@ class Trainer:
             if config.init_transfer:
                 return self._transfer(model, encoder, messages)
             if config.model_overrides:
-                model = self._deepen(model, messages)
+                model = self._grow(model, messages)
             messages.append(f"fine-tuning {config.init.name} ({init_meta.method} x{init_meta.scale})")
             return model
         # A new model's initialisation comes from the seed (same config, same start).
@@ -772,33 +772,43 @@ class Trainer:
                 config.method, config.scale, config.preset, prompt_dim=encoder.embed_dim, **config.model_overrides
             )
 
-    def _deepen(self, model: TextSRModel, messages: list[str]) -> TextSRModel:
-        """The --init model grown to ``--model-option n_blocks=N`` (PDN, EDSR backbone), computing what it computed.
+    def _grow(self, model: TextSRModel, messages: list[str]) -> TextSRModel:
+        """The --init model grown to ``--model-option n_blocks=N`` and/or ``n_feats=C`` (PDN, EDSR backbone).
 
-        New blocks start as the identity (:meth:`~napari_textsr.models.pdn.PDN.deepened`);
-        their first convolutions are drawn from the run's seed. Raises ValueError
-        for any other model option: the rest of the architecture comes from --init.
+        It computes what it computed: new blocks start as the identity
+        (:meth:`~napari_textsr.models.pdn.PDN.deepened`), new feature channels
+        at zero (:meth:`~napari_textsr.models.pdn.PDN.widened`); their random
+        weights are drawn from the run's seed. Widening comes first, so new
+        blocks are as wide as the rest. Raises ValueError for any other model
+        option: the rest of the architecture comes from --init.
         """
         config = self.config
         overrides = dict(config.model_overrides)
+        n_feats = overrides.pop("n_feats", None)
         n_blocks = overrides.pop("n_blocks", None)
-        deepen = getattr(model, "deepened", None)
-        if overrides or n_blocks is None or deepen is None:
+        if overrides or not (n_feats or n_blocks) or not hasattr(model, "deepened"):
             raise ValueError(
-                "when fine-tuning, the architecture comes from --init; the one model option it takes is "
-                f"n_blocks (a deeper PDN), got --model-option {config.model_overrides}"
+                "when fine-tuning, the architecture comes from --init; the model options it takes are "
+                f"n_blocks and n_feats (a deeper or wider PDN), got --model-option {config.model_overrides}"
             )
-        before = model.config.n_blocks  # type: ignore[attr-defined]
-        if int(n_blocks) == before:
-            return model
+        name = config.init.name if config.init else "the model"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            grown = deepen(int(n_blocks))
-        messages.append(
-            f"deepened {config.init.name if config.init else 'the model'} from {before} to {n_blocks} blocks; "
-            "the new blocks start as the identity, so the output is unchanged at step 0"
-        )
-        return grown
+            before = model.config.n_feats  # type: ignore[attr-defined]
+            if n_feats is not None and int(n_feats) != before:
+                model = model.widened(int(n_feats))  # type: ignore[attr-defined]
+                messages.append(
+                    f"widened {name} from {before} to {n_feats} feature channels; "
+                    "the new channels start at zero, so the output is unchanged at step 0"
+                )
+            before = model.config.n_blocks  # type: ignore[attr-defined]
+            if n_blocks is not None and int(n_blocks) != before:
+                model = model.deepened(int(n_blocks))  # type: ignore[attr-defined]
+                messages.append(
+                    f"deepened {name} from {before} to {n_blocks} blocks; "
+                    "the new blocks start as the identity, so the output is unchanged at step 0"
+                )
+        return model
 
     def _switch_encoder(self, init_meta, encoder: PromptEncoder, messages: list[str]) -> TextSRModel:
         """The --init model, to be fine-tuned against another prompt encoder than the one it was trained with.
