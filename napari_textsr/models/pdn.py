@@ -276,9 +276,10 @@ class PDN(TextSRModel):
                 conv.get_parameter("bias")[first:] = 0
 
             zero_rows(grown.head, old)
-            for block in grown.blocks:
-                zero_rows(block.body[2], old)
-                block.body[2].weight[:old, old:] = 0  # the new hidden channels are not zero
+            for i in range(config.n_blocks):
+                second = grown.get_submodule(f"blocks.{i}.body.2")
+                zero_rows(second, old)
+                second.get_parameter("weight")[:old, old:] = 0  # the new hidden channels are not zero
             if config.text_fusion:
                 for dcm in grown.dcms:
                     dcm.get_parameter("weight")[:, old:] = 0

@@ -59,6 +59,7 @@ from napari_textsr.devices import configure_threads, select_device
 from napari_textsr.durable import atomic_write
 from napari_textsr.metrics import quality_scores
 from napari_textsr.models import TextSRModel, create_model, model_from_config
+from napari_textsr.models.pdn import PDN
 from napari_textsr.prompts import EncoderSpec, PromptEmbedding, PromptEncoder
 from napari_textsr.training.config import (
     _STATE_FORMAT,
@@ -786,7 +787,7 @@ class Trainer:
         overrides = dict(config.model_overrides)
         n_feats = overrides.pop("n_feats", None)
         n_blocks = overrides.pop("n_blocks", None)
-        if overrides or not (n_feats or n_blocks) or not hasattr(model, "deepened"):
+        if overrides or not (n_feats or n_blocks) or not isinstance(model, PDN):
             raise ValueError(
                 "when fine-tuning, the architecture comes from --init; the model options it takes are "
                 f"n_blocks and n_feats (a deeper or wider PDN), got --model-option {config.model_overrides}"
@@ -796,14 +797,14 @@ class Trainer:
             torch.manual_seed(config.seed)
             before = model.config.n_feats  # type: ignore[attr-defined]
             if n_feats is not None and int(n_feats) != before:
-                model = model.widened(int(n_feats))  # type: ignore[attr-defined]
+                model = model.widened(int(n_feats))
                 messages.append(
                     f"widened {name} from {before} to {n_feats} feature channels; "
                     "the new channels start at zero, so the output is unchanged at step 0"
                 )
             before = model.config.n_blocks  # type: ignore[attr-defined]
             if n_blocks is not None and int(n_blocks) != before:
-                model = model.deepened(int(n_blocks))  # type: ignore[attr-defined]
+                model = model.deepened(int(n_blocks))
                 messages.append(
                     f"deepened {name} from {before} to {n_blocks} blocks; "
                     "the new blocks start as the identity, so the output is unchanged at step 0"
