@@ -433,6 +433,7 @@ def upscale_distributed(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     percentiles: tuple[float, float] | None = None,
+    jpeg_quality: int | None = None,
 ) -> DistributedResult:
     """Upscale ``source`` block by block on a dask cluster into the OME-Zarr ``output``.
 
@@ -454,6 +455,11 @@ def upscale_distributed(
     progress: ``progress(done, total)`` after each block; an exception raised
         in it cancels the remaining blocks and propagates (the blocks written
         so far stay, and the job can be resumed).
+    jpeg_quality: the heaviest JPEG compression every input went through
+        (None: not all of them, or not known); with ``model`` naming the
+        default, <= 60 takes the bundled model for such inputs, as
+        :func:`~napari_textsr.inference.load_model` and ``textsr distributed`` do
+        (:func:`napari_textsr.loading.default_for_input`).
 
     Returns a :class:`DistributedResult`. Raises :class:`BlocksFailed` if blocks
     still fail after ``retries``, ValueError for bad input or a mismatching
@@ -468,7 +474,11 @@ def upscale_distributed(
 
     start = time.perf_counter()
     _local_workers(scheduler)  # a bad "local:N" fails before any work
-    spec = model if isinstance(model, WorkerModel) else WorkerModel(str(model), scale)
+    if not isinstance(model, WorkerModel):
+        from napari_textsr.loading import default_for_input
+
+        model = str(default_for_input(model, scale, jpeg_quality))
+    spec = model if isinstance(model, WorkerModel) else WorkerModel(model, scale)
     if scale is not None and spec.scale is None:
         spec = WorkerModel(spec.spec, scale, spec.device, spec.half, spec.torch_threads)
     output = Path(output)

@@ -256,6 +256,9 @@ def test_cli_on_jpeg_frames_says_jpeg_in_the_caption(client, tmp_path, capsys):
     assert main(["distributed", *map(str, files), str(tmp_path / "default.zarr"), *default]) == 0
     assert "model pdn-x2-jpeg: the default for inputs JPEG-compressed at quality <= 60" in capsys.readouterr().out
     assert read_ome_zarr(tmp_path / "default.zarr").provenance()["model"] == "pdn-x2-jpeg"
+    # The Python API picks the same way from the quality it is given.
+    api = upscale_distributed(files, tmp_path / "api.zarr", model="default", scale=2, scheduler=client, jpeg_quality=50)
+    assert api.output.provenance()["model"] == "pdn-x2-jpeg"
     png = tmp_path / "frame.png"  # one input that is no JPEG file: the general default serves them all
     Image.fromarray(rng.integers(0, 256, size=(40, 36), dtype=np.uint8)).save(png)
     assert main(["distributed", str(files[1]), str(png), str(tmp_path / "mixed.zarr"), *default]) == 0
