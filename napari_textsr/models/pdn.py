@@ -198,6 +198,17 @@ class PDN(TextSRModel):
         self.upsampler = PixelShuffleUpsampler(c, config.scale)
         self.out_conv = conv3x3(c, config.in_channels)
 
+    def _grown_config(self, field: str, value: int, grown: str, larger: str, unit: str) -> PDNConfig:
+        """This config with ``field`` = ``value``; ValueError unless EDSR and ``value`` exceeds the current one."""
+        config: PDNConfig = self.config  # type: ignore[assignment]
+        if config.backbone != "edsr":
+            raise ValueError(f"only an EDSR-backbone PDN can be {grown}, this one is {config.backbone!r}")
+        current = getattr(config, field)
+        if value <= current:
+            raise ValueError(f"a {larger} PDN needs more than its {current} {unit}, got {field}={value}")
+        changes: dict[str, Any] = {field: value}
+        return dataclasses.replace(config, **changes)
+
     def deepened(self, n_blocks: int) -> "PDN":
         """A copy with ``n_blocks`` EDSR blocks that computes exactly what this model computes.
 
@@ -215,11 +226,7 @@ class PDN(TextSRModel):
                 than this model's.
         """
         config: PDNConfig = self.config  # type: ignore[assignment]
-        if config.backbone != "edsr":
-            raise ValueError(f"only an EDSR-backbone PDN can be deepened, this one is {config.backbone!r}")
-        if n_blocks <= config.n_blocks:
-            raise ValueError(f"a deeper PDN needs more than its {config.n_blocks} blocks, got n_blocks={n_blocks}")
-        grown = PDN(dataclasses.replace(config, n_blocks=n_blocks))
+        grown = PDN(self._grown_config("n_blocks", n_blocks, "deepened", "deeper", "blocks"))
         missing, unexpected = grown.load_state_dict(self.state_dict(), strict=False)
         if unexpected or any(not key.startswith(("blocks.", "dcms.")) for key in missing):  # pragma: no cover
             raise RuntimeError(f"deepening PDN: unexpected {unexpected}, missing {missing}")
@@ -256,12 +263,8 @@ class PDN(TextSRModel):
                 than this model's.
         """
         config: PDNConfig = self.config  # type: ignore[assignment]
-        if config.backbone != "edsr":
-            raise ValueError(f"only an EDSR-backbone PDN can be widened, this one is {config.backbone!r}")
         old = config.n_feats
-        if n_feats <= old:
-            raise ValueError(f"a wider PDN needs more than its {old} feature channels, got n_feats={n_feats}")
-        grown = PDN(dataclasses.replace(config, n_feats=n_feats))
+        grown = PDN(self._grown_config("n_feats", n_feats, "widened", "wider", "feature channels"))
         targets = {**dict(grown.named_parameters()), **dict(grown.named_buffers())}
         with torch.no_grad():
             for name, value in self.state_dict().items():

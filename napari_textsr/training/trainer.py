@@ -793,22 +793,19 @@ class Trainer:
                 f"n_blocks and n_feats (a deeper or wider PDN), got --model-option {config.model_overrides}"
             )
         name = config.init.name if config.init else "the model"
+        steps = (  # widening first, so that new blocks are as wide as the rest
+            (n_feats, "n_feats", PDN.widened, "widened", "feature channels", "the new channels start at zero"),
+            (n_blocks, "n_blocks", PDN.deepened, "deepened", "blocks", "the new blocks start as the identity"),
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            before = model.config.n_feats  # type: ignore[attr-defined]
-            if n_feats is not None and int(n_feats) != before:
-                model = model.widened(int(n_feats))
-                messages.append(
-                    f"widened {name} from {before} to {n_feats} feature channels; "
-                    "the new channels start at zero, so the output is unchanged at step 0"
-                )
-            before = model.config.n_blocks  # type: ignore[attr-defined]
-            if n_blocks is not None and int(n_blocks) != before:
-                model = model.deepened(int(n_blocks))
-                messages.append(
-                    f"deepened {name} from {before} to {n_blocks} blocks; "
-                    "the new blocks start as the identity, so the output is unchanged at step 0"
-                )
+            for value, field, grow, grown, unit, start in steps:
+                before = getattr(model.config, field)
+                if value is not None and int(value) != before:
+                    model = grow(model, int(value))
+                    messages.append(
+                        f"{grown} {name} from {before} to {value} {unit}; {start}, so the output is unchanged at step 0"
+                    )
         return model
 
     def _switch_encoder(self, init_meta, encoder: PromptEncoder, messages: list[str]) -> TextSRModel:
