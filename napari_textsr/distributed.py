@@ -474,11 +474,12 @@ def upscale_distributed(
 
     start = time.perf_counter()
     _local_workers(scheduler)  # a bad "local:N" fails before any work
-    if not isinstance(model, WorkerModel):
+    if isinstance(model, WorkerModel):
+        spec = model
+    else:
         from napari_textsr.loading import default_for_input
 
-        model = str(default_for_input(model, scale, jpeg_quality))
-    spec = model if isinstance(model, WorkerModel) else WorkerModel(model, scale)
+        spec = WorkerModel(str(default_for_input(model, scale, jpeg_quality)), scale)
     if scale is not None and spec.scale is None:
         spec = WorkerModel(spec.spec, scale, spec.device, spec.half, spec.torch_threads)
     output = Path(output)

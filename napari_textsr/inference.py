@@ -1064,13 +1064,14 @@ def load_model(
       be the one the model was trained with; refused otherwise).
     self_ensemble: average over the eight rotations and mirror images of the
       input (EDSR+'s geometric self-ensemble; eight times the compute).
-    jpeg_quality: the JPEG quality (1-100) the images to upscale went through,
-      or None: ``jpeg_evidence(file_quality, image).quality``
-      (:func:`napari_textsr.imageio.jpeg_evidence`). With ``spec`` naming the
-      default (``"default"`` or the general default's own name), quality <= 60 loads the bundled model trained for such inputs at
-      ``scale`` where there is one, as ``textsr upscale`` and the dock do
-      (:func:`napari_textsr.loading.default_for_input`); every other spec is
-      loaded as named.
+    jpeg_quality: the JPEG quality (1-100) the images to upscale went through
+      (e.g. ``jpeg_evidence(file_quality, image).quality``,
+      :func:`napari_textsr.imageio.jpeg_evidence`), None when unknown or none.
+      With ``spec`` naming the default (``"default"`` or the general
+      default's own name), quality <= 60 loads the bundled model trained for
+      such inputs at ``scale`` where there is one, as ``textsr upscale`` and
+      the dock do (:func:`napari_textsr.loading.default_for_input`); every
+      other spec is loaded as named.
     Raises :class:`~napari_textsr.loading.ModelSpecError` (a ValueError) for a
     spec that names no model, FileNotFoundError for a missing checkpoint.
     """

@@ -198,11 +198,11 @@ class PDN(TextSRModel):
         self.upsampler = PixelShuffleUpsampler(c, config.scale)
         self.out_conv = conv3x3(c, config.in_channels)
 
-    def _grown_config(self, field: str, value: int, grown: str, larger: str, unit: str) -> PDNConfig:
+    def _grown_config(self, field: str, value: int, verb: str, larger: str, unit: str) -> PDNConfig:
         """This config with ``field`` = ``value``; ValueError unless EDSR and ``value`` exceeds the current one."""
         config: PDNConfig = self.config  # type: ignore[assignment]
         if config.backbone != "edsr":
-            raise ValueError(f"only an EDSR-backbone PDN can be {grown}, this one is {config.backbone!r}")
+            raise ValueError(f"only an EDSR-backbone PDN can be {verb}, this one is {config.backbone!r}")
         current = getattr(config, field)
         if value <= current:
             raise ValueError(f"a {larger} PDN needs more than its {current} {unit}, got {field}={value}")
