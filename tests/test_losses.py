@@ -65,6 +65,22 @@ def test_pdn_kernel_temperature_schedule():
     assert again.temperature_at(0, 5) == pytest.approx(34 / 9)
 
 
+def test_pdn_l2_term_is_the_mean_squared_error_and_l1_can_be_switched_off():
+    criterion_default = L.PDNCriterion(L.PDNLossWeights())
+    sr = torch.tensor([0.0, 0.5, 1.0, 0.25]).reshape(1, 1, 2, 2)
+    hr = torch.tensor([0.5, 0.5, 0.0, 0.25]).reshape(1, 1, 2, 2)
+    output = SROutput(image=sr)
+    total, terms = criterion_default.generator_loss(output, hr, None, [""])
+    assert set(terms) == {"l1"} and float(total) == pytest.approx(1.5 / 4)  # the paper's L1 alone by default
+    weights = L.default_loss_weights("pdn").replace(**L.parse_loss_overrides("l1=0,l2=2"))
+    total, terms = L.PDNCriterion(weights).generator_loss(output, hr, None, [""])
+    assert set(terms) == {"l2"} and float(total) == pytest.approx(2 * 1.25 / 4)  # 2 x mean of 0.25 + 1
+    with pytest.raises(ValueError, match="every term off"):
+        L.default_loss_weights("pdn").replace(l1=0)
+    with pytest.raises(ValueError, match=">= 0"):
+        L.default_loss_weights("pdn").replace(l2=-1)
+
+
 def test_loss_settings_parse_and_reject_unknown_names():
     weights = L.default_loss_weights("tgsr").replace(**L.parse_loss_overrides("tic=0, cgan=0.2,adversarial=true"))
     assert (weights.tic, weights.cgan, weights.adversarial) == (0.0, 0.2, True)

@@ -34,6 +34,7 @@ CLI ``--paper-losses`` switches on every gated term of the method.
 |         | ``perceptual``: VGG19, 5 ReLU layers (needs cached weights) | 1.0 | 1 |
 |         | ``adversarial_weight``: GALIP CLIP discriminator + alpha * sim (if ``adversarial``) | 0.01 | 0.01, alpha 4 |
 | PDN     | ``l1`` | 1.0 | 1 |
+|         | ``l2``: mean squared error, for a PSNR-oriented last stage | 0 | (not in the paper) |
 |         | kernel temperature 34, divided by 3 every 10 epochs | | |
 """
 
@@ -221,6 +222,11 @@ class CLIPSRLossWeights(LossWeights):
 class PDNLossWeights(LossWeights):
     """PDN (paper 004, eq. 1 and section 4.1): L1, plus the DCM kernel-temperature schedule.
 
+    ``l2`` (0, off: not in the paper) adds the mean squared error, the loss
+    whose minimum is the highest PSNR; ``l1=0,l2=1`` makes a last,
+    PSNR-oriented fine-tuning stage (Lim et al., EDSR, CVPRW 2017, section
+    4.2, compare the two; L1 trains faster, L2 is what PSNR scores).
+
     The softmax temperature of every DCM's kernel attention starts at
     ``kernel_temperature``, by default (``None``) the model's own value when
     training starts: 34 for a new model (``PDNConfig.temperature``, the
@@ -235,10 +241,18 @@ class PDNLossWeights(LossWeights):
 
     method: ClassVar[str] = "pdn"
     l1: float = 1.0
+    l2: float = 0.0
     kernel_temperature: float | None = None
     kernel_temperature_decay: float = 3.0
     kernel_temperature_every: int = 10
     epoch_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        """ValueError for a negative weight, or for l1 and l2 both 0 (nothing would be trained)."""
+        if self.l1 < 0 or self.l2 < 0:
+            raise ValueError(f"PDN's loss weights must be >= 0, got l1={self.l1}, l2={self.l2}")
+        if self.l1 == 0 and self.l2 == 0:
+            raise ValueError("PDN's loss weights switch every term off: give l1 or l2 a weight above 0")
 
 
 def default_loss_weights(method: str) -> LossWeights:
@@ -817,7 +831,7 @@ class CLIPSRCriterion(SRCriterion[CLIPSRLossWeights]):
 
 
 class PDNCriterion(SRCriterion[PDNLossWeights]):
-    """PDN's L1 and its kernel-temperature schedule (see :class:`PDNLossWeights`)."""
+    """PDN's L1 (and optional L2) and its kernel-temperature schedule (see :class:`PDNLossWeights`)."""
 
     def __init__(self, weights: PDNLossWeights) -> None:
         super().__init__(weights)
@@ -857,6 +871,8 @@ class PDNCriterion(SRCriterion[PDNLossWeights]):
         w = self.weights
         sr = output.image.float()
         terms: LossTerms = {"l1": w.l1 * F.l1_loss(sr, hr)} if w.l1 > 0 else {}
+        if w.l2 > 0:
+            terms["l2"] = w.l2 * F.mse_loss(sr, hr)
         return sum(terms.values(), sr.new_zeros(())), terms
 
 
