@@ -160,3 +160,27 @@ def test_high_frequency_share_reads_aliasing_and_smoothness():
 
     aliased, smooth = bench.high_frequency_share(lr(False)), bench.high_frequency_share(lr(True))
     assert aliased > smooth + 0.3, (aliased, smooth)
+
+
+def test_two_x2_steps_route_the_first_by_the_pixels_and_make_x4():
+    import io
+
+    from PIL import Image
+
+    from napari_textsr.inference import load_model
+
+    bench = _load("bench_cascade")
+    rng = np.random.default_rng(0)
+    smooth = np.clip(rng.normal(128, 40, (6, 6, 3)), 0, 255).astype(np.uint8)
+    lr = np.asarray(Image.fromarray(smooth).resize((48, 48), Image.BICUBIC))
+    buffer = io.BytesIO()
+    Image.fromarray(lr).save(buffer, format="JPEG", quality=40)
+    compressed = np.asarray(Image.open(buffer).convert("RGB"))
+    assert bench.first_step_model(lr) == "pdn-x2"
+    assert bench.first_step_model(compressed) == "pdn-x2-jpeg"
+    x2 = load_model("pdn-x2", scale=2)
+    out = bench.two_steps(x2, x2, lr[:12, :10], "a grey blur")
+    assert out.shape == (48, 40, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, x2.upscale(x2.upscale(lr[:12, :10], "a grey blur").image, "a grey blur").image)
+    with pytest.raises(ValueError, match="two x2 models"):
+        bench.two_steps(x2, load_model("default", scale=4), lr, "")
