@@ -168,7 +168,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="NAME=VALUE,...",
         help="change loss settings, e.g. tic=0,cgan=0.2 (tgsr), perceptual=0,vgg_weights=PATH (clipsr), "
-        "kernel_temperature_every=5 (pdn); a weight of 0 turns a term off",
+        "kernel_temperature_every=5 or l1=0,l2=1 (pdn: L2 for a last, PSNR-oriented stage); a weight of 0 turns a term off",
     )
     a(
         "--adversarial",
