@@ -12,7 +12,8 @@ general x2 default on the first step's output. For each held-out photograph
 ``textsr bench``'s ways (seeded per image), this scores bicubic, the x4
 default and the two steps with the true and the empty caption: PSNR-Y, a
 border of 4 px cropped, as ``textsr bench``. Not a test: it is why the
-project has no two-step mode (docs/training.md, "Two x2 steps for x4").
+project has no two-step mode (docs/training.md, "A last L2 stage, larger
+patches, and x4 in two x2 steps").
 """
 
 from __future__ import annotations
