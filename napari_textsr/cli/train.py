@@ -78,6 +78,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         note=None,
     )
     a(
+        "--recipe-from",
+        default=None,
+        metavar="CKPT",
+        help="start from how this checkpoint's last stage was trained (a file, a bundled model's name, 'default' "
+        "at --scale, or 'init' for the --init checkpoint): its degradation family, caption policy, losses, prompt "
+        "encoder, batch, patch, learning rate, steps and weight average; options given here override them "
+        "(--degradation-option changes its family). Not with --resume: a resumed run keeps its own",
+    )
+    a(
         "--resume",
         action="store_true",
         help="continue the run in --out exactly where it stopped (its settings are reused; options given here override "
@@ -267,7 +276,9 @@ def _parse_setting(value: str) -> Any:
 def _build_degradation(given: dict[str, Any], previous: Any, scale: int, kind: str | None):
     """The run's degradation: a preset family (default), or a fixed pipeline, with --degradation-option changes.
 
-    On --resume without degradation options the run's own is kept.
+    ``previous``: the resumed run's, or the --recipe-from checkpoint's. Without
+    --degradations it is kept, with the options' changes made to it (not to
+    its preset); --degradations PRESET starts again from that preset.
     """
     import dataclasses
 
@@ -281,6 +292,7 @@ def _build_degradation(given: dict[str, Any], previous: Any, scale: int, kind: s
             if not sep:
                 raise ValueError(f"--degradation-option {part!r} is not NAME=VALUE")
             options[name.strip()] = _parse_setting(value)
+    keep_previous = kind is None and not legacy and previous is not None
     if kind is None:
         if legacy:
             kind = "fixed"
@@ -309,7 +321,7 @@ def _build_degradation(given: dict[str, Any], previous: Any, scale: int, kind: s
         raise ValueError(
             "--blur-sigma and --noise make a fixed pipeline: use them with --degradations fixed (or alone)"
         )
-    if kind == "custom" and isinstance(previous, DegradationFamily):
+    if isinstance(previous, DegradationFamily) and (keep_previous or kind == "custom"):
         family = previous
     else:
         family = DegradationFamily.preset_family(kind, scale)
@@ -379,23 +391,33 @@ def build_config(args: argparse.Namespace):
     if "init" in given:
         given["init"] = _resolve_init(given["init"], given.get("scale"))
     values: dict[str, Any]
-    if args.resume and (out / "train_state.pt").is_file():
+    resuming = args.resume and (out / "train_state.pt").is_file()
+    if resuming and args.recipe_from:
+        raise ValueError("--recipe-from starts a new run; a resumed run keeps its own recipe (leave one out)")
+    if resuming:
         config = TrainConfig.from_run(out)
         values = config.to_dict()
         values.update(degradation=config.degradation, losses=config.losses)
     else:
-        if "init" in given:  # fine-tuning: the method and scale default to the checkpoint's
-            from napari_textsr.checkpoints import read_metadata
+        from napari_textsr.checkpoints import read_metadata
 
+        if "init" in given:  # fine-tuning: the method and scale default to the checkpoint's
             meta = read_metadata(given["init"])
             given.setdefault("method", meta.method)
             if not args.init_transfer:
                 given.setdefault("scale", meta.scale)
+        if args.recipe_from and args.recipe_from != "init":  # ... else to the recipe's
+            given["recipe_from"] = _resolve_init(args.recipe_from, given.get("scale"), option="--recipe-from")
+            meta = read_metadata(given["recipe_from"])
+            given.setdefault("method", meta.method)
+            given.setdefault("scale", meta.scale)
         if not given.get("method"):
             raise ValueError("--method is required (tgsr, clipsr or pdn)")
         if not args.data:
             raise ValueError("no training data: give --data DIR or --data synthetic:N:SEED")
         values = {"method": args.method, "data": [], "out_dir": out}
+        if args.recipe_from:
+            values.update(_recipe(args.recipe_from, given))
     method = given.get("method") or values["method"]
     # Options whose dest is a TrainConfig field (see register) override the run's values.
     values.update({name: given[name] for name in args.config_fields if name in given})
@@ -450,7 +472,20 @@ def build_config(args: argparse.Namespace):
     return TrainConfig(**values)
 
 
-def _resolve_init(spec: str, scale: int | None) -> str:
+def _recipe(spec: str, given: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig values of ``--recipe-from SPEC`` (``init``: the --init checkpoint), checked against the run."""
+    from napari_textsr.training.config import recipe_of
+
+    if spec == "init" and "init" not in given:
+        raise ValueError("--recipe-from init takes the recipe of the --init checkpoint: give --init too")
+    path = given["init"] if spec == "init" else given["recipe_from"]
+    try:
+        return recipe_of(path, method=given.get("method"), scale=given.get("scale"))
+    except ValueError as error:
+        raise ValueError(f"--recipe-from {spec}: {error}") from error
+
+
+def _resolve_init(spec: str, scale: int | None, option: str = "--init") -> str:
     """--init as a checkpoint path: a file, a bundled model's name (``pdn-x2``) or ``default`` (at --scale).
 
     Raises ValueError naming the bundled models for a name that is neither.
@@ -460,10 +495,10 @@ def _resolve_init(spec: str, scale: int | None) -> str:
     try:
         parsed = ModelSpec.parse(spec)
         if parsed.kind == "random":
-            raise ModelSpecError("--init needs a trained checkpoint, not a random model (leave --init out)")
+            raise ModelSpecError(f"{option} needs a trained checkpoint, not a random model (leave {option} out)")
         return str(resolve_checkpoint(parsed, scale)[0])
     except (ModelSpecError, FileNotFoundError) as error:
-        raise ValueError(f"--init {spec}: {error}") from error
+        raise ValueError(f"{option} {spec}: {error}") from error
 
 
 def run(args: argparse.Namespace) -> int:

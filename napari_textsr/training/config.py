@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from napari_textsr.training.degradations import DegradationLike
     from napari_textsr.training.losses import LossWeights
 
-__all__ = ["TrainConfig", "CHECKPOINT_STEM", "STATE_NAME"]
+__all__ = ["TrainConfig", "CHECKPOINT_STEM", "STATE_NAME", "RECIPE_FIELDS", "recipe_of"]
 
 # A run's checkpoint is CHECKPOINT_STEM + napari_textsr.checkpoints.SUFFIX
 # (trainer.CHECKPOINT_NAME); its training state STATE_NAME.
@@ -237,6 +237,62 @@ def _load_state(path: Path) -> dict[str, Any]:
     if state.get("version") != _STATE_VERSION:
         raise ValueError(f"{path}: training state version {state.get('version')} is not supported")
     return state
+
+
+# The TrainConfig fields a checkpoint's last training stage records and
+# :func:`recipe_of` hands to a new run (``textsr train --recipe-from``): how
+# the model was trained, not what on, where or from which weights.
+RECIPE_FIELDS = (
+    "encoder", "steps", "batch_size", "lr_patch", "learning_rate", "warmup_steps", "min_lr_ratio", "grad_clip",
+    "ema_decay", "augment", "degradation", "captions", "losses",
+)  # fmt: skip
+
+
+def recipe_of(path: str | os.PathLike, *, method: str | None = None, scale: int | None = None) -> dict[str, Any]:
+    """The recipe of the last training stage of the checkpoint at ``path``, as TrainConfig field values.
+
+    Returns ``{field: value}`` for the :data:`RECIPE_FIELDS` the checkpoint's
+    :class:`~napari_textsr.checkpoints.TrainingRecord` holds: the degradation
+    (a ``Degradation`` or ``DegradationFamily``), the caption policy
+    (``CaptionPolicy``), the loss weights (``LossWeights``) and the plain
+    settings (encoder spec, steps, global batch size, LR patch side in pixels,
+    peak learning rate, the weight average's decay, ...). Settings a
+    checkpoint does not record (``warmup_steps``, ``min_lr_ratio``,
+    ``grad_clip`` and ``augment`` were first recorded on 7 December 2026) are
+    left out, so a new run takes TrainConfig's defaults for them.
+
+    ``method`` / ``scale``: the run's, if already known; a recipe of another
+    method or scale is refused (its degradation and losses would not fit).
+
+    Raises ``CheckpointError`` for a file that is not a checkpoint and
+    ``ValueError`` for one with no training record (e.g. converted weights)
+    or of another method or scale.
+    """
+    from napari_textsr.checkpoints import read_metadata
+
+    meta = read_metadata(path)
+    record = meta.training
+    if record is None or not record.degradation:
+        raise ValueError(f"{path}: the checkpoint records no training stage to take a recipe from")
+    if method is not None and method.lower() != meta.method:
+        raise ValueError(f"{path} is a {meta.method} model; its recipe does not fit a {method} run")
+    if scale is not None and int(scale) != meta.scale:
+        raise ValueError(f"{path} is an x{meta.scale} model; its recipe does not fit an x{scale} run")
+    from napari_textsr.training.captions import CaptionPolicy
+    from napari_textsr.training.degradations import degradation_from_dict
+    from napari_textsr.training.losses import loss_weights_from_dict
+
+    values: dict[str, Any] = {}
+    for key, value in record.extra.items():
+        name = "steps" if key == "total_steps" else key
+        if name in RECIPE_FIELDS and name not in ("degradation", "captions", "losses") and value is not None:
+            values[name] = value
+    values["degradation"] = degradation_from_dict(record.degradation)
+    if isinstance(record.extra.get("captions"), dict):
+        values["captions"] = CaptionPolicy.from_dict(record.extra["captions"])
+    if isinstance(record.extra.get("losses"), dict):
+        values["losses"] = loss_weights_from_dict(meta.method, record.extra["losses"])
+    return values
 
 
 def config_defaults() -> dict[str, Any]:

@@ -919,6 +919,10 @@ class Trainer:
                 "world_size": s.dist.world_size,
                 "steps_per_epoch": s.steps_per_epoch,
                 "ema_decay": config.ema_decay,
+                "warmup_steps": config.warmup_steps,
+                "min_lr_ratio": config.min_lr_ratio,
+                "grad_clip": config.grad_clip,
+                "augment": config.augment,
                 "resume_commands": s.commands[1:],
             },
         )
