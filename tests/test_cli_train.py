@@ -109,3 +109,111 @@ def test_cli_init_takes_a_bundled_name_and_its_method_and_scale(tmp_path):
         build_config(parser.parse_args(["--out", str(tmp_path / "c"), "--data", DATA, "--init", "nonesuch"]))
     with pytest.raises(ValueError, match="not a random model"):
         build_config(parser.parse_args(["--out", str(tmp_path / "d"), "--data", DATA, "--init", "random:pdn:2"]))
+
+
+def test_recipe_from_takes_the_last_stages_training_settings_and_typed_options_win(tmp_path):
+    """`--recipe-from init` rebuilds every recorded setting of the --init checkpoint's last stage."""
+    import dataclasses
+
+    import pytest
+
+    from napari_textsr.cli.train import build_config
+    from napari_textsr.training.captions import CaptionPolicy
+    from napari_textsr.training.config import RECIPE_FIELDS, recipe_of
+    from napari_textsr.training.degradations import DegradationFamily
+
+    family = dataclasses.replace(DegradationFamily.preset_family("realistic", 4), p_jpeg=0.7, p_blur=0.5)
+    policy = dataclasses.replace(CaptionPolicy(), p_other_content=0.3, p_empty_keeps_blur=0.6)
+    base_config = tiny_config(tmp_path / "base", steps=2, encoder="textsr-tiny:none", degradation=family,
+                              captions=policy, ema_decay=0.9, warmup_steps=1, grad_clip=0.5, min_lr_ratio=0.1)  # fmt: skip
+    _, base = run_all(Trainer(base_config))
+    recipe = recipe_of(base.checkpoint, method="pdn", scale=4)
+    assert recipe == {name: getattr(base_config, name) for name in RECIPE_FIELDS}
+
+    parser = _train_parser()
+    common = ["--data", DATA, "--init", str(base.checkpoint), "--recipe-from", "init"]
+    config = build_config(parser.parse_args(["--out", str(tmp_path / "a"), *common, "--lr", "5e-4",
+                                             "--degradation-option", "p_blur=0"]))  # fmt: skip
+    assert config.learning_rate == 5e-4 and config.captions == policy
+    assert (config.batch_size, config.lr_patch, config.steps, config.ema_decay) == (4, 8, 2, 0.9)
+    # The option changes the recorded family, not its preset: p_jpeg stays 0.7.
+    assert config.degradation == dataclasses.replace(family, p_blur=0.0)
+    # --degradations PRESET starts again from the preset.
+    config = build_config(parser.parse_args(["--out", str(tmp_path / "b"), *common, "--degradations", "realistic"]))
+    assert config.degradation == DegradationFamily.preset_family("realistic", 4)
+
+    with pytest.raises(ValueError, match="give --init too"):
+        build_config(parser.parse_args(["--out", str(tmp_path / "c"), "--data", DATA, "--recipe-from", "init",
+                                        "--method", "pdn"]))  # fmt: skip
+    with pytest.raises(ValueError, match="is an x4 model; its recipe does not fit an x2 run"):
+        build_config(parser.parse_args(["--out", str(tmp_path / "d"), "--data", DATA, "--recipe-from",
+                                        str(base.checkpoint), "--scale", "2"]))  # fmt: skip
+    with pytest.raises(ValueError, match="a resumed run keeps its own recipe"):
+        build_config(parser.parse_args(["--out", str(tmp_path / "base" / "run"), "--resume", "--recipe-from", "init"]))
+
+
+def test_recipe_of_a_bundled_model_is_its_recorded_last_stage(tmp_path):
+    from napari_textsr.checkpoints import read_metadata
+    from napari_textsr.cli.train import build_config
+    from napari_textsr.loading import list_models
+
+    bundled = {m.name: m.path for m in list_models()}
+    record = read_metadata(bundled["pdn-x4"]).training
+    config = build_config(_train_parser().parse_args(["--out", str(tmp_path / "a"), "--data", DATA,
+                                                      "--recipe-from", "pdn-x4"]))  # fmt: skip
+    assert (config.method, config.scale, config.init) == ("pdn", 4, None)
+    assert config.degradation.to_dict() == record.degradation
+    assert config.captions.to_dict() == record.extra["captions"] and config.captions.p_empty_keeps_blur == 0.7
+    assert (config.encoder, config.batch_size, config.learning_rate, config.steps, config.ema_decay) == (
+        "textsr-clip-s:bundled:textsr-clip-s-words2", 16, 1e-4, 4000, 0.999)  # fmt: skip
+
+
+def test_resumed_family_options_change_the_runs_family_not_its_preset(tmp_path):
+    import dataclasses
+
+    from napari_textsr.cli.train import _build_degradation
+    from napari_textsr.training.degradations import DegradationFamily
+
+    run = dataclasses.replace(DegradationFamily.preset_family("realistic", 2), p_jpeg=0.9)
+    changed = _build_degradation({"degradation_option": "p_noise=0"}, run, 2, None)
+    assert (changed.p_jpeg, changed.p_noise, changed.preset) == (0.9, 0.0, "realistic")
+
+
+def test_gpu_stage_script_continues_each_bundled_model_with_its_own_recipe(tmp_path):
+    """scripts/gpu_train.sh's commands (DRY_RUN) are valid `textsr train` commands carrying each model's recipe."""
+    import os
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    from napari_textsr.cli.train import build_config
+    from napari_textsr.loading import list_models
+    from napari_textsr.training.config import recipe_of
+
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_train.sh"
+    env = dict(os.environ, DRY_RUN="1", CPUS="16", PYTHON=sys.executable, DATA=str(tmp_path / "data"),
+               MODELS="pdn-x2 pdn-x8-jpeg", EXTRA="--model-option n_feats=48")  # fmt: skip
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out"), "300"], env=env, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    lines = [shlex.split(line) for line in done.stdout.splitlines() if line.strip()]
+    assert len(lines) == 4 and all(line[:4] == [sys.executable, "-m", "napari_textsr", "train"] for line in lines)
+    probes = [line for line in lines if "STEPS" not in line]  # the stage's own steps come from the probes
+    assert len(probes) == 2
+    bundled = {m.name: m.path for m in list_models()}
+    parser = _train_parser()
+    for line in probes:
+        args = parser.parse_args(line[4:])
+        config = build_config(args)
+        assert config.init == bundled[config.name] and config.name in ("pdn-x2", "pdn-x8-jpeg")
+        recipe = recipe_of(config.init)
+        for name in ("degradation", "captions", "losses", "encoder", "lr_patch", "learning_rate", "ema_decay"):
+            assert getattr(config, name) == recipe[name], name
+        # 16 cores, 2 runs: one core each to train, 7 batch workers each.
+        assert (config.batch_size, config.workers, config.warmup_steps, config.device) == (128, 7, 100, "cuda")
+        assert config.model_overrides == {"n_feats": 48}
