@@ -173,13 +173,36 @@ def test_degradation_preset_reaches_the_training_config(viewer, qtbot, tmp_path)
     widget.use_layer("vertical")
     widget.out_edit.setText(str(tmp_path / "run"))
     names = [widget.degradation_combo.itemData(i) for i in range(widget.degradation_combo.count())]
-    assert names == ["bicubic", "realistic", "microscopy"]
+    assert names == ["bicubic", "realistic", "microscopy", "__recipe__"]
     assert widget.degradation_combo.currentData() == "realistic"
     widget.scale_combo.setCurrentIndex(widget.scale_combo.findData(8))
     widget.degradation_combo.setCurrentIndex(names.index("microscopy"))
     config = widget.make_request().config
     assert config.degradation == DegradationFamily.preset_family("microscopy", 8)
     assert config.degradation.p_jpeg == 0.0 and config.degradation.scale == 8
+
+
+def test_fine_tuning_as_the_starting_model_takes_its_recorded_recipe(viewer, qtbot, tmp_path, notifications):
+    from napari_textsr.training.config import recipe_of
+
+    viewer.add_image(stripes(), name="vertical", metadata={"caption": "vertical stripes"})
+    widget = TrainingWidget(viewer, store=ModelStore())  # a top-level widget, sized by hand
+    qtbot.addWidget(widget)
+    widget.use_layer("vertical")
+    widget.out_edit.setText(str(tmp_path / "run"))
+    widget.degradation_combo.setCurrentIndex(widget.degradation_combo.findData("__recipe__"))
+    widget.start_button.click()  # a new model has no recipe: a clear error, nothing starts
+    assert widget.status_label.text().startswith("Cannot start training: Degradation 'as the starting model'")
+    assert not widget.is_running
+
+    widget.base_combo.setCurrentIndex(widget.base_combo.findData("pdn-x4"))
+    config = widget.make_request().config
+    recipe = recipe_of(config.init)
+    assert config.degradation == recipe["degradation"] and config.degradation.p_jpeg == 0.45
+    assert config.captions == recipe["captions"] and config.captions.p_empty_keeps_blur == 0.7
+    assert config.losses == recipe["losses"] and config.ema_decay == 0.999
+    # The widget's own settings stay the user's: steps, rate, batch, patch.
+    assert (config.steps, config.learning_rate) == (widget.steps_spin.value(), 1e-4)
 
 
 def test_settings_start_at_train_configs_defaults(viewer, qtbot):

@@ -57,6 +57,8 @@ if TYPE_CHECKING:
     import napari
 
 NEW_MODEL = "__new__"
+# The Degradation entry that fine-tunes with the starting model's own recipe (textsr train --recipe-from init).
+STARTING_RECIPE = "__recipe__"
 PREVIEW_SIZE = 96  # three side by side fit a ~380 px dock
 _LAYER_COLUMN, _CAPTION_COLUMN = 0, 1
 
@@ -264,9 +266,18 @@ class TrainingWidget(DockWidget):
             self.degradation_combo.setItemData(
                 self.degradation_combo.count() - 1, DEGRADATION_PRESET_TITLES[name], Qt.ToolTipRole
             )
+        self.degradation_combo.addItem("as the starting model", STARTING_RECIPE)
+        self.degradation_combo.setItemData(
+            self.degradation_combo.count() - 1,
+            "Fine-tuning: the starting model's own recipe as its checkpoint records it (its degradation family, "
+            "degradation words and caption dropout, losses and weight average; textsr train --recipe-from init). "
+            "Steps, rate, batch and patch are the ones above",
+            Qt.ToolTipRole,
+        )
         self.degradation_combo.setCurrentIndex(self.degradation_combo.findData(DEFAULT_PRESET))
         self.degradation_combo.setToolTip(
-            f"How the low-resolution inputs are made from your images, drawn anew for every patch: {describe_presets()}"
+            f"How the low-resolution inputs are made from your images, drawn anew for every patch: {describe_presets()}; "
+            "or, when fine-tuning, as the starting model was trained"
         )
         settings.add_row("Degradation", self.degradation_combo)
         self.preview_spin = QSpinBox()
@@ -502,9 +513,21 @@ class TrainingWidget(DockWidget):
             raise ValueError(f"learning rate {self.learning_rate_edit.text()!r} is not a positive number, e.g. 2e-4")
         init = self._base_checkpoint()
         method, scale = self.method_combo.currentData(), self.scale_combo.currentData()
-        from napari_textsr.training.degradations import DegradationFamily
+        recipe: dict[str, Any] = {}
+        if self.degradation_combo.currentData() == STARTING_RECIPE:
+            if init is None:
+                raise ValueError(
+                    "Degradation 'as the starting model' takes the recipe of the model you fine-tune: "
+                    "choose one under 'Base', or a degradation preset"
+                )
+            from napari_textsr.training.config import recipe_of
 
-        degradation = DegradationFamily.preset_family(self.degradation_combo.currentData(), scale)
+            recipe = recipe_of(init, method=method, scale=scale)
+        else:
+            from napari_textsr.training.degradations import DegradationFamily
+
+            recipe["degradation"] = DegradationFamily.preset_family(self.degradation_combo.currentData(), scale)
+        recipe = {k: v for k, v in recipe.items() if k in ("degradation", "captions", "losses", "ema_decay")}
         out_dir = (
             Path(self.out_edit.text().strip()).expanduser()
             if self.out_edit.text().strip()
@@ -520,7 +543,6 @@ class TrainingWidget(DockWidget):
             batch_size=self.batch_spin.value(),
             lr_patch=self.patch_spin.value(),
             learning_rate=learning_rate,
-            degradation=degradation,
             val_every=interval,
             checkpoint_every=interval,
             preview_every=interval,
@@ -528,6 +550,7 @@ class TrainingWidget(DockWidget):
             init=init,
             device=self.device_combo.currentText(),
             name=out_dir.name,
+            **recipe,
         )
         return TrainingRequest(config=config, layers=layers, folder=folder)
 
