@@ -1,70 +1,105 @@
 #!/usr/bin/env bash
-# The GPU stage of the bundled PDN models: fine-tune x2, x4, x8 and x16 at once
-# on one CUDA GPU, from the bundled checkpoints, on the realistic degradation family.
+# The GPU stage of the bundled models: continue several of them at once on one
+# CUDA GPU, each with its own recorded recipe (the degradation family, caption
+# policy, losses, prompt encoder, patch, learning rate and weight average of its
+# last training stage: `textsr train --init NAME --recipe-from init`).
 #
 #   scripts/gpu_train.sh OUT_DIR [BUDGET_SECONDS]
 #
-# DATA (default /work/shared/data/train) holds bsd200/ and t91/ with captions.csv.
-# Each scale first trains PROBE_STEPS steps to measure its speed beside the
+# Environment (defaults in brackets):
+#   MODELS   bundled models to continue ["pdn-x2 pdn-x4 pdn-x8 pdn-x16"];
+#            the models for JPEG inputs (pdn-x2-jpeg ...) continue the same way
+#   DATA     folder holding bsd200/ and t91/ with captions.csv [/work/shared/data/train]
+#   BATCH    global batch size of every run [128]: a step has a fixed cost (docs/training.md,
+#            "Batch workers and GPUs"), so a large batch keeps the GPU busy
+#   EXTRA    more `textsr train` options for every run, e.g. "--model-option n_feats=64"
+#            (a wider PDN whose new channels start at zero) or "--lr 2e-4"
+#   CPUS     cores for the batch workers, shared out between the runs [nproc]
+#   PROBE_STEPS, DEVICE [cuda], PYTHON [python3]
+#   DRY_RUN=1  print the commands and run nothing
+#
+# Each model first trains PROBE_STEPS steps to measure its speed beside the
 # others, then a new run of as many steps as fit in BUDGET_SECONDS (so the
 # cosine schedule reaches its end); a run still going at BUDGET+60 s gets
-# SIGTERM, which saves its checkpoint. Batches are drawn by --workers processes
-# per run (the CPU-side degradations, not the GPU, limit small models).
-# Writes OUT_DIR/pdn-xS/ (model, training state, train.log) and OUT_DIR/*.log.
+# SIGTERM, which saves its checkpoint. Writes OUT_DIR/MODEL/ (model, training
+# state, train.log) and OUT_DIR/probe-MODEL.log.
 set -uo pipefail
 OUT_DIR=${1:?usage: scripts/gpu_train.sh OUT_DIR [BUDGET_SECONDS]}
 BUDGET=${2:-400}
 DATA=${DATA:-/work/shared/data/train}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
-BATCH=${BATCH:-32}
-PROBE_STEPS=${PROBE_STEPS:-100}
-SCALES=${SCALES:-"2 4 8 16"}
-declare -A PATCH=([2]=48 [4]=32 [8]=24 [16]=12)       # LR patch side: HR 96, 128, 192, 192 px
-declare -A WORKERS=([2]=2 [4]=3 [8]=4 [16]=4)        # 13 batch workers + 4 trainers on 16 cores
-WEIGHTS=$("$PY" -c "from napari_textsr.loading import WEIGHTS_DIR; print(WEIGHTS_DIR)") || exit 1
+BATCH=${BATCH:-128}
+EXTRA=${EXTRA:-}
+PROBE_STEPS=${PROBE_STEPS:-60}
+MODELS=${MODELS:-"pdn-x2 pdn-x4 pdn-x8 pdn-x16"}
+CPUS=${CPUS:-$(nproc)}
+DRY_RUN=${DRY_RUN:-0}
+read -r -a models <<<"$MODELS"
+# One core per training process, the rest drawing batches (the CPU-side degradations).
+WORKERS=$(( (CPUS - ${#models[@]}) / ${#models[@]} ))
+[ "$WORKERS" -ge 1 ] || WORKERS=1
 
-run() {  # SCALE OUT STEPS TIME_LIMIT [more options]
-  local s=$1 out=$2 steps=$3 limit=$4
-  shift 4
-  timeout -s TERM -k 30 "$limit" "$PY" -m napari_textsr train \
-    --data "$DATA/bsd200" --data "$DATA/t91" --method pdn --degradations realistic \
-    --scale "$s" --patch "${PATCH[$s]}" --batch-size "$BATCH" --workers "${WORKERS[$s]}" \
-    --init "$WEIGHTS/pdn-x$s.textsr.safetensors" --name "pdn-x$s" \
-    --device "$DEVICE" --threads 1 --no-progress --out "$out" --steps "$steps" "$@"
+command_of() {  # MODEL OUT STEPS [more options]: the training command, one word per line
+  local model=$1 out=$2 steps=$3
+  shift 3
+  # EXTRA is split into words on purpose.
+  # shellcheck disable=SC2086
+  printf '%s\n' "$PY" -m napari_textsr train \
+    --data "$DATA/bsd200" --data "$DATA/t91" --init "$model" --recipe-from init \
+    --batch-size "$BATCH" --workers "$WORKERS" --warmup 100 --name "$model" \
+    --device "$DEVICE" --threads 1 --no-progress --out "$out" --steps "$steps" --overwrite "$@" $EXTRA
+}
+
+run() {  # TIME_LIMIT LOG MODEL OUT STEPS [more options]
+  local limit=$1 log=$2
+  shift 2
+  local -a words
+  mapfile -t words < <(command_of "$@")
+  if [ "$DRY_RUN" = 1 ]; then
+    printf '%q ' "${words[@]}"
+    echo
+    return 0
+  fi
+  timeout -s TERM -k 30 "$limit" "${words[@]}" >"$log" 2>&1
 }
 
 mkdir -p "$OUT_DIR"
 start=$(date +%s)
-for s in $SCALES; do
-  run "$s" "$OUT_DIR/probe-x$s" "$PROBE_STEPS" 600 --val-every 100000 --checkpoint-every 100000 --overwrite \
-    >"$OUT_DIR/probe-x$s.log" 2>&1 &
+for m in "${models[@]}"; do
+  run 600 "$OUT_DIR/probe-$m.log" "$m" "$OUT_DIR/probe-$m" "$PROBE_STEPS" \
+    --val-every 100000 --checkpoint-every 100000 &
 done
 wait
 declare -A STEPS
-for s in $SCALES; do
-  rate=$(grep -oE '[0-9.]+ images/s' "$OUT_DIR/probe-x$s.log" | tail -1 | cut -d' ' -f1)
+for m in "${models[@]}"; do
+  if [ "$DRY_RUN" = 1 ]; then
+    STEPS[$m]=STEPS
+    continue
+  fi
+  rate=$(grep -oE '[0-9.]+ images/s' "$OUT_DIR/probe-$m.log" | tail -1 | cut -d' ' -f1)
   if [ -z "$rate" ]; then
-    echo "probe at x$s failed:" >&2
-    tail -30 "$OUT_DIR/probe-x$s.log" >&2
+    echo "probe of $m failed:" >&2
+    tail -30 "$OUT_DIR/probe-$m.log" >&2
     exit 1
   fi
-  STEPS[$s]=$("$PY" -c "print(max(50, int($rate / $BATCH * $BUDGET)))")
-  echo "x$s: probe $rate images/s beside the others -> ${STEPS[$s]} steps"
-  rm -rf "$OUT_DIR/probe-x$s"
+  STEPS[$m]=$("$PY" -c "print(max(50, int($rate / $BATCH * $BUDGET)))")
+  echo "$m: probe $rate images/s beside the others -> ${STEPS[$m]} steps"
+  rm -rf "$OUT_DIR/probe-$m"
 done
-echo "probes took $(( $(date +%s) - start )) s"
+[ "$DRY_RUN" = 1 ] || echo "probes took $(( $(date +%s) - start )) s"
 
-for s in $SCALES; do
-  mkdir -p "$OUT_DIR/pdn-x$s"
-  run "$s" "$OUT_DIR/pdn-x$s" "${STEPS[$s]}" $((BUDGET + 60)) --warmup 100 \
-    --val-every 1000 --checkpoint-every 500 --overwrite >"$OUT_DIR/pdn-x$s/train.log" 2>&1 &
+for m in "${models[@]}"; do
+  mkdir -p "$OUT_DIR/$m"
+  run $((BUDGET + 60)) "$OUT_DIR/$m/train.log" "$m" "$OUT_DIR/$m" "${STEPS[$m]}" \
+    --val-every 1000 --checkpoint-every 500 &
 done
 wait
+[ "$DRY_RUN" = 1 ] && exit 0
 status=0
-for s in $SCALES; do
-  echo "== x$s"; tail -4 "$OUT_DIR/pdn-x$s/train.log"
-  [ -f "$OUT_DIR/pdn-x$s/model.textsr.safetensors" ] || status=1
+for m in "${models[@]}"; do
+  echo "== $m"; tail -4 "$OUT_DIR/$m/train.log"
+  [ -f "$OUT_DIR/$m/model.textsr.safetensors" ] || status=1
 done
 echo "training took $(( $(date +%s) - start )) s"
 exit $status
