@@ -7,16 +7,18 @@
 #   scripts/gpu_train.sh OUT_DIR [BUDGET_SECONDS]
 #
 # Environment (defaults in brackets):
-#   MODELS   bundled models to continue ["pdn-x2 pdn-x4 pdn-x8 pdn-x16"];
-#            the models for JPEG inputs (pdn-x2-jpeg ...) continue the same way
+#   MODELS   the bundled models to continue ["pdn-x2 pdn-x4 pdn-x8 pdn-x16"]; the models
+#            for JPEG inputs (pdn-x2-jpeg ...) may be named too
 #   DATA     folder holding bsd200/ and t91/ with captions.csv [/work/shared/data/train]
 #   BATCH    global batch size of every run [128]: a step has a fixed cost (docs/training.md,
-#            "Batch workers and GPUs"), so a large batch keeps the GPU busy
+#            "Batch workers and GPUs"), so a large batch keeps the GPU busy. The peak
+#            learning rate stays the recipe's (1e-4 for the bundled PDNs, tuned at batch 16),
+#            with 100 warm-up steps and a fresh cosine schedule; EXTRA="--lr ..." changes it
 #   EXTRA    more `textsr train` options for every run, e.g. "--model-option n_feats=64"
 #            (a wider PDN whose new channels start at zero) or "--lr 2e-4"
 #   CPUS     cores for the batch workers, shared out between the runs [nproc]
 #   PROBE_STEPS, DEVICE [cuda], PYTHON [python3]
-#   DRY_RUN=1  print the commands and run nothing
+#   DRY_RUN=1  print the commands (one per line, in order) and run nothing
 #
 # Each model first trains PROBE_STEPS steps to measure its speed beside the
 # others, then a new run of as many steps as fit in BUDGET_SECONDS (so the
@@ -36,6 +38,7 @@ MODELS=${MODELS:-"pdn-x2 pdn-x4 pdn-x8 pdn-x16"}
 CPUS=${CPUS:-$(nproc)}
 DRY_RUN=${DRY_RUN:-0}
 read -r -a models <<<"$MODELS"
+[ "${#models[@]}" -ge 1 ] || { echo "MODELS names no model" >&2; exit 2; }
 # One core per training process, the rest drawing batches (the CPU-side degradations).
 WORKERS=$(( (CPUS - ${#models[@]}) / ${#models[@]} ))
 [ "$WORKERS" -ge 1 ] || WORKERS=1
@@ -51,7 +54,7 @@ command_of() {  # MODEL OUT STEPS [more options]: the training command, one word
     --device "$DEVICE" --threads 1 --no-progress --out "$out" --steps "$steps" --overwrite "$@" $EXTRA
 }
 
-run() {  # TIME_LIMIT LOG MODEL OUT STEPS [more options]
+start_run() {  # TIME_LIMIT LOG MODEL OUT STEPS [more options]: in the background (DRY_RUN: printed)
   local limit=$1 log=$2
   shift 2
   local -a words
@@ -61,14 +64,15 @@ run() {  # TIME_LIMIT LOG MODEL OUT STEPS [more options]
     echo
     return 0
   fi
-  timeout -s TERM -k 30 "$limit" "${words[@]}" >"$log" 2>&1
+  mkdir -p "$(dirname "$log")"
+  timeout -s TERM -k 30 "$limit" "${words[@]}" >"$log" 2>&1 &
 }
 
-mkdir -p "$OUT_DIR"
+[ "$DRY_RUN" = 1 ] || mkdir -p "$OUT_DIR"
 start=$(date +%s)
 for m in "${models[@]}"; do
-  run 600 "$OUT_DIR/probe-$m.log" "$m" "$OUT_DIR/probe-$m" "$PROBE_STEPS" \
-    --val-every 100000 --checkpoint-every 100000 &
+  start_run 600 "$OUT_DIR/probe-$m.log" "$m" "$OUT_DIR/probe-$m" "$PROBE_STEPS" \
+    --val-every 100000 --checkpoint-every 100000
 done
 wait
 declare -A STEPS
@@ -83,16 +87,15 @@ for m in "${models[@]}"; do
     tail -30 "$OUT_DIR/probe-$m.log" >&2
     exit 1
   fi
-  STEPS[$m]=$("$PY" -c "print(max(50, int($rate / $BATCH * $BUDGET)))")
+  STEPS[$m]=$("$PY" -c "print(max(200, int($rate / $BATCH * $BUDGET)))")  # past the 100 warm-up steps
   echo "$m: probe $rate images/s beside the others -> ${STEPS[$m]} steps"
   rm -rf "$OUT_DIR/probe-$m"
 done
 [ "$DRY_RUN" = 1 ] || echo "probes took $(( $(date +%s) - start )) s"
 
 for m in "${models[@]}"; do
-  mkdir -p "$OUT_DIR/$m"
-  run $((BUDGET + 60)) "$OUT_DIR/$m/train.log" "$m" "$OUT_DIR/$m" "${STEPS[$m]}" \
-    --val-every 1000 --checkpoint-every 500 &
+  start_run $((BUDGET + 60)) "$OUT_DIR/$m/train.log" "$m" "$OUT_DIR/$m" "${STEPS[$m]}" \
+    --val-every 1000 --checkpoint-every 500
 done
 wait
 [ "$DRY_RUN" = 1 ] && exit 0

@@ -148,8 +148,27 @@ def test_recipe_from_takes_the_last_stages_training_settings_and_typed_options_w
     with pytest.raises(ValueError, match="is an x4 model; its recipe does not fit an x2 run"):
         build_config(parser.parse_args(["--out", str(tmp_path / "d"), "--data", DATA, "--recipe-from",
                                         str(base.checkpoint), "--scale", "2"]))  # fmt: skip
-    with pytest.raises(ValueError, match="a resumed run keeps its own recipe"):
-        build_config(parser.parse_args(["--out", str(tmp_path / "base" / "run"), "--resume", "--recipe-from", "init"]))
+    for out in (tmp_path / "base" / "run", tmp_path / "new"):  # with or without a run to resume there
+        with pytest.raises(ValueError, match="--resume continues one with its own recipe"):
+            build_config(parser.parse_args(["--out", str(out), "--resume", "--recipe-from", "init"]))
+    with pytest.raises(ValueError, match="--recipe-from init: .* is an x4 model; its recipe does not fit an x2 run"):
+        build_config(parser.parse_args(["--out", str(tmp_path / "e"), *common, "--init-transfer", "--scale", "2"]))
+    not_a_checkpoint = tmp_path / "notes.safetensors"
+    not_a_checkpoint.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    with pytest.raises(ValueError, match="^--recipe-from .*notes.safetensors: "):
+        build_config(parser.parse_args(["--out", str(tmp_path / "f"), "--data", DATA, "--recipe-from",
+                                        str(not_a_checkpoint)]))  # fmt: skip
+    # With --init the model, and so its prompt encoder, is the --init checkpoint's, not the recipe's.
+    config = build_config(parser.parse_args(["--out", str(tmp_path / "g"), "--data", DATA, "--init",
+                                             str(base.checkpoint), "--recipe-from", "pdn-x4"]))  # fmt: skip
+    assert config.encoder is None and config.captions == recipe_of_bundled_x4()["captions"]
+
+
+def recipe_of_bundled_x4():
+    from napari_textsr.loading import list_models
+    from napari_textsr.training.config import recipe_of
+
+    return recipe_of(next(m.path for m in list_models() if m.name == "pdn-x4"))
 
 
 def test_recipe_of_a_bundled_model_is_its_recorded_last_stage(tmp_path):
@@ -203,8 +222,10 @@ def test_gpu_stage_script_continues_each_bundled_model_with_its_own_recipe(tmp_p
                           text=True, check=True)  # fmt: skip
     lines = [shlex.split(line) for line in done.stdout.splitlines() if line.strip()]
     assert len(lines) == 4 and all(line[:4] == [sys.executable, "-m", "napari_textsr", "train"] for line in lines)
-    probes = [line for line in lines if "STEPS" not in line]  # the stage's own steps come from the probes
-    assert len(probes) == 2
+    assert [line[line.index("--init") + 1] for line in lines] == ["pdn-x2", "pdn-x8-jpeg"] * 2
+    probes, stages = lines[:2], lines[2:]  # the stages' steps come from the probes' speeds
+    assert all(line[line.index("--steps") + 1] == "STEPS" for line in stages)
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
     bundled = {m.name: m.path for m in list_models()}
     parser = _train_parser()
     for line in probes:
@@ -212,8 +233,9 @@ def test_gpu_stage_script_continues_each_bundled_model_with_its_own_recipe(tmp_p
         config = build_config(args)
         assert config.init == bundled[config.name] and config.name in ("pdn-x2", "pdn-x8-jpeg")
         recipe = recipe_of(config.init)
-        for name in ("degradation", "captions", "losses", "encoder", "lr_patch", "learning_rate", "ema_decay"):
+        for name in ("degradation", "captions", "losses", "lr_patch", "learning_rate", "ema_decay"):
             assert getattr(config, name) == recipe[name], name
+        assert config.encoder is None  # the --init checkpoint's own, which its recipe names
         # 16 cores, 2 runs: one core each to train, 7 batch workers each.
         assert (config.batch_size, config.workers, config.warmup_steps, config.device) == (128, 7, 100, "cuda")
         assert config.model_overrides == {"n_feats": 48}

@@ -58,14 +58,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="captioned image folder (images + captions.csv), or synthetic:N:SEED[:SIZE]; repeatable",
     )
-    a("--method", choices=method_names(), default=None, help="method to train (required unless --resume)")
+    a(
+        "--method",
+        choices=method_names(),
+        default=None,
+        help="method to train (required unless --resume, --init or --recipe-from gives it)",
+    )
     setting("--scale", "scale", "upscaling factor 2, 4, 8 or 16", type=int)
     setting(
         "--encoder",
         "encoder",
         "prompt encoder ARCH:PRETRAINED",
         metavar="SPEC",
-        note="the --init checkpoint's, else textsr-tiny:none",
+        note="the --init checkpoint's, else the --recipe-from checkpoint's, else textsr-tiny:none",
     )
     setting("--steps", "steps", "total optimiser steps", type=int)
     a("--out", required=True, metavar="DIR", help="output folder for the checkpoint and training state")
@@ -82,9 +87,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="CKPT",
         help="start from how this checkpoint's last stage was trained (a file, a bundled model's name, 'default' "
-        "at --scale, or 'init' for the --init checkpoint): its degradation family, caption policy, losses, prompt "
-        "encoder, batch, patch, learning rate, steps and weight average; options given here override them "
-        "(--degradation-option changes its family). Not with --resume: a resumed run keeps its own",
+        "for the default PDN at --scale, or 'init' for the --init checkpoint): its degradation family, caption "
+        "policy, losses, batch, patch, learning rate, steps, weight average and (without --init) prompt encoder; "
+        "options given here override them (--degradation-option changes its family). Not with --resume: a "
+        "resumed run keeps its own",
     )
     a(
         "--resume",
@@ -391,33 +397,26 @@ def build_config(args: argparse.Namespace):
     if "init" in given:
         given["init"] = _resolve_init(given["init"], given.get("scale"))
     values: dict[str, Any]
-    resuming = args.resume and (out / "train_state.pt").is_file()
-    if resuming and args.recipe_from:
-        raise ValueError("--recipe-from starts a new run; a resumed run keeps its own recipe (leave one out)")
-    if resuming:
+    if args.resume and args.recipe_from:
+        raise ValueError("--recipe-from starts a new run; --resume continues one with its own recipe (leave one out)")
+    if args.resume and (out / "train_state.pt").is_file():
         config = TrainConfig.from_run(out)
         values = config.to_dict()
         values.update(degradation=config.degradation, losses=config.losses)
     else:
-        from napari_textsr.checkpoints import read_metadata
-
         if "init" in given:  # fine-tuning: the method and scale default to the checkpoint's
+            from napari_textsr.checkpoints import read_metadata
+
             meta = read_metadata(given["init"])
             given.setdefault("method", meta.method)
             if not args.init_transfer:
                 given.setdefault("scale", meta.scale)
-        if args.recipe_from and args.recipe_from != "init":  # ... else to the recipe's
-            given["recipe_from"] = _resolve_init(args.recipe_from, given.get("scale"), option="--recipe-from")
-            meta = read_metadata(given["recipe_from"])
-            given.setdefault("method", meta.method)
-            given.setdefault("scale", meta.scale)
+        recipe = _recipe(args.recipe_from, given) if args.recipe_from else {}
         if not given.get("method"):
             raise ValueError("--method is required (tgsr, clipsr or pdn)")
         if not args.data:
             raise ValueError("no training data: give --data DIR or --data synthetic:N:SEED")
-        values = {"method": args.method, "data": [], "out_dir": out}
-        if args.recipe_from:
-            values.update(_recipe(args.recipe_from, given))
+        values = {"method": args.method, "data": [], "out_dir": out, **recipe}
     method = given.get("method") or values["method"]
     # Options whose dest is a TrainConfig field (see register) override the run's values.
     values.update({name: given[name] for name in args.config_fields if name in given})
@@ -473,16 +472,29 @@ def build_config(args: argparse.Namespace):
 
 
 def _recipe(spec: str, given: dict[str, Any]) -> dict[str, Any]:
-    """TrainConfig values of ``--recipe-from SPEC`` (``init``: the --init checkpoint), checked against the run."""
+    """TrainConfig values of ``--recipe-from SPEC`` (``init``: the --init checkpoint), checked against the run.
+
+    The run's method and scale, where not typed, default to the recipe's
+    (``given`` is updated). With --init the model, and so its prompt encoder,
+    is the --init checkpoint's: the recipe's encoder is left out.
+    """
+    from napari_textsr.checkpoints import read_metadata
     from napari_textsr.training.config import recipe_of
 
     if spec == "init" and "init" not in given:
         raise ValueError("--recipe-from init takes the recipe of the --init checkpoint: give --init too")
-    path = given["init"] if spec == "init" else given["recipe_from"]
+    path = given["init"] if spec == "init" else _resolve_init(spec, given.get("scale"), option="--recipe-from")
     try:
-        return recipe_of(path, method=given.get("method"), scale=given.get("scale"))
-    except ValueError as error:
+        meta = read_metadata(path)
+        given.setdefault("method", meta.method)
+        if not (spec == "init" and given.get("init_transfer")):
+            given.setdefault("scale", meta.scale)
+        values = recipe_of(path, method=given["method"], scale=given.get("scale", config_defaults()["scale"]))
+    except ValueError as error:  # CheckpointError included
         raise ValueError(f"--recipe-from {spec}: {error}") from error
+    if "init" in given:
+        values.pop("encoder", None)
+    return values
 
 
 def _resolve_init(spec: str, scale: int | None, option: str = "--init") -> str:

@@ -259,7 +259,8 @@ def recipe_of(path: str | os.PathLike, *, method: str | None = None, scale: int 
     peak learning rate, the weight average's decay, ...). Settings a
     checkpoint does not record (``warmup_steps``, ``min_lr_ratio``,
     ``grad_clip`` and ``augment`` were first recorded on 7 December 2026) are
-    left out, so a new run takes TrainConfig's defaults for them.
+    left out, so a new run takes TrainConfig's defaults for them; loss
+    weights newer than the record (e.g. PDN's ``l2``) take their defaults.
 
     ``method`` / ``scale``: the run's, if already known; a recipe of another
     method or scale is refused (its degradation and losses would not fit).
