@@ -18,6 +18,12 @@
 #            (a wider PDN whose new channels start at zero) or "--lr 2e-4"
 #   CPUS     cores for the batch workers, shared out between the runs [nproc]
 #   PROBE_STEPS, DEVICE [cuda], PYTHON [python3]
+#   PACK_TO  a folder (e.g. the device tool's $OUT) to receive the finished runs as one tar
+#            archive split into 15 MiB parts (that tool brings back at most 8 files of
+#            16 MiB): `cat gpu-stage.tar.part-* | tar -xf -` unpacks OUT_DIR's MODEL folders
+#   PROFILE=1  first time a step of the first model alone at batch 32 and at BATCH
+#            (benchmarks/profile_train_step.py: ms per step, the operations that take it)
+#            into OUT_DIR/profile-bN.json (and PACK_TO), about a minute
 #   DRY_RUN=1  print the commands (one per line, in order) and run nothing
 #
 # Each model first trains PROBE_STEPS steps to measure its speed beside the
@@ -70,6 +76,17 @@ start_run() {  # TIME_LIMIT LOG MODEL OUT STEPS [more options]: in the backgroun
 
 [ "$DRY_RUN" = 1 ] || mkdir -p "$OUT_DIR"
 start=$(date +%s)
+if [ "${PROFILE:-0}" = 1 ] && [ "$DRY_RUN" != 1 ]; then
+  for b in 32 "$BATCH"; do
+    "$PY" "$(dirname "$0")/../benchmarks/profile_train_step.py" --init "${models[0]}" --device "$DEVICE" \
+      --data "$DATA/bsd200" --data "$DATA/t91" --batch-size "$b" --workers "$WORKERS" --threads 1 \
+      --json "$OUT_DIR/profile-b$b.json" >"$OUT_DIR/profile-b$b.log" 2>&1 || tail -20 "$OUT_DIR/profile-b$b.log" >&2
+    grep -m1 "ms per step" "$OUT_DIR/profile-b$b.log"
+    [ -z "${PACK_TO:-}" ] || { mkdir -p "$PACK_TO"; cp "$OUT_DIR/profile-b$b.json" "$PACK_TO/" 2>/dev/null; }
+  done
+  echo "profiles took $(( $(date +%s) - start )) s"
+fi
+probe_start=$(date +%s)
 for m in "${models[@]}"; do
   start_run 600 "$OUT_DIR/probe-$m.log" "$m" "$OUT_DIR/probe-$m" "$PROBE_STEPS" \
     --val-every 100000 --checkpoint-every 100000
@@ -91,7 +108,7 @@ for m in "${models[@]}"; do
   echo "$m: probe $rate images/s beside the others -> ${STEPS[$m]} steps"
   rm -rf "$OUT_DIR/probe-$m"
 done
-[ "$DRY_RUN" = 1 ] || echo "probes took $(( $(date +%s) - start )) s"
+[ "$DRY_RUN" = 1 ] || echo "probes took $(( $(date +%s) - probe_start )) s"
 
 for m in "${models[@]}"; do
   start_run $((BUDGET + 60)) "$OUT_DIR/$m/train.log" "$m" "$OUT_DIR/$m" "${STEPS[$m]}" \
@@ -105,4 +122,9 @@ for m in "${models[@]}"; do
   [ -f "$OUT_DIR/$m/model.textsr.safetensors" ] || status=1
 done
 echo "training took $(( $(date +%s) - start )) s"
+if [ -n "${PACK_TO:-}" ]; then
+  mkdir -p "$PACK_TO"
+  tar -cf - -C "$OUT_DIR" "${models[@]}" | split -b 15M - "$PACK_TO/gpu-stage.tar.part-" || status=1
+  ls -l "$PACK_TO"/gpu-stage.tar.part-*
+fi
 exit $status

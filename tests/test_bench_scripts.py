@@ -184,3 +184,21 @@ def test_two_x2_steps_route_the_first_by_the_pixels_and_make_x4():
     np.testing.assert_array_equal(out, x2.upscale(x2.upscale(lr[:12, :10], "a grey blur").image, "a grey blur").image)
     with pytest.raises(ValueError, match="two x2 models"):
         bench.two_steps(x2, load_model("default", scale=4), lr, "")
+
+
+def test_profile_train_step_times_and_counts_a_recipe_fine_tune(tmp_path):
+    bench = _load("profile_train_step")
+    out = tmp_path / "prof.json"
+    assert bench.main(["--init", "pdn-x2", "--data", "synthetic:6:0:64", "--batch-size", "2", "--patch", "8",
+                       "--threads", "1", "--warmup", "1", "--timed", "2", "--profiled", "1", "--rows", "3",
+                       "--json", str(out)]) == 0  # fmt: skip
+    import json
+
+    result = json.loads(out.read_text())
+    assert (result["init"], result["batch_size"], result["lr_patch"]) == ("pdn-x2", 2, 8)
+    assert result["ms_per_step"] > 0 and result["images_per_second"] == pytest.approx(
+        2000 / result["ms_per_step"], 0.01
+    )
+    # A 16-block PDN's forward, backward, Adam and weight average: thousands of operations per step.
+    assert result["aten_ops_per_step"] > 1000
+    assert len(result["self_cpu"]) == 3 and "self_cuda" not in result
