@@ -239,3 +239,23 @@ def test_gpu_stage_script_continues_each_bundled_model_with_its_own_recipe(tmp_p
         # 16 cores, 2 runs: one core each to train, 7 batch workers each.
         assert (config.batch_size, config.workers, config.warmup_steps, config.device) == (128, 7, 100, "cuda")
         assert config.model_overrides == {"n_feats": 48}
+
+
+def test_a_fine_tune_on_another_recipe_says_what_differs_and_how_to_keep_its_own(tmp_path):
+    import dataclasses
+
+    from napari_textsr.training.captions import CaptionPolicy
+    from napari_textsr.training.config import recipe_changes, recipe_of
+
+    policy = dataclasses.replace(CaptionPolicy(), p_empty_keeps_blur=0.7)
+    _, base = run_all(Trainer(tiny_config(tmp_path / "base", steps=1, captions=policy)))
+    recipe = recipe_of(base.checkpoint)
+    other = tiny_config(tmp_path / "other", steps=1, init=base.checkpoint, learning_rate=1e-4)
+    assert recipe_changes(other, recipe) == ["p_empty_keeps_blur 0.7 -> 0"]  # the learning rate is not behaviour
+    events, _ = run_all(Trainer(other))
+    notes = [e.message for e in events if e.message and "another recipe" in e.message]
+    assert len(notes) == 1 and "(p_empty_keeps_blur 0.7 -> 0)" in notes[0] and "--recipe-from init" in notes[0]
+    same = tiny_config(tmp_path / "same", init=base.checkpoint, **recipe)  # recipe["steps"] == 1
+    assert recipe_changes(same, recipe) == []
+    events, _ = run_all(Trainer(same))
+    assert not any(e.message and "another recipe" in e.message for e in events)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from napari_textsr.training.degradations import DegradationLike
     from napari_textsr.training.losses import LossWeights
 
-__all__ = ["TrainConfig", "CHECKPOINT_STEM", "STATE_NAME", "RECIPE_FIELDS", "recipe_of"]
+__all__ = ["TrainConfig", "CHECKPOINT_STEM", "STATE_NAME", "RECIPE_FIELDS", "recipe_of", "recipe_changes"]
 
 # A run's checkpoint is CHECKPOINT_STEM + napari_textsr.checkpoints.SUFFIX
 # (trainer.CHECKPOINT_NAME); its training state STATE_NAME.
@@ -294,6 +294,37 @@ def recipe_of(path: str | os.PathLike, *, method: str | None = None, scale: int 
     if isinstance(record.extra.get("losses"), dict):
         values["losses"] = loss_weights_from_dict(meta.method, record.extra["losses"])
     return values
+
+
+def recipe_changes(config: TrainConfig, recipe: dict[str, Any]) -> list[str]:
+    """How ``config`` trains differently from ``recipe`` (:func:`recipe_of`), in what decides a model's behaviour.
+
+    Compares the caption policy, the degradation and the loss weights setting
+    by setting; returns lines like ``"p_empty_keeps_blur 0.7 -> 0.0"``
+    (``"degradation: Degradation -> DegradationFamily"`` when the types
+    differ), empty when they agree.
+    """
+    changes: list[str] = []
+    for name in ("captions", "degradation", "losses"):
+        before, after = recipe.get(name), getattr(config, name)
+        if before is None or after is None:
+            continue
+        if type(before) is not type(after):
+            changes.append(f"{name}: {type(before).__name__} -> {type(after).__name__}")
+            continue
+        old, new = dataclasses.asdict(before), dataclasses.asdict(after)
+        changes.extend(
+            f"{key} {_short(old.get(key))} -> {_short(new.get(key))}"
+            for key in dict.fromkeys([*old, *new])
+            if key != "preset" and old.get(key) != new.get(key)
+        )
+    return changes
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ":".join(_short(v) for v in value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def config_defaults() -> dict[str, Any]:

@@ -612,6 +612,8 @@ class Trainer:
 
         # Refuse a wrong --init before spending time on data.
         init_meta = self._check_init(config.init) if config.init is not None and state is None else None
+        if init_meta is not None and not config.init_transfer:
+            messages.extend(self._recipe_note(config.init))
         if state is not None:
             encoder_spec = state["encoder_spec"]
         else:
@@ -1120,6 +1122,24 @@ class Trainer:
                 "tensors that fit (the backbone) and initialise the rest"
             )
         return meta
+
+    def _recipe_note(self, path: Path) -> list[str]:
+        """A note when a fine-tune trains its --init model otherwise than the model's own last stage did."""
+        from napari_textsr.training.config import recipe_changes, recipe_of
+
+        try:
+            changes = recipe_changes(self.config, recipe_of(path))
+        except ValueError:  # no recorded recipe: nothing to compare with
+            return []
+        if not changes:
+            return []
+        shown = ", ".join(changes[:6]) + (f" and {len(changes) - 6} more" if len(changes) > 6 else "")
+        return [
+            f"{path.name} was trained with another recipe ({shown}); fine-tuning it on this one can undo what "
+            "its own taught it, e.g. to leave sharp inputs alone (docs/training.md, 'Fine-tuning with the "
+            "model's own recipe'). To keep its own: --recipe-from init (Train widget: Degradation "
+            "'as the starting model')"
+        ]
 
     def _command(self, data_note: str | None) -> str:
         command = equivalent_command(self.config, data_note)
