@@ -195,7 +195,9 @@ def test_fine_tuning_as_the_starting_model_takes_its_recorded_recipe(viewer, qtb
     assert widget.status_label.text().startswith("Cannot start training: Degradation 'as the starting model'")
     assert not widget.is_running
 
-    widget.base_combo.setCurrentIndex(widget.base_combo.findData("pdn-x4"))
+    widget.degradation_combo.setCurrentIndex(widget.degradation_combo.findData("microscopy"))
+    widget.base_combo.setCurrentIndex(widget.base_combo.findData("pdn-x4"))  # fine-tuning: its own recipe by default
+    assert widget.degradation_combo.currentData() == "__recipe__"
     config = widget.make_request().config
     recipe = recipe_of(config.init)
     assert config.degradation == recipe["degradation"] and config.degradation.p_jpeg == 0.45
@@ -203,6 +205,8 @@ def test_fine_tuning_as_the_starting_model_takes_its_recorded_recipe(viewer, qtb
     assert config.losses == recipe["losses"] and config.ema_decay == 0.999
     # The widget's own settings stay the user's: steps, rate, batch, patch.
     assert (config.steps, config.learning_rate) == (widget.steps_spin.value(), 1e-4)
+    widget.base_combo.setCurrentIndex(widget.base_combo.findData("__new__"))  # back: the preset chosen before
+    assert widget.degradation_combo.currentData() == "microscopy"
 
 
 def test_settings_start_at_train_configs_defaults(viewer, qtbot):

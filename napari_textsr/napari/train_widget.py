@@ -136,6 +136,7 @@ class TrainingWidget(DockWidget):
         self._layer_state: dict[int, tuple[bool, str]] = {}
         self._learning_rate_before_fine_tune: str | None = None
         self._encoder_before_fine_tune: str | None = None  # a new model's encoder choice, kept while fine-tuning
+        self._degradation_before_fine_tune: str | None = None  # likewise its degradation preset
         self._pending_preview: Any = None
         self._build()
         self.listen_to_layer_list()
@@ -423,6 +424,17 @@ class TrainingWidget(DockWidget):
                 return model.path
         raise FileNotFoundError(f"no checkpoint for {spec!r}")
 
+    @staticmethod
+    def _has_recipe(path: Path) -> bool:
+        """Whether the checkpoint records the recipe of its last training stage."""
+        from napari_textsr.training.config import recipe_of
+
+        try:
+            recipe_of(path)
+        except ValueError:
+            return False
+        return True
+
     def _on_base_changed(self, index: int | None = None) -> None:
         try:
             path = self._base_checkpoint()
@@ -443,11 +455,22 @@ class TrainingWidget(DockWidget):
             if self.encoder_combo.findData(meta.encoder_spec) < 0:
                 self.encoder_combo.addItem(meta.encoder_spec, meta.encoder_spec)
             self.encoder_combo.setCurrentIndex(self.encoder_combo.findData(meta.encoder_spec))
+            # Fine-tuning on another recipe can undo what the model's own taught it: take its own by default.
+            if self._has_recipe(path) and self.degradation_combo.currentData() != STARTING_RECIPE:
+                if self._degradation_before_fine_tune is None:
+                    self._degradation_before_fine_tune = self.degradation_combo.currentData()
+                self.degradation_combo.setCurrentIndex(self.degradation_combo.findData(STARTING_RECIPE))
             if self.learning_rate() is None or self.learning_rate() > float(FINE_TUNE_LEARNING_RATE):
                 if self._learning_rate_before_fine_tune is None:
                     self._learning_rate_before_fine_tune = self.learning_rate_edit.text()
                 self.learning_rate_edit.setText(FINE_TUNE_LEARNING_RATE)
         else:
+            # Back to a new model, which has no recipe of its own: the degradation chosen before.
+            from napari_textsr.training.presets import DEFAULT_PRESET
+
+            degradation, self._degradation_before_fine_tune = self._degradation_before_fine_tune, None
+            if self.degradation_combo.currentData() == STARTING_RECIPE:
+                self.degradation_combo.setCurrentIndex(self.degradation_combo.findData(degradation or DEFAULT_PRESET))
             # Back to a new model: undo the fine-tuning cap (unless the user typed another rate since).
             before, self._learning_rate_before_fine_tune = self._learning_rate_before_fine_tune, None
             if before is not None and self.learning_rate_edit.text() == FINE_TUNE_LEARNING_RATE:
