@@ -612,7 +612,7 @@ class Trainer:
 
         # Refuse a wrong --init before spending time on data.
         init_meta = self._check_init(config.init) if config.init is not None and state is None else None
-        if init_meta is not None and not config.init_transfer:
+        if config.init is not None and init_meta is not None and not config.init_transfer:
             messages.extend(self._recipe_note(config.init))
         if state is not None:
             encoder_spec = state["encoder_spec"]
