@@ -251,10 +251,12 @@ def test_a_fine_tune_on_another_recipe_says_what_differs_and_how_to_keep_its_own
     _, base = run_all(Trainer(tiny_config(tmp_path / "base", steps=1, captions=policy)))
     recipe = recipe_of(base.checkpoint)
     other = tiny_config(tmp_path / "other", steps=1, init=base.checkpoint, learning_rate=1e-4)
-    assert recipe_changes(other, recipe) == ["p_empty_keeps_blur 0.7 -> 0"]  # the learning rate is not behaviour
+    assert recipe_changes(other, recipe) == [
+        "captions.p_empty_keeps_blur 0.7 -> 0"
+    ]  # the learning rate is not behaviour
     events, _ = run_all(Trainer(other))
     notes = [e.message for e in events if e.message and "another recipe" in e.message]
-    assert len(notes) == 1 and "(p_empty_keeps_blur 0.7 -> 0)" in notes[0] and "--recipe-from init" in notes[0]
+    assert len(notes) == 1 and "(captions.p_empty_keeps_blur 0.7 -> 0)" in notes[0] and "--recipe-from init" in notes[0]
     same = tiny_config(tmp_path / "same", init=base.checkpoint, **recipe)  # recipe["steps"] == 1
     assert recipe_changes(same, recipe) == []
     events, _ = run_all(Trainer(same))

@@ -186,7 +186,8 @@ def test_fine_tuning_as_the_starting_model_takes_its_recorded_recipe(viewer, qtb
     from napari_textsr.training.config import recipe_of
 
     viewer.add_image(stripes(), name="vertical", metadata={"caption": "vertical stripes"})
-    widget = TrainingWidget(viewer, store=ModelStore())  # a top-level widget, sized by hand
+    store = ModelStore()
+    widget = TrainingWidget(viewer, store=store)  # a top-level widget, sized by hand
     qtbot.addWidget(widget)
     widget.use_layer("vertical")
     widget.out_edit.setText(str(tmp_path / "run"))
@@ -207,6 +208,23 @@ def test_fine_tuning_as_the_starting_model_takes_its_recorded_recipe(viewer, qtb
     assert (config.steps, config.learning_rate) == (widget.steps_spin.value(), 1e-4)
     widget.base_combo.setCurrentIndex(widget.base_combo.findData("__new__"))  # back: the preset chosen before
     assert widget.degradation_combo.currentData() == "microscopy"
+
+    # A choice made while fine-tuning stays when another checkpoint is picked.
+    widget.base_combo.setCurrentIndex(widget.base_combo.findData("pdn-x4"))
+    widget.degradation_combo.setCurrentIndex(widget.degradation_combo.findData("bicubic"))
+    widget.base_combo.setCurrentIndex(widget.base_combo.findData("pdn-x2"))
+    assert widget.degradation_combo.currentData() == "bicubic"
+    # A checkpoint that records no recipe cannot be fine-tuned "as the starting model": the preset returns.
+    from napari_textsr.checkpoints import save_checkpoint
+    from napari_textsr.inference import load_model
+
+    bare = load_model("random:pdn:4:tiny")
+    path = save_checkpoint(tmp_path / "bare.textsr.safetensors", bare.model, bare.encoder, name="bare")
+    store.register_checkpoint(path, group="file")
+    widget.degradation_combo.setCurrentIndex(widget.degradation_combo.findData("__recipe__"))
+    widget.base_combo.setCurrentIndex(widget.base_combo.findData(str(path.resolve())))
+    assert widget.degradation_combo.currentData() == "microscopy"  # the one chosen before fine-tuning
+    assert widget.make_request().config.degradation.preset == "microscopy"
 
 
 def test_settings_start_at_train_configs_defaults(viewer, qtbot):

@@ -424,6 +424,9 @@ class TrainingWidget(DockWidget):
                 return model.path
         raise FileNotFoundError(f"no checkpoint for {spec!r}")
 
+    def _select_degradation(self, name: str | None) -> None:
+        self.degradation_combo.setCurrentIndex(self.degradation_combo.findData(name))
+
     @staticmethod
     def _has_recipe(path: Path) -> bool:
         """Whether the checkpoint records the recipe of its last training stage."""
@@ -455,11 +458,19 @@ class TrainingWidget(DockWidget):
             if self.encoder_combo.findData(meta.encoder_spec) < 0:
                 self.encoder_combo.addItem(meta.encoder_spec, meta.encoder_spec)
             self.encoder_combo.setCurrentIndex(self.encoder_combo.findData(meta.encoder_spec))
-            # Fine-tuning on another recipe can undo what the model's own taught it: take its own by default.
-            if self._has_recipe(path) and self.degradation_combo.currentData() != STARTING_RECIPE:
-                if self._degradation_before_fine_tune is None:
-                    self._degradation_before_fine_tune = self.degradation_combo.currentData()
-                self.degradation_combo.setCurrentIndex(self.degradation_combo.findData(STARTING_RECIPE))
+            # Fine-tuning on another recipe can undo what the model's own taught it: take its own by default
+            # on entering fine-tuning; a choice made while fine-tuning stays when another checkpoint is picked.
+            from napari_textsr.training.presets import DEFAULT_PRESET
+
+            current = self.degradation_combo.currentData()
+            entering = self._degradation_before_fine_tune is None
+            if entering:
+                self._degradation_before_fine_tune = DEFAULT_PRESET if current == STARTING_RECIPE else current
+            if not self._has_recipe(path):
+                if current == STARTING_RECIPE:  # nothing recorded to take
+                    self._select_degradation(self._degradation_before_fine_tune)
+            elif entering:
+                self._select_degradation(STARTING_RECIPE)
             if self.learning_rate() is None or self.learning_rate() > float(FINE_TUNE_LEARNING_RATE):
                 if self._learning_rate_before_fine_tune is None:
                     self._learning_rate_before_fine_tune = self.learning_rate_edit.text()
@@ -470,7 +481,7 @@ class TrainingWidget(DockWidget):
 
             degradation, self._degradation_before_fine_tune = self._degradation_before_fine_tune, None
             if self.degradation_combo.currentData() == STARTING_RECIPE:
-                self.degradation_combo.setCurrentIndex(self.degradation_combo.findData(degradation or DEFAULT_PRESET))
+                self._select_degradation(degradation or DEFAULT_PRESET)
             # Back to a new model: undo the fine-tuning cap (unless the user typed another rate since).
             before, self._learning_rate_before_fine_tune = self._learning_rate_before_fine_tune, None
             if before is not None and self.learning_rate_edit.text() == FINE_TUNE_LEARNING_RATE:

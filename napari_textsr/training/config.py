@@ -300,7 +300,7 @@ def recipe_changes(config: TrainConfig, recipe: dict[str, Any]) -> list[str]:
     """How ``config`` trains differently from ``recipe`` (:func:`recipe_of`), in what decides a model's behaviour.
 
     Compares the caption policy, the degradation and the loss weights setting
-    by setting; returns lines like ``"p_empty_keeps_blur 0.7 -> 0.0"``
+    by setting; returns lines like ``"captions.p_empty_keeps_blur 0.7 -> 0"``
     (``"degradation: Degradation -> DegradationFamily"`` when the types
     differ), empty when they agree.
     """
@@ -314,9 +314,9 @@ def recipe_changes(config: TrainConfig, recipe: dict[str, Any]) -> list[str]:
             continue
         old, new = dataclasses.asdict(before), dataclasses.asdict(after)
         changes.extend(
-            f"{key} {_short(old.get(key))} -> {_short(new.get(key))}"
+            f"{name}.{key} {_short(old.get(key))} -> {_short(new.get(key))}"
             for key in dict.fromkeys([*old, *new])
-            if key != "preset" and old.get(key) != new.get(key)
+            if old.get(key) != new.get(key)
         )
     return changes
 

@@ -1136,9 +1136,9 @@ class Trainer:
         shown = ", ".join(changes[:6]) + (f" and {len(changes) - 6} more" if len(changes) > 6 else "")
         return [
             f"{path.name} was trained with another recipe ({shown}); fine-tuning it on this one can undo what "
-            "its own taught it, e.g. to leave sharp inputs alone (docs/training.md, 'Fine-tuning with the "
-            "model's own recipe'). To keep its own: --recipe-from init (Train widget: Degradation "
-            "'as the starting model')"
+            "its own taught it (the bundled PDNs, for one, learnt to leave sharp inputs alone: docs/training.md, "
+            "'Fine-tuning with the model's own recipe'). To keep its own: --recipe-from init (Train widget: "
+            "Degradation 'as the starting model')."
         ]
 
     def _command(self, data_note: str | None) -> str:
