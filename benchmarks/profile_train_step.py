@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=15, help="operations listed per table")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    for name in ("warmup", "timed", "profiled"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
 
     import torch
     from torch.profiler import ProfilerActivity, profile

@@ -20,10 +20,12 @@
 #   PROBE_STEPS, DEVICE [cuda], PYTHON [python3]
 #   PACK_TO  a folder (e.g. the device tool's $OUT) to receive the finished runs as one tar
 #            archive split into 15 MiB parts (that tool brings back at most 8 files of
-#            16 MiB): `cat gpu-stage.tar.part-* | tar -xf -` unpacks OUT_DIR's MODEL folders
+#            16 MiB; four PDN runs make 4 parts): `cat gpu-stage.tar.part-* | tar -xf -`
+#            unpacks OUT_DIR's MODEL folders
 #   PROFILE=1  first time a step of the first model alone at batch 32 and at BATCH
-#            (benchmarks/profile_train_step.py: ms per step, the operations that take it)
-#            into OUT_DIR/profile-bN.json (and PACK_TO), about a minute
+#            (benchmarks/profile_train_step.py: ms per step, the operations that take it;
+#            the bundled model as it is, without EXTRA's changes) into
+#            OUT_DIR/profile-bN.json (and PACK_TO: two files more), about a minute
 #   DRY_RUN=1  print the commands (one per line, in order) and run nothing
 #
 # Each model first trains PROBE_STEPS steps to measure its speed beside the
