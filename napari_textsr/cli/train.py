@@ -78,7 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--init",
         "init",
         "fine-tune from this checkpoint: a file, a bundled model's name (e.g. pdn-x2) or 'default' (at --scale); "
-        "--method and --scale default to the checkpoint's (with --encoder, onto another prompt encoder)",
+        "--method and --scale default to the checkpoint's (with --encoder, onto another prompt encoder); how it was "
+        "trained is not taken unless --recipe-from init is given, and training it another way can undo it",
         metavar="CKPT",
         note=None,
     )
