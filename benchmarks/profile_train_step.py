@@ -11,7 +11,8 @@ override it), driven step by step through ``Trainer.run()``: ``--warmup``
 steps untimed, ``--timed`` steps on the wall clock (``torch.cuda.synchronize``
 before each clock read on CUDA), then ``--profiled`` steps under
 ``torch.profiler``. Prints milliseconds and images per second of the timed
-steps, the aten operations per profiled step, and the operations with the
+steps, the time to draw one batch on one thread (what each batch worker
+does: crops, degradations, captions), the aten operations per profiled step, and the operations with the
 most self CPU time and (on CUDA) self CUDA time. The profiler's own overhead
 is in its numbers, not in the timed ones. Nothing is written but a scratch
 run folder (deleted) and ``--json``. The batches come from ``--workers``
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             train_args += [flag, str(value)]
     config = build_config(build_parser(train_args, full=True).parse_args(train_args))
+    draw_ms = time_batch_drawing(config, args.timed)
     trainer = Trainer(config, overwrite=True)
     cuda = torch.cuda.is_available() and args.device != "cpu"
 
@@ -113,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         "lr_patch": config.lr_patch,
         "mixed_precision": config.mixed_precision,
         "workers": args.workers,
+        "batch_draw_ms": round(draw_ms, 2),
+        "images_per_second_per_batch_worker": round(1000 * config.batch_size / draw_ms, 1),
         "ms_per_step": round(ms_per_step, 2),
         "images_per_second": round(1000 * config.batch_size / ms_per_step, 1),
         "aten_ops_per_step": round(sum(a.count for a in averages if a.key.startswith("aten::")) / args.profiled),
@@ -120,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.init}, batch {config.batch_size}, LR patch {config.lr_patch} px, {result['device']}: "
         f"{ms_per_step:.1f} ms per step, {result['images_per_second']} images/s "
-        f"({args.timed} steps timed); {result['aten_ops_per_step']} aten operations per step"
+        f"({args.timed} steps timed); {result['aten_ops_per_step']} aten operations per step; drawing a batch "
+        f"(degradations, one thread) {draw_ms:.1f} ms, {result['images_per_second_per_batch_worker']} images/s "
+        "per batch worker"
     )
     tables = {"self_cpu": "self_cpu_time_total"} | ({"self_cuda": "self_device_time_total"} if cuda else {})
     for name, key in tables.items():
@@ -137,6 +143,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0
+
+
+def time_batch_drawing(config, batches: int) -> float:
+    """Milliseconds to draw one training batch (crops, degradations, captions) on one torch thread."""
+    import torch
+
+    from napari_textsr.training.data import PatchSampler, split_train_val, step_rng
+    from napari_textsr.training.trainer import load_training_items
+
+    items, _ = load_training_items(config.data)
+    train_items, _ = split_train_val(items, config.val_fraction, config.split_seed)
+    sampler = PatchSampler(train_items, config.degradation, config.lr_patch, config.augment, config.captions)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a batch worker
+    try:
+        sampler.batch(config.batch_size, step_rng(config.seed, 0, 0))  # warm-up
+        start = time.perf_counter()
+        for step in range(1, batches + 1):
+            sampler.batch(config.batch_size, step_rng(config.seed, 0, step))
+        return 1000 * (time.perf_counter() - start) / batches
+    finally:
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

@@ -202,3 +202,5 @@ def test_profile_train_step_times_and_counts_a_recipe_fine_tune(tmp_path):
     # A 16-block PDN's forward, backward, Adam and weight average: thousands of operations per step.
     assert result["aten_ops_per_step"] > 1000
     assert len(result["self_cpu"]) == 3 and "self_cuda" not in result
+    assert result["batch_draw_ms"] > 0
+    assert result["images_per_second_per_batch_worker"] == pytest.approx(2000 / result["batch_draw_ms"], 0.01)
