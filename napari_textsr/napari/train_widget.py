@@ -427,17 +427,6 @@ class TrainingWidget(DockWidget):
     def _select_degradation(self, name: str | None) -> None:
         self.degradation_combo.setCurrentIndex(self.degradation_combo.findData(name))
 
-    @staticmethod
-    def _has_recipe(path: Path) -> bool:
-        """Whether the checkpoint records the recipe of its last training stage."""
-        from napari_textsr.training.config import recipe_of
-
-        try:
-            recipe_of(path)
-        except ValueError:
-            return False
-        return True
-
     def _on_base_changed(self, index: int | None = None) -> None:
         try:
             path = self._base_checkpoint()
@@ -466,7 +455,9 @@ class TrainingWidget(DockWidget):
             entering = self._degradation_before_fine_tune is None
             if entering:
                 self._degradation_before_fine_tune = DEFAULT_PRESET if current == STARTING_RECIPE else current
-            if not self._has_recipe(path):
+            from napari_textsr.training.config import records_recipe
+
+            if not records_recipe(meta):
                 if current == STARTING_RECIPE:  # nothing recorded to take
                     self._select_degradation(self._degradation_before_fine_tune)
             elif entering:

@@ -17,11 +17,20 @@ from typing import TYPE_CHECKING, Any
 from napari_textsr.training.presets import DEFAULT_PRESET
 
 if TYPE_CHECKING:
+    from napari_textsr.checkpoints import CheckpointMetadata
     from napari_textsr.training.captions import CaptionPolicy
     from napari_textsr.training.degradations import DegradationLike
     from napari_textsr.training.losses import LossWeights
 
-__all__ = ["TrainConfig", "CHECKPOINT_STEM", "STATE_NAME", "RECIPE_FIELDS", "recipe_of", "recipe_changes"]
+__all__ = [
+    "TrainConfig",
+    "CHECKPOINT_STEM",
+    "STATE_NAME",
+    "RECIPE_FIELDS",
+    "records_recipe",
+    "recipe_of",
+    "recipe_changes",
+]
 
 # A run's checkpoint is CHECKPOINT_STEM + napari_textsr.checkpoints.SUFFIX
 # (trainer.CHECKPOINT_NAME); its training state STATE_NAME.
@@ -248,6 +257,14 @@ RECIPE_FIELDS = (
 )  # fmt: skip
 
 
+def records_recipe(meta: CheckpointMetadata) -> bool:
+    """Whether a checkpoint's metadata (``read_metadata``) records a training stage :func:`recipe_of` can take.
+
+    Header only: imports neither torch nor the training modules.
+    """
+    return meta.training is not None and bool(meta.training.degradation)
+
+
 def recipe_of(path: str | os.PathLike, *, method: str | None = None, scale: int | None = None) -> dict[str, Any]:
     """The recipe of the last training stage of the checkpoint at ``path``, as TrainConfig field values.
 
@@ -273,7 +290,7 @@ def recipe_of(path: str | os.PathLike, *, method: str | None = None, scale: int 
 
     meta = read_metadata(path)
     record = meta.training
-    if record is None or not record.degradation:
+    if record is None or not records_recipe(meta):
         raise ValueError(f"{path}: the checkpoint records no training stage to take a recipe from")
     if method is not None and method.lower() != meta.method:
         raise ValueError(f"{path} is a {meta.method} model; its recipe does not fit a {method} run")
