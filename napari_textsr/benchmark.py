@@ -69,6 +69,7 @@ class BenchReport:
     machine: str = field(default_factory=lambda: machine_description())
     date: str = field(default_factory=lambda: _dt.date.today().isoformat())
     command: str = ""
+    consistency: str = ""  # run_benchmark's consistency ("": none)
 
     def mean(self, variant: str, metric: str) -> float:
         """Mean of ``metric`` (a QualityScores field or ``text_image_similarity``) over images."""
@@ -109,6 +110,7 @@ class BenchReport:
             "machine": self.machine,
             "date": self.date,
             "command": self.command,
+            **({"consistency": self.consistency} if self.consistency else {}),
             "summary": self.summary(),
             "images": [dataclasses.asdict(i) for i in self.images],
         }
@@ -147,6 +149,7 @@ class BenchReport:
                 machine=values["machine"],
                 date=values["date"],
                 command=values["command"],
+                consistency=values.get("consistency", ""),
             )
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(
@@ -157,7 +160,8 @@ class BenchReport:
         """The summary as a Markdown table (what README shows)."""
         summary = self.summary()
         lines = [
-            f"{self.dataset}, x{self.scale}, degradation {self.degradation}, {len(self.images)} images",
+            f"{self.dataset}, x{self.scale}, degradation {self.degradation}, {len(self.images)} images"
+            + (f", back-projected ({self.consistency})" if self.consistency else ""),
             "",
             "| output | PSNR Y (dB) | SSIM Y | PSNR RGB (dB) | SSIM RGB | text-image similarity |",
             "|---|---|---|---|---|---|",
@@ -282,6 +286,7 @@ def run_benchmark(
     caption_index: int = 0,
     progress: Callable[[int, int], None] | None = None,
     jpeg_upscaler: "Upscaler | None" = None,
+    consistency: str = "",
 ) -> BenchReport:
     """Score ``upscaler`` on ``items`` (HR images with captions); see the module docstring.
 
@@ -291,8 +296,15 @@ def run_benchmark(
     as ``textsr upscale`` routes the default
     (:func:`napari_textsr.loading.default_for_input`); each image records
     the model that upscaled it.
-    Raises ValueError for fewer than two images or an unknown degradation.
+    ``consistency``: "" (none), or back-project every model output
+    (:mod:`napari_textsr.consistency`) with a kernel of
+    :data:`~napari_textsr.consistency.CONSISTENCY_KERNELS` (``auto``: from
+    each caption's words), or ``matched``: with the resize the degradation
+    used, as a user who knows how the image was made small would say.
+    Raises ValueError for fewer than two images, an unknown degradation or
+    an unknown consistency kernel.
     """
+    from napari_textsr.consistency import resolve_kernel
     from napari_textsr.imageio import jpeg_quality_from_pixels
     from napari_textsr.training.captions import FILE_WORDS_MAX_JPEG_QUALITY, held_out_caption
     from napari_textsr.training.degradations import named_degradation
@@ -305,6 +317,12 @@ def run_benchmark(
     general = upscaler
     degrade = named_degradation(degradation, scale)
     right_words, wrong_words = degradation_words(degrade)
+    kernel: str | bool = False
+    if consistency == "matched":
+        kernel = degrade.resize
+    elif consistency:
+        resolve_kernel(consistency)  # ValueError for an unknown name, before any work; "auto" stays per caption
+        kernel = consistency
     results = []
     for index, item in enumerate(items):
         h, w = (item.image.shape[0] // scale) * scale, (item.image.shape[1] // scale) * scale
@@ -321,12 +339,12 @@ def run_benchmark(
 
         outputs: dict[str, np.ndarray] = {"bicubic": bicubic_upscale(lr, scale)}
         start = time.perf_counter()
-        outputs["true_caption"] = upscaler.upscale(lr, caption).image.astype(np.float32) / 255.0
+        outputs["true_caption"] = upscaler.upscale(lr, caption, consistency=kernel).image.astype(np.float32) / 255.0
         seconds = time.perf_counter() - start
-        outputs["empty_caption"] = upscaler.upscale(lr, "").image.astype(np.float32) / 255.0
-        outputs["other_caption"] = upscaler.upscale(lr, other).image.astype(np.float32) / 255.0
-        outputs["right_words"] = upscaler.upscale(lr, right).image.astype(np.float32) / 255.0
-        outputs["wrong_words"] = upscaler.upscale(lr, wrong).image.astype(np.float32) / 255.0
+        outputs["empty_caption"] = upscaler.upscale(lr, "", consistency=kernel).image.astype(np.float32) / 255.0
+        outputs["other_caption"] = upscaler.upscale(lr, other, consistency=kernel).image.astype(np.float32) / 255.0
+        outputs["right_words"] = upscaler.upscale(lr, right, consistency=kernel).image.astype(np.float32) / 255.0
+        outputs["wrong_words"] = upscaler.upscale(lr, wrong, consistency=kernel).image.astype(np.float32) / 255.0
 
         variants = {
             name: VariantResult(
@@ -352,7 +370,12 @@ def run_benchmark(
         if progress is not None:
             progress(index + 1, len(items))
     return BenchReport(
-        model=general.description.to_dict(), dataset=dataset, scale=scale, images=results, degradation=degradation
+        model=general.description.to_dict(),
+        dataset=dataset,
+        scale=scale,
+        images=results,
+        degradation=degradation,
+        consistency=consistency,
     )
 
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from napari_textsr._generators import drive, relay
 from napari_textsr._version import __version__
-from napari_textsr.consistency import BackProjection, back_project, upsample
+from napari_textsr.consistency import BackProjection, back_project, resolve_kernel, upsample
 from napari_textsr.devices import autocast_dtype, available_memory_bytes, select_device
 from napari_textsr.intensity import DEFAULT_PERCENTILES, IntensityMapping, check_dtype, compute_mappings
 from napari_textsr.loading import (
@@ -145,6 +145,9 @@ class UpscaleResult:
         before correction, same units; None without ``consistency``. With
         region captions, the global caption's run (each region's is in
         ``regions``).
+    consistency_kernel: the resize the output was made consistent with (a
+        name of :data:`~napari_textsr.training.degradations.RESIZE_KERNELS`),
+        or None without ``consistency``.
     regions: with region captions (``regions=``), what was done: ``feather``
         (output pixels), ``labels_sha256`` and one record per region (label,
         caption, LR pixels, bounding box and crop ``[y0, y1, x0, x1]`` in input
@@ -175,6 +178,7 @@ class UpscaleResult:
     regions: dict[str, Any] | None = None
     text_effect: np.ndarray | None = None
     text_effect_stats: dict[str, float] | None = None
+    consistency_kernel: str | None = None
 
     def provenance(self) -> dict[str, Any]:
         """JSON-ready record of how this result was made (for layer metadata and file headers)."""
@@ -194,6 +198,7 @@ class UpscaleResult:
             "software_version": __version__,
             "time": self.created,
             "seconds": round(self.seconds, 3),
+            **({"consistency_kernel": self.consistency_kernel} if self.consistency_kernel is not None else {}),
             **({"self_ensemble": True} if self.model.self_ensemble else {}),
             **({"regions": self.regions} if self.regions is not None else {}),
             **({"text_effect": self.text_effect_stats} if self.text_effect_stats is not None else {}),
@@ -392,7 +397,7 @@ class Upscaler:
         *,
         rgb: bool | None = None,
         tile: int | None = None,
-        consistency: bool = False,
+        consistency: bool | str = False,
         reference: np.ndarray | None = None,
         attention: bool = True,
         percentiles: tuple[float, float] | None = None,
@@ -409,9 +414,15 @@ class Upscaler:
             read tile by tile.
         caption: the text prompt ("" = the unconditional prompt).
         tile: core tile side in input pixels; None = from free memory; 0 = no tiling.
-        consistency: back-project so that antialiased bicubic downsampling of
-            the output reproduces the input; fills ``consistency_map`` and
-            ``consistency_error``.
+        consistency: back-project so that downsampling the output reproduces
+            the input; fills ``consistency_map``, ``consistency_error`` and
+            ``consistency_kernel``. True or ``"auto"``: with the resize the
+            caption names ("binned", "pixelated" -> area; "aliased", "jagged"
+            -> plain bicubic; else antialiased bicubic,
+            :func:`napari_textsr.consistency.kernel_for_caption`); or a kernel
+            name of :data:`napari_textsr.consistency.CONSISTENCY_KERNELS`.
+            Region captions share the global caption's kernel. ValueError for
+            an unknown name or a caption naming two kernels.
         reference: an image (grey or RGB, any dtype) used as an image prompt
             instead of the caption (PDN's caption-free protocol uses the
             horizontally flipped input).
@@ -460,11 +471,12 @@ class Upscaler:
             raise ValueError(f"attention_grid must be one of {ATTENTION_GRIDS}, got {attention_grid!r}")
         if regions is not None and not isinstance(regions, RegionCaptions):
             raise TypeError(f"regions must be a RegionCaptions, got {type(regions).__name__}")
+        projection = self._projection(consistency, caption)
         prepared = self._prepare(image, rgb, percentiles)
         prompt, encoded = self._prompt(caption, reference)
         if regions is None and not text_effect:
             result = yield from self._generate(
-                prepared, caption, prompt, tile, consistency, attention, start, "", out, attention_grid=attention_grid
+                prepared, caption, prompt, tile, projection, attention, start, "", out, attention_grid=attention_grid
             )
             result.caption_encoded = encoded
             return result
@@ -474,7 +486,7 @@ class Upscaler:
             )
         captioned = caption != "" or reference is not None
         result = yield from self._generate_composite(
-            prepared, caption, prompt, captioned, regions, text_effect, tile, consistency, attention, start
+            prepared, caption, prompt, captioned, regions, text_effect, tile, projection, attention, start
         )
         result.caption_encoded = encoded
         return result
@@ -507,7 +519,7 @@ class Upscaler:
         cancel: Callable[[], bool] | threading.Event | None = None,
         rgb: bool | None = None,
         tile: int | None = None,
-        consistency: bool = False,
+        consistency: bool | str = False,
         attention: bool = True,
         percentiles: tuple[float, float] | None = None,
     ) -> list[UpscaleResult]:
@@ -528,7 +540,8 @@ class Upscaler:
             start = time.perf_counter()
             prompt, encoded = self._prompt(caption, None)
             label = f"caption {i + 1}/{len(captions)}: "
-            generator = self._generate(prepared, caption, prompt, tile, consistency, attention, start, label)
+            projection = self._projection(consistency, caption)
+            generator = self._generate(prepared, caption, prompt, tile, projection, attention, start, label)
             results.append(_drive(generator, progress, is_cancelled))
             results[-1].caption_encoded = encoded
         return results
@@ -590,7 +603,7 @@ class Upscaler:
             )
         prompt, _encoded = self._prompt(caption, None)
         prepared = _Prepared(array, layout, intensity, alpha)
-        generator = self._generate(prepared, caption, prompt, tile, False, False, time.perf_counter(), "")
+        generator = self._generate(prepared, caption, prompt, tile, None, False, time.perf_counter(), "")
         return _drive(generator, None, lambda: False).image
 
     # ------------------------------------------------------------------ preparation
@@ -729,15 +742,28 @@ class Upscaler:
         assert image is not None
         return SROutput(image=image / 8, attention={name: value / 8 for name, value in maps.items()})
 
-    def _padding(self, consistency: bool) -> int:
-        """LR pixels of context an output pixel depends on (receptive field + back-projection reach)."""
-        return self.model.tiling_info().receptive_field + (self.back_projection.extra_padding() if consistency else 0)
+    def _projection(self, consistency: bool | str, caption: str) -> BackProjection | None:
+        """The back-projection a call asks for (``consistency`` of :meth:`iter_upscale`), or None."""
+        if not isinstance(consistency, (str, bool, np.bool_)):
+            raise TypeError(f"consistency must be a bool or a kernel name, got {type(consistency).__name__}")
+        if not isinstance(consistency, str):
+            if not consistency:
+                return None
+            consistency = "auto"
+        kernel = resolve_kernel(consistency, caption, default=self.back_projection.kernel)
+        return dataclasses.replace(self.back_projection, kernel=kernel)
 
-    def _plan(self, layout: _Layout, tile: int | None, consistency: bool, attention: bool) -> tuple[int, list[Tile]]:
+    def _padding(self, projection: BackProjection | None) -> int:
+        """LR pixels of context an output pixel depends on (receptive field + back-projection reach)."""
+        return self.model.tiling_info().receptive_field + (projection.extra_padding() if projection else 0)
+
+    def _plan(
+        self, layout: _Layout, tile: int | None, projection: BackProjection | None, attention: bool
+    ) -> tuple[int, list[Tile]]:
         """(tile size, tiles) of one slice of ``layout``."""
         info = self.model.tiling_info()
-        padding = self._padding(consistency)
-        bytes_per_pixel = self._bytes_per_lr_pixel(info, consistency, attention, layout.channels)
+        padding = self._padding(projection)
+        bytes_per_pixel = self._bytes_per_lr_pixel(info, projection is not None, attention, layout.channels)
         tile_size = self._resolve_tile(tile, layout, padding, bytes_per_pixel, info)
         return tile_size, plan_tiles(layout.height, layout.width, tile_size, padding, info.alignment, info.min_size)
 
@@ -747,7 +773,7 @@ class Upscaler:
         caption: str,
         prompt: PromptEmbedding,
         tile: int | None,
-        consistency: bool,
+        projection: BackProjection | None,
         attention: bool,
         start: float,
         label: str,
@@ -757,7 +783,8 @@ class Upscaler:
         layout, array = prepared.layout, prepared.array
         colour, alpha = prepared.colour, prepared.alpha
         scale = self.scale
-        tile_size, tiles = self._plan(layout, tile, consistency, attention)
+        consistency = projection is not None
+        tile_size, tiles = self._plan(layout, tile, projection, attention)
         n_slices, n_tiles = layout.n_slices, len(tiles)
         total = n_slices * n_tiles
 
@@ -805,8 +832,8 @@ class Upscaler:
                         sr = sr.mean(1, keepdim=True)
                         lr = lr[:, :1]
                     core_hr = t.core_in_padded(scale)
-                    if consistency:
-                        sr, residual = back_project(lr, sr, scale, self.back_projection)
+                    if projection is not None:
+                        sr, residual = back_project(lr, sr, scale, projection)
                         core_residual = residual[(..., *t.core_in_padded(1))]
                         squared_error += float(core_residual.double().square().sum())
                         error_count += core_residual.numel()
@@ -847,6 +874,7 @@ class Upscaler:
             scale=scale,
             consistency_map=consistency_map,
             consistency_error=error,
+            consistency_kernel=projection.kernel if projection is not None else None,
             seconds=time.perf_counter() - start,
             model=self.description,
             tile=tile_size,
@@ -869,7 +897,7 @@ class Upscaler:
         regions: RegionCaptions | None,
         text_effect: bool,
         tile: int | None,
-        consistency: bool,
+        projection: BackProjection | None,
         attention: bool,
         start: float,
     ) -> Generator[UpscaleProgress, None, UpscaleResult]:
@@ -890,7 +918,7 @@ class Upscaler:
                     f"the region labels are {regions.labels.shape} but the image is "
                     f"{layout.height}x{layout.width} (labels live on the input grid)"
                 )
-            plans = region_ops.plan_regions(regions, scale, self._padding(consistency), info.alignment, info.min_size)
+            plans = region_ops.plan_regions(regions, scale, self._padding(projection), info.alignment, info.min_size)
         # (progress label, input, caption, prompt, attention)
         runs: list[tuple[str, _Prepared, str, PromptEmbedding, bool]] = [("", prepared, caption, prompt, attention)]
         for plan in plans:
@@ -902,11 +930,11 @@ class Upscaler:
         needs_baseline = text_effect and (captioned or any(p.caption for p in plans))
         if needs_baseline:
             runs.append(("without caption: ", prepared, "", self._prompt("", None)[0], False))
-        counts = [p.layout.n_slices * len(self._plan(p.layout, tile, consistency, a)[1]) for _, p, _, _, a in runs]
+        counts = [p.layout.n_slices * len(self._plan(p.layout, tile, projection, a)[1]) for _, p, _, _, a in runs]
         total, done = sum(counts), 0
         results: list[UpscaleResult] = []
         for (label, part, text, part_prompt, part_attention), count in zip(runs, counts):
-            generator = self._generate(part, text, part_prompt, tile, consistency, part_attention, start, label)
+            generator = self._generate(part, text, part_prompt, tile, projection, part_attention, start, label)
 
             def counted(event: UpscaleProgress, before: int = done) -> tuple[UpscaleProgress]:
                 return (dataclasses.replace(event, done=before + event.done, total=total),)  # over all runs

@@ -65,6 +65,52 @@ def add_self_ensemble_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_consistency_option(parser: argparse.ArgumentParser, *, matched: bool = False) -> None:
+    """``--consistency`` and ``--consistency-kernel KERNEL``: the engine's ``consistency``.
+
+    The kernel name is checked by :func:`consistency_choice` once the command
+    runs (torch is imported only then). ``matched``: also offer ``matched``
+    (``textsr bench``: the resize each degradation used).
+    """
+    what = "each output" if matched else "OUT"
+    parser.add_argument(
+        "--consistency",
+        action="store_true",
+        help=f"back-project {what} so that downsampling it reproduces its input, and report the error",
+    )
+    parser.add_argument(
+        "--consistency-kernel",
+        default=None,
+        metavar="KERNEL",
+        help="how the input was made small, for --consistency (given alone, it turns --consistency on): auto "
+        "(default: from the caption's words, 'binned'/'pixelated' -> area, 'aliased'/'jagged' -> bicubic, "
+        "else bicubic-aa), bicubic-aa, bicubic (no antialiasing: OpenCV INTER_CUBIC), bilinear-aa, bilinear, "
+        "area (binning)"
+        + (
+            ", or matched (the resize the degradation used, as a user who knows how it was made would say)"
+            if matched
+            else ""
+        )
+        + ". The wrong kernel costs PSNR; so do noise and JPEG (README, 'Measurement consistency')",
+    )
+
+
+def consistency_choice(args: argparse.Namespace, *, matched: bool = False) -> str | bool:
+    """The engine's ``consistency`` from ``--consistency`` / ``--consistency-kernel`` (False when neither).
+
+    Raises ValueError for an unknown kernel name (checked before any work).
+    """
+    kernel = args.consistency_kernel
+    if kernel is None:
+        return "auto" if args.consistency else False
+    from napari_textsr.consistency import CONSISTENCY_KERNELS
+
+    names = (*CONSISTENCY_KERNELS, "matched") if matched else CONSISTENCY_KERNELS
+    if kernel not in names:
+        raise ValueError(f"--consistency-kernel: unknown kernel {kernel!r}; choose one of {', '.join(names)}")
+    return kernel
+
+
 def add_file_words_option(parser: argparse.ArgumentParser) -> None:
     """``--file-words/--no-file-words``: :func:`~napari_textsr.training.captions.caption_with_file_words` on or off."""
     parser.add_argument(

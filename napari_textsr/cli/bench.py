@@ -8,7 +8,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from napari_textsr.cli import add_self_ensemble_option, add_threads_option, command_help
+from napari_textsr.cli import (
+    add_consistency_option,
+    add_self_ensemble_option,
+    add_threads_option,
+    command_help,
+    consistency_choice,
+)
 
 
 def register(subparsers) -> None:
@@ -83,6 +89,7 @@ def register(subparsers) -> None:
         help="run nothing: print the pooled per-degradation table of an earlier run's --json report (README's "
         "tables are printed this way from the reports in docs/results/)",
     )
+    add_consistency_option(parser, matched=True)
     add_self_ensemble_option(parser)
     add_threads_option(parser)
     parser.set_defaults(func=run)
@@ -123,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     names = args.degradation or ["bicubic-aa"]
     if "all" in names:
         names = list(NAMED_DEGRADATIONS)
+    consistency = consistency_choice(args, matched=True)  # ValueError for an unknown name, before any loading
     unknown = [n for n in names if n not in NAMED_DEGRADATIONS]
     if unknown:
         raise ValueError(
@@ -160,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
                     caption_index=args.caption_index,
                     progress=lambda done, total: bar.update(1),
                     jpeg_upscaler=jpeg_upscaler,
+                    consistency=consistency if isinstance(consistency, str) else "",
                 )
             report.command = shlex.join(["textsr", *sys.argv[1:]])
             reports.append(report)

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_textsr.cli import (
+    add_consistency_option,
     add_file_words_option,
     add_self_ensemble_option,
     add_threads_option,
     command_help,
+    consistency_choice,
     file_words_caption,
 )
 
@@ -87,11 +89,7 @@ def register(subparsers) -> None:
         help="half = float16 autocast on GPUs (auto: half on GPUs, full on the CPU)",
     )
     add_self_ensemble_option(upscale)
-    upscale.add_argument(
-        "--consistency",
-        action="store_true",
-        help="back-project so that bicubic downsampling of OUT reproduces IN; prints the error",
-    )
+    add_consistency_option(upscale)
     upscale.add_argument(
         "--reference",
         default=None,
@@ -223,6 +221,7 @@ def _batch_inputs(text: str) -> list[Path] | None:
 def run_upscale(args: argparse.Namespace) -> int:
     from napari_textsr.imageio import check_output
 
+    args.consistency = consistency_choice(args)
     batch = _batch_inputs(args.input)
     if args.deterministic:
         from napari_textsr.report import enable_deterministic
@@ -445,7 +444,10 @@ class _Job:
             elif args.file_words and evidence.quality <= FILE_WORDS_MAX_JPEG_QUALITY:
                 line += f"\n{evidence.describe()}; the caption already says how the image was taken: kept as typed"
         if result.consistency_error is not None:
-            line += f"\nconsistency error (RMS, fraction of the intensity range): {result.consistency_error:.4g}"
+            line += (
+                f"\nconsistency error (RMS, fraction of the intensity range): {result.consistency_error:.4g} "
+                f"(resize: {result.consistency_kernel})"
+            )
         if args.attention_dir is not None:
             line += f"\nwrote {maps} map file(s) to {args.attention_dir}"
         if result.regions is not None:

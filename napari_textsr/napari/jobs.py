@@ -45,7 +45,7 @@ class UpscaleJob:
     device: str = "auto"
     scale: int | None = None
     tile: int | None = None
-    consistency: bool = False
+    consistency: bool | str = False
     attention: bool = True
     # Maps on the model's own grid (the input's for PDN and CLIP-SR): the layers get a scale that
     # overlays them on the output, and napari holds scale**2 times fewer pixels.
@@ -112,7 +112,7 @@ def make_job(
     device: str = "auto",
     scale: int | None = None,
     tile: int | None = None,
-    consistency: bool = False,
+    consistency: bool | str = False,
     attention: bool = True,
     self_ensemble: bool = False,
     jpeg: JpegEvidence | None = None,

@@ -24,7 +24,7 @@ def upscale_layer(
     device: str = "auto",
     scale: int | None = None,
     tile: int | None = None,
-    consistency: bool = False,
+    consistency: bool | str = False,
     attention: bool = True,
     whole_stack: bool = True,
     file_words: bool = True,
@@ -54,7 +54,9 @@ def upscale_layer(
     device : ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``...
     tile : tile side in input pixels; None = from free memory; 0 = no tiling.
     consistency : back-project so that downsampling the output gives the input;
-        adds a consistency-map layer.
+        adds a consistency-map layer. True: with the resize the caption names
+        (:meth:`napari_textsr.inference.Upscaler.iter_upscale`); or a kernel
+        name (``"area"`` for binned data, ``"bicubic"``, ...).
     attention : add the model's attention maps as layers.
     whole_stack : for nD layers, every slice (True) or only the slice the
         viewer shows (False).

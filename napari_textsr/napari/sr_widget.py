@@ -134,7 +134,8 @@ def format_provenance(metadata: dict) -> str:
     if metadata.get("seconds") is not None:
         run.append(f"{float(metadata['seconds']):.1f} s")
     if metadata.get("consistency_error") is not None:
-        run.append(f"consistency error {float(metadata['consistency_error']):.4f}")
+        kernel = f" ({metadata['consistency_kernel']})" if metadata.get("consistency_kernel") else ""
+        run.append(f"consistency error {float(metadata['consistency_error']):.4f}{kernel}")
     if run:
         lines.append(" · ".join(run))
     if metadata.get("time"):
@@ -283,7 +284,9 @@ class SuperResolutionWidget(DockWidget):
         self.consistency_check = QCheckBox("measurement consistency")
         self.consistency_check.setToolTip(
             "Back-project so that downsampling the output reproduces the input; "
-            "adds a map of where the network disagreed with the input"
+            "adds a map of where the network disagreed with the input. The downsampling is the one the "
+            "caption names ('binned', 'pixelated': binning; 'aliased', 'jagged': bicubic without "
+            "antialiasing), else antialiased bicubic. Not for noisy or JPEG images: it fits the noise"
         )
         self.ensemble_check = QCheckBox("self-ensemble (8x time)")
         self.ensemble_check.setToolTip(
@@ -954,7 +957,7 @@ def summarize(job: UpscaleJob, outcome: JobOutcome, output_name: str) -> str:
     if len(outcome.results) > 1:
         parts.append(f"{len(outcome.results)} captions")
     if first.consistency_error is not None:
-        parts.append(f"consistency error {first.consistency_error:.4f}")
+        parts.append(f"consistency error {first.consistency_error:.4f} ({first.consistency_kernel})")
     if first.attention:
         parts.append(f"{len(first.attention)} attention maps")
     return "; ".join(parts)
