@@ -46,6 +46,8 @@ __all__ = [
     "extra_padding",
     "kernel_for_caption",
     "resolve_kernel",
+    "unmodelled_degradations",
+    "consistency_caveat",
 ]
 
 # D reads +-2 LR pixels around each LR pixel (antialiased bicubic, the widest
@@ -69,18 +71,48 @@ def kernel_for_caption(caption: str, default: str = DEFAULT_KERNEL) -> str:
     """
     from napari_textsr.training.captions import TRAIN_VOCABULARY
 
-    text = caption.lower()
-    named = {
-        kernel
-        for prop, kernel in KERNEL_WORDS.items()
-        if any(re.search(rf"(?<!\w){re.escape(w.lower())}(?!\w)", text) for w in TRAIN_VOCABULARY[prop])
-    }
+    named = {kernel for prop, kernel in KERNEL_WORDS.items() if _named(caption, TRAIN_VOCABULARY[prop])}
     if len(named) > 1:
         raise ValueError(
             f"the caption {caption!r} names two ways the image was made small ({', '.join(sorted(named))}); "
             "say one, or choose the consistency kernel explicitly"
         )
     return named.pop() if named else default
+
+
+def _named(caption: str, words: tuple[str, ...]) -> bool:
+    text = caption.lower()
+    return any(re.search(rf"(?<!\w){re.escape(w.lower())}(?!\w)", text) for w in words)
+
+
+def unmodelled_degradations(caption: str) -> list[str]:
+    """The kinds of degradation a caption names that the forward model leaves out: of "blur", "noise", "jpeg".
+
+    Back-projection models only the resize; a blurred, noisy or JPEG-compressed
+    input's blur, grain or blocks are fitted as if they were detail (README,
+    "Measurement consistency", measures what that costs). The engine warns
+    when the caption names any of them (words of
+    :data:`~napari_textsr.training.captions.TRAIN_VOCABULARY`, whole words,
+    case-insensitive).
+    """
+    from napari_textsr.training.captions import TRAIN_VOCABULARY
+
+    return [kind for kind in ("blur", "noise", "jpeg") if _named(caption, TRAIN_VOCABULARY[kind])]
+
+
+_KIND_WORDS = {"blur": "blurred", "noise": "noisy", "jpeg": "JPEG-compressed"}
+
+
+def consistency_caveat(caption: str, kernel: str) -> str | None:
+    """The warning for back-projecting an input the caption calls blurred, noisy or JPEG-compressed, or None."""
+    kinds = unmodelled_degradations(caption)
+    if not kinds:
+        return None
+    return (
+        f"the caption says the image is {' and '.join(_KIND_WORDS[k] for k in kinds)}: measurement consistency "
+        f"models only the resize ({kernel}), so it fits that as if it were detail and usually lowers PSNR "
+        "(README, 'Measurement consistency'); leave consistency off for such images"
+    )
 
 
 def resolve_kernel(choice: str, caption: str = "", default: str = DEFAULT_KERNEL) -> str:

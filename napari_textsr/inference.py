@@ -42,7 +42,13 @@ import torch.nn.functional as F
 
 from napari_textsr._generators import drive, relay
 from napari_textsr._version import __version__
-from napari_textsr.consistency import BackProjection, back_project, resolve_kernel, upsample
+from napari_textsr.consistency import (
+    BackProjection,
+    back_project,
+    consistency_caveat,
+    resolve_kernel,
+    upsample,
+)
 from napari_textsr.devices import autocast_dtype, available_memory_bytes, select_device
 from napari_textsr.intensity import DEFAULT_PERCENTILES, IntensityMapping, check_dtype, compute_mappings
 from napari_textsr.loading import (
@@ -751,6 +757,9 @@ class Upscaler:
                 return None
             consistency = "auto"
         kernel = resolve_kernel(consistency, caption, default=self.back_projection.kernel)
+        caveat = consistency_caveat(caption, kernel)
+        if caveat:
+            warnings.warn(caveat, stacklevel=4)
         return dataclasses.replace(self.back_projection, kernel=kernel)
 
     def _padding(self, projection: BackProjection | None) -> int:

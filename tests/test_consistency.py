@@ -10,6 +10,7 @@ that the matched kernel is the one that pays.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -21,9 +22,11 @@ from napari_textsr.consistency import (
     CONSISTENCY_KERNELS,
     BackProjection,
     back_project,
+    consistency_caveat,
     downsample,
     kernel_for_caption,
     resolve_kernel,
+    unmodelled_degradations,
     upsample,
 )
 from napari_textsr.inference import load_model
@@ -69,6 +72,12 @@ def test_the_caption_words_choose_the_kernel():
     with pytest.raises(ValueError, match="unknown resize kernel"):
         BackProjection(kernel="lanczos")
     assert CONSISTENCY_KERNELS == ("auto", *RESIZE_KERNELS)
+    assert unmodelled_degradations("a soft toy, grainy") == ["blur", "noise"]
+    assert unmodelled_degradations("a cat, sharp and clean") == []
+    assert consistency_caveat("a cat", "bicubic-aa") is None
+    assert "blurred" in consistency_caveat("a cat, out of focus", "area") and "(area)" in consistency_caveat(
+        "a cat, out of focus", "area"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +146,12 @@ def test_engine_records_the_kernel_and_tiles_exactly(tiny_encoder):
         upscaler.upscale(image, "cells", consistency="lanczos")
     with pytest.raises(TypeError, match="bool or a kernel name"):
         upscaler.upscale(image, "cells", consistency=3)
+    with pytest.warns(UserWarning, match="the image is noisy and JPEG-compressed: measurement consistency"):
+        upscaler.upscale(image, "grainy cells, JPEG-compressed", tile=0, consistency=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        upscaler.upscale(image, "grainy cells, JPEG-compressed", tile=0)  # no back-projection, no warning
+        upscaler.upscale(image, "sharp cells", tile=0, consistency=True)
     results = upscaler.upscale_captions(image, ["cells", "pixelated cells"], tile=0, consistency=True)
     assert [r.consistency_kernel for r in results] == ["bicubic-aa", "area"]
 
@@ -158,6 +173,7 @@ def test_cli_consistency_kernel(tmp_path, capsys):
     assert "unknown kernel 'matched'" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:the caption says the image is")  # the wrong-words variant names blur
 def test_bench_back_projects_with_the_degradations_own_resize(tmp_path, capsys):
     from napari_textsr.synthetic import synthetic_dataset
 
