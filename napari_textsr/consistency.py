@@ -27,7 +27,6 @@ low-resolution pixels, which the engine adds to the tile padding
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
@@ -69,20 +68,15 @@ def kernel_for_caption(caption: str, default: str = DEFAULT_KERNEL) -> str:
     antialiasing). A caption naming both kinds raises ValueError (one image
     was made small one way).
     """
-    from napari_textsr.training.captions import TRAIN_VOCABULARY
+    from napari_textsr.training.captions import TRAIN_VOCABULARY, caption_names
 
-    named = {kernel for prop, kernel in KERNEL_WORDS.items() if _named(caption, TRAIN_VOCABULARY[prop])}
+    named = {kernel for prop, kernel in KERNEL_WORDS.items() if caption_names(caption, TRAIN_VOCABULARY[prop])}
     if len(named) > 1:
         raise ValueError(
             f"the caption {caption!r} names two ways the image was made small ({', '.join(sorted(named))}); "
             "say one, or choose the consistency kernel explicitly"
         )
     return named.pop() if named else default
-
-
-def _named(caption: str, words: tuple[str, ...]) -> bool:
-    text = caption.lower()
-    return any(re.search(rf"(?<!\w){re.escape(w.lower())}(?!\w)", text) for w in words)
 
 
 def unmodelled_degradations(caption: str) -> list[str]:
@@ -95,9 +89,9 @@ def unmodelled_degradations(caption: str) -> list[str]:
     :data:`~napari_textsr.training.captions.TRAIN_VOCABULARY`, whole words,
     case-insensitive).
     """
-    from napari_textsr.training.captions import TRAIN_VOCABULARY
+    from napari_textsr.training.captions import TRAIN_VOCABULARY, caption_names
 
-    return [kind for kind in ("blur", "noise", "jpeg") if _named(caption, TRAIN_VOCABULARY[kind])]
+    return [kind for kind in ("blur", "noise", "jpeg") if caption_names(caption, TRAIN_VOCABULARY[kind])]
 
 
 _KIND_WORDS = {"blur": "blurred", "noise": "noisy", "jpeg": "JPEG-compressed"}

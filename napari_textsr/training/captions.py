@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -64,6 +64,7 @@ __all__ = [
     "compose_caption",
     "held_out_caption",
     "says_how_taken",
+    "caption_names",
     "caption_with_file_words",
     "caption_without_file_words",
     "FILE_WORDS_MAX_JPEG_QUALITY",
@@ -375,8 +376,13 @@ def says_how_taken(caption: str) -> bool:
     soft toy" and "a soft-toy" count (the user's words are never
     second-guessed), "software" does not.
     """
+    return caption_names(caption, _HOW_TAKEN_WORDS)
+
+
+def caption_names(caption: str, words: Iterable[str]) -> bool:
+    """Whether ``caption`` contains one of ``words`` as whole words (case-insensitive; a hyphen ends a word)."""
     text = caption.lower()
-    return any(re.search(rf"(?<!\w){re.escape(w)}(?!\w)", text) for w in _HOW_TAKEN_WORDS)
+    return any(re.search(rf"(?<!\w){re.escape(w.lower())}(?!\w)", text) for w in words)
 
 
 def caption_with_file_words(caption: str, jpeg_quality: int | None) -> str:
