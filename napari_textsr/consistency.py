@@ -37,6 +37,7 @@ from napari_textsr.training.degradations import RESIZE_KERNELS
 __all__ = [
     "BackProjection",
     "CONSISTENCY_KERNELS",
+    "CONSISTENCY_KERNEL_TITLES",
     "DEFAULT_KERNEL",
     "KERNEL_WORDS",
     "downsample",
@@ -57,6 +58,15 @@ DEFAULT_KERNEL = "bicubic-aa"
 # Words of the training vocabulary (TRAIN_VOCABULARY) -> the resize they describe.
 KERNEL_WORDS: dict[str, str] = {"binned": "area", "aliased": "bicubic"}
 CONSISTENCY_KERNELS: tuple[str, ...] = ("auto", *RESIZE_KERNELS)
+# What the SR dock shows for each of CONSISTENCY_KERNELS.
+CONSISTENCY_KERNEL_TITLES: dict[str, str] = {
+    "auto": "as the caption says",
+    "bicubic-aa": "antialiased bicubic",
+    "bicubic": "bicubic, no antialiasing",
+    "bilinear-aa": "antialiased bilinear",
+    "bilinear": "bilinear, no antialiasing",
+    "area": "binning (area)",
+}
 
 
 def kernel_for_caption(caption: str, default: str = DEFAULT_KERNEL) -> str:

@@ -77,6 +77,29 @@ def test_grey_2d_output_overlays_input_with_provenance(viewer, qtbot):
     assert "cells x2 [1]" in viewer.layers
 
 
+def test_consistency_downsampling_from_the_caption_or_chosen(viewer, qtbot):
+    from napari_textsr.consistency import CONSISTENCY_KERNELS
+
+    viewer.add_image(grey_image((24, 28)), name="cells")
+    widget = make_widget(viewer, qtbot)
+    combo = widget.consistency_kernel_combo
+    assert [combo.itemData(i) for i in range(combo.count())] == list(CONSISTENCY_KERNELS)
+    assert not combo.isEnabled() and widget.current_options()["consistency"] is False
+    widget.consistency_check.setChecked(True)
+    assert combo.isEnabled() and widget.current_options()["consistency"] == "auto"
+    widget.caption_edit.setPlainText("nuclei, binned 2x2")
+    run_and_wait(widget, qtbot)
+    out = viewer.layers["cells x2"]
+    assert out.metadata["consistency_kernel"] == "area"
+    assert "(area)" in widget.status_label.text()
+    combo.setCurrentIndex(combo.findData("bicubic"))
+    assert widget.current_options()["consistency"] == "bicubic"
+    run_and_wait(widget, qtbot)
+    assert viewer.layers["cells x2 [1]"].metadata["consistency_kernel"] == "bicubic"  # the choice beats the words
+    widget.consistency_check.setChecked(False)
+    assert not combo.isEnabled() and widget.current_options()["consistency"] is False
+
+
 def test_rgb_keeps_channels_and_dtype(viewer, qtbot):
     rng = np.random.default_rng(1)
     rgb = viewer.add_image(rng.integers(0, 256, (32, 36, 3), dtype=np.uint8), name="photo", rgb=True)
@@ -399,6 +422,7 @@ def test_dock_is_narrow_and_controls_have_tooltips(viewer, qtbot):
         widget.tile_combo,
         widget.attention_check,
         widget.consistency_check,
+        widget.consistency_kernel_combo,
         widget.ensemble_check,
         widget.slice_radio,
         widget.stack_radio,
