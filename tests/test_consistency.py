@@ -196,3 +196,12 @@ def test_bench_back_projects_with_the_degradations_own_resize(tmp_path, capsys):
     code = main(["bench", "--synthetic", "2", "--synthetic-size", "48", "--model", "random:pdn:2:tiny",
                  "--consistency-kernel", "nearest"])  # fmt: skip
     assert code != 0 and "unknown kernel 'nearest'" in capsys.readouterr().err
+
+
+def test_cli_help_names_every_kernel(capsys):
+    for command in ("upscale", "bench"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(name in text for name in CONSISTENCY_KERNELS), command
+    assert "matched" in text  # bench's extra choice
