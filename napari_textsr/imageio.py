@@ -60,6 +60,7 @@ __all__ = [
     "JpegEvidence",
     "jpeg_evidence",
     "jpeg_quality",
+    "file_binning",
     "jpeg_quality_from_pixels",
     "read_image_file",
     "read_image_series",
@@ -113,6 +114,10 @@ class ImageFile:
         quantization table corresponds to (:func:`jpeg_quality`); None otherwise.
     origin: physical position of pixel 0's centre per axis letter (OME-Zarr
         translation; empty when the file gives none).
+    binning: the camera binning an OME-TIFF records for this series (the
+        ``Binning`` of every channel's ``DetectorSettings``, OME schema 2016-06:
+        ``"2x2"`` -> 2), None when it records none, ``1x1``, ``Other``, or
+        different binnings per channel or axis.
 
     ``data`` of an OME-Zarr image is its lazy zarr array (read tile by tile).
     """
@@ -131,6 +136,7 @@ class ImageFile:
     series: int = 0
     origin: dict[str, float] = field(default_factory=dict)
     jpeg_quality: int | None = None
+    binning: int | None = None
 
     def __post_init__(self) -> None:
         if not self.axes:
@@ -347,6 +353,7 @@ def _read_tiff(path: Path, max_pixels: int | None) -> list[ImageFile]:
                     provenance=record["provenance"],
                     format=file_format,
                     series=number,
+                    binning=_ome_binning(ome[number]) if number < len(ome) else None,
                 )
             )
     return images
@@ -412,6 +419,46 @@ def _ome_pixels(tif: Any) -> list[dict[str, Any]]:
         return []
     images = images if isinstance(images, list) else [images]
     return [dict(image.get("Pixels", {}), Description=image.get("Description")) for image in images]
+
+
+def _ome_binning(pixels: dict[str, Any]) -> int | None:
+    """The square camera binning all of an OME ``Pixels``' channels record ("4x4" -> 4), else None."""
+    channels = pixels.get("Channel") or []
+    channels = channels if isinstance(channels, list) else [channels]
+    found = set()
+    for channel in channels:
+        settings = channel.get("DetectorSettings") if isinstance(channel, dict) else None
+        text = str(settings.get("Binning", "")) if isinstance(settings, dict) else ""
+        match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", text)
+        found.add(int(match[1]) if match and match[1] == match[2] else None)
+    binning = found.pop() if len(found) == 1 else None
+    return binning if binning is not None and binning >= 2 else None
+
+
+def file_binning(path: "str | os.PathLike", plane: tuple[int, int] | None = None) -> int | None:
+    """The camera binning an OME-TIFF file records for its first image (see ``ImageFile.binning``), or None.
+
+    Reads only the header. ``plane``: the (height, width) the image must
+    have (a layer whose data were replaced by another size no longer holds
+    the file's pixels). None for any other file, another size, or a file
+    that cannot be read.
+    """
+    import tifffile
+
+    if Path(path).suffix.lower() not in TIFF_SUFFIXES:
+        return None
+    try:
+        with tifffile.TiffFile(str(path)) as tif:
+            if not tif.is_ome or not tif.series:
+                return None
+            series = tif.series[0]
+            size = (series.shape[series.axes.index("Y")], series.shape[series.axes.index("X")])
+            ome = _ome_pixels(tif)
+    except (OSError, ValueError, tifffile.TiffFileError):  # ValueError: also no Y or X axis
+        return None
+    if not ome or (plane is not None and tuple(plane) != size):
+        return None
+    return _ome_binning(ome[0])
 
 
 def _tiff_metadata(tif: Any, page: Any, number: int, ome: list[dict[str, Any]]) -> dict[str, Any]:

@@ -594,3 +594,28 @@ def test_a_layer_opened_from_a_low_quality_jpeg_gets_the_jpeg_words(viewer, qtbo
     widget.select_layer(high)
     widget.select_layer(low)
     assert widget.caption_edit.toPlainText() == "round nuclei"
+
+
+def test_a_layer_opened_from_a_binned_ome_tiff_gets_binned(viewer, qtbot, tmp_path):
+    from napari.layers._source import layer_source
+    from test_binning import write_ome
+
+    from napari_textsr.napari.scripting import upscale_layer
+
+    data = write_ome(tmp_path / "cells.ome.tif", ["2x2"])[0]
+    with layer_source(path=str(tmp_path / "cells.ome.tif")):
+        cells = viewer.add_image(data, name="cells")
+    other = viewer.add_image(data.copy(), name="copy")  # no file: nothing to say
+    widget = make_widget(viewer, qtbot)
+    widget.select_layer(other)
+    assert widget.caption_edit.toPlainText() == ""
+    widget.select_layer(cells)
+    assert widget.caption_edit.toPlainText() == "binned"
+    widget.consistency_check.setChecked(True)
+    run_and_wait(widget, qtbot)
+    out = viewer.layers["cells x2"]
+    assert out.metadata["caption"] == "binned" and out.metadata["consistency_kernel"] == "area"
+    widget.select_layer(out)
+    assert widget.caption_edit.toPlainText() == ""  # an output is not binned
+    layers = upscale_layer(viewer, "cells", "nuclei", model="random:pdn:2:tiny", attention=False)
+    assert layers[0].metadata["caption"] == "nuclei, binned"

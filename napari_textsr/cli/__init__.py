@@ -136,18 +136,22 @@ def shared_jpeg_quality(evidence: Sequence[JpegEvidence | None]) -> int | None:
     return min(e.quality for e in evidence if e is not None)
 
 
-def file_words_caption(caption: str, evidence: Sequence[JpegEvidence | None], enabled: bool) -> str:
+def file_words_caption(
+    caption: str, evidence: Sequence[JpegEvidence | None], enabled: bool, binning: int | None = None
+) -> str:
     """The caption for inputs whose JPEG compression is ``evidence`` (None: none known).
 
     Words are added only when every input shows JPEG compression (a caption
     serves all of them) and ``enabled``; the worst (lowest) quality decides
-    (:func:`shared_jpeg_quality`).
+    (:func:`shared_jpeg_quality`). ``binning``: the camera binning the
+    input's file records (:attr:`napari_textsr.imageio.ImageFile.binning`),
+    which adds "binned".
     """
     if not enabled:
         return caption
     from napari_textsr.training.captions import caption_with_file_words
 
-    return caption_with_file_words(caption, shared_jpeg_quality(evidence))
+    return caption_with_file_words(caption, shared_jpeg_quality(evidence), binning)
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:

@@ -369,11 +369,13 @@ class _Job:
         from napari_textsr.imageio import TIFF_SUFFIXES, ZARR_SUFFIXES, write_image_file, write_map, write_tiff_series
         from napari_textsr.training.captions import FILE_WORDS_MAX_JPEG_QUALITY
 
-        outputs, results, noted = [], [], []
+        outputs, results, noted, binned = [], [], [], []
         for image in self.images:
             caption, evidence = _caption(args, image)
             if evidence is not None and (caption, evidence) not in noted:
                 noted.append((caption, evidence))
+            if image.binning is not None and (caption, image.binning) not in binned:
+                binned.append((caption, image.binning))
             upscaler = models.for_input(evidence)
             reference = _reference(args.reference, image)
             out_bytes = image.data.nbytes * upscaler.scale**2
@@ -443,6 +445,12 @@ class _Job:
                 )
             elif args.file_words and evidence.quality <= FILE_WORDS_MAX_JPEG_QUALITY:
                 line += f"\n{evidence.describe()}; the caption already says how the image was taken: kept as typed"
+        for caption, binning in binned:
+            said = f"the file records camera binning {binning}x{binning}"
+            if caption != args.caption:
+                line += f"\ncaption {caption!r}: {said} (--no-file-words keeps the caption as typed)"
+            elif args.file_words:
+                line += f"\n{said}; the caption already says how the image was taken: kept as typed"
         if result.consistency_error is not None:
             line += (
                 f"\nconsistency error (RMS, fraction of the intensity range): {result.consistency_error:.4g} "
@@ -552,7 +560,8 @@ class _Job:
 
 
 def _caption(args: argparse.Namespace, image) -> tuple[str, JpegEvidence | None]:
-    """The caption for one input (--caption, plus the words its JPEG compression gives unless --no-file-words).
+    """The caption for one input (--caption, plus the words its JPEG compression and its file's camera
+    binning give unless --no-file-words).
 
     Returns it with what is known of the compression: the JPEG file's
     quality and, for a 2-D 8-bit image, the quality its pixels show; the
@@ -561,7 +570,7 @@ def _caption(args: argparse.Namespace, image) -> tuple[str, JpegEvidence | None]
     from napari_textsr.imageio import jpeg_evidence
 
     evidence = jpeg_evidence(image.jpeg_quality, image.data if image.axes in ("YX", "YXS") else None)
-    return file_words_caption(args.caption, [evidence], args.file_words), evidence
+    return file_words_caption(args.caption, [evidence], args.file_words, image.binning), evidence
 
 
 def _regions(args: argparse.Namespace):

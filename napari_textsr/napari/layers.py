@@ -118,6 +118,23 @@ def layer_jpeg_evidence(layer: Any) -> JpegEvidence | None:
     return jpeg_evidence(_file_jpeg_quality(path, plane) if path else None, pixels)
 
 
+def layer_binning(layer: Any) -> int | None:
+    """The camera binning recorded by the OME-TIFF ``layer`` was opened from (napari's ``layer.source.path``), or None.
+
+    Only the file's header is read (:func:`napari_textsr.imageio.file_binning`);
+    it counts only while the layer's image has the file's height and width.
+    """
+    from napari_textsr.imageio import file_binning
+
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if not path:
+        return None
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    rgb = bool(getattr(layer, "rgb", False))
+    plane = tuple(data.shape[-3:-1] if rgb else data.shape[-2:])
+    return file_binning(path, (int(plane[0]), int(plane[1])))
+
+
 def _file_jpeg_quality(path: str, plane: tuple[int, ...]) -> int | None:
     """The JPEG quality in ``path``'s header, or None when it is no JPEG or its (height, width) is not ``plane``."""
     from PIL import Image

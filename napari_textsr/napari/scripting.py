@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from napari_textsr._generators import drive
 from napari_textsr.napari.jobs import JobProgress, iter_job, make_job
-from napari_textsr.napari.layers import add_result_layers, layer_jpeg_evidence
+from napari_textsr.napari.layers import add_result_layers, layer_binning, layer_jpeg_evidence
 from napari_textsr.napari.model_store import MODEL_STORE
 from napari_textsr.training.captions import caption_with_file_words
 
@@ -62,8 +62,11 @@ def upscale_layer(
         viewer shows (False).
     file_words : add "JPEG-compressed" to each caption when the layer went
         through JPEG compression of quality 60 or lower (opened from such a
-        JPEG file, or an 8-bit 2-D layer whose 8x8 blocks show it), as the
-        CLI and the dock do (:func:`~napari_textsr.napari.layers.layer_jpeg_evidence`,
+        JPEG file, or an 8-bit 2-D layer whose 8x8 blocks show it), and
+        "binned" when it was opened from an OME-TIFF that records camera
+        binning, as the CLI and the dock do
+        (:func:`~napari_textsr.napari.layers.layer_jpeg_evidence`,
+        :func:`~napari_textsr.napari.layers.layer_binning`,
         :func:`~napari_textsr.training.captions.caption_with_file_words`).
     progress : called with a :class:`~napari_textsr.napari.jobs.JobProgress` after each tile.
     **engine_kwargs : passed to :meth:`napari_textsr.Upscaler.iter_upscale`
@@ -79,10 +82,11 @@ def upscale_layer(
     evidence = layer_jpeg_evidence(layer)
     if file_words:
         quality = evidence.quality if evidence is not None else None
+        binning = layer_binning(layer)
         if isinstance(caption, str):
-            caption = caption_with_file_words(caption, quality)
+            caption = caption_with_file_words(caption, quality, binning)
         else:
-            caption = [caption_with_file_words(c, quality) for c in caption]
+            caption = [caption_with_file_words(c, quality, binning) for c in caption]
     job = make_job(
         layer,
         caption,

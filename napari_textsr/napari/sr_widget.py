@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
 
 from napari_textsr.consistency import CONSISTENCY_KERNEL_TITLES
 from napari_textsr.napari.jobs import JobOutcome, JobProgress, UpscaleJob, make_job, run_job_in_worker, split_captions
-from napari_textsr.napari.layers import add_layer_data, layer_jpeg_evidence
+from napari_textsr.napari.layers import add_layer_data, layer_binning, layer_jpeg_evidence
 from napari_textsr.napari.model_store import (
     BUNDLED,
     FILE,
@@ -191,6 +191,7 @@ class SuperResolutionWidget(DockWidget):
         self._typed_captions: dict[int, str] = {}  # id(layer) -> what the user typed for it this session
         # id(layer) -> (the data it was read from, what it shows of JPEG): read once per layer and data.
         self._jpeg_evidence: dict[int, tuple[object, JpegEvidence | None]] = {}
+        self._binning: dict[int, tuple[object, int | None]] = {}
         self._caption_layer: Image | None = None
         self._setting_caption = False
         self._overlay_ours = False
@@ -377,7 +378,7 @@ class SuperResolutionWidget(DockWidget):
             self.layer_combo.setCurrentIndex(layers.index(active) if active in layers else len(layers) - 1)
         self.layer_combo.blockSignals(False)
         alive = {id(layer) for layer in self.viewer.layers}
-        for cache in (self._typed_captions, self._jpeg_evidence):
+        for cache in (self._typed_captions, self._jpeg_evidence, self._binning):
             for key in [k for k in cache if k not in alive]:
                 del cache[key]
         if self.selected_layer() is not current:
@@ -408,9 +409,11 @@ class SuperResolutionWidget(DockWidget):
         The untyped caption gets the words the layer's file gives
         (:func:`~napari_textsr.training.captions.caption_with_file_words`:
         "JPEG-compressed" for JPEG compression of quality 60 or lower, from
-        the layer's JPEG file or its pixels: :func:`~napari_textsr.napari.layers.layer_jpeg_evidence`,
-        looked at once per layer and data), so they show in the caption box,
-        where they can be deleted.
+        the layer's JPEG file or its pixels: :func:`~napari_textsr.napari.layers.layer_jpeg_evidence`;
+        "binned" for an OME-TIFF that records camera binning:
+        :func:`~napari_textsr.napari.layers.layer_binning`; each looked at
+        once per layer and data), so they show in the caption box, where
+        they can be deleted.
         """
         if id(layer) in self._typed_captions:
             return self._typed_captions[id(layer)]
@@ -419,7 +422,8 @@ class SuperResolutionWidget(DockWidget):
         if "input_layer" in layer.metadata:  # an output is no JPEG, whatever its input's words said
             return caption_without_file_words(caption)
         evidence = self.jpeg_evidence_of(layer)
-        return caption_with_file_words(caption, evidence.quality if evidence is not None else None)
+        quality = evidence.quality if evidence is not None else None
+        return caption_with_file_words(caption, quality, self.binning_of(layer))
 
     def jpeg_evidence_of(self, layer: Image) -> JpegEvidence | None:
         """What ``layer`` shows of JPEG compression (:func:`~napari_textsr.napari.layers.layer_jpeg_evidence`).
@@ -432,6 +436,18 @@ class SuperResolutionWidget(DockWidget):
         cached = self._jpeg_evidence.get(id(layer))
         if cached is None or cached[0] is not layer.data:
             cached = self._jpeg_evidence[id(layer)] = (layer.data, layer_jpeg_evidence(layer))
+        return cached[1]
+
+    def binning_of(self, layer: Image) -> int | None:
+        """The camera binning ``layer``'s OME-TIFF records (:func:`~napari_textsr.napari.layers.layer_binning`).
+
+        Read once per layer and data; None for an output layer.
+        """
+        if "input_layer" in layer.metadata:
+            return None
+        cached = self._binning.get(id(layer))
+        if cached is None or cached[0] is not layer.data:
+            cached = self._binning[id(layer)] = (layer.data, layer_binning(layer))
         return cached[1]
 
     def _on_caption_typed(self) -> None:

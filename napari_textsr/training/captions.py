@@ -68,6 +68,8 @@ __all__ = [
     "caption_with_file_words",
     "caption_without_file_words",
     "FILE_WORDS_MAX_JPEG_QUALITY",
+    "JPEG_FILE_WORDS",
+    "BINNED_FILE_WORDS",
 ]
 
 # Thresholds above which a property of the drawn degradation is put into words.
@@ -357,6 +359,10 @@ def held_out_caption(content: str, words: str) -> str:
 
 # What a JPEG file's caption gains: the first training word for JPEG, so the models read it as in training.
 JPEG_FILE_WORDS = TRAIN_VOCABULARY["jpeg"][0]
+# What a file that records camera binning gains (caption_with_file_words): the first training word for it.
+# Measured: "binned" alone +0.24 dB over the empty caption at x2 and +0.11 at x4 on binned held-out
+# photographs (README, "Measurement consistency").
+BINNED_FILE_WORDS = TRAIN_VOCABULARY["binned"][0]
 # The highest JPEG quality at which saying so pays with every bundled PDN, with the empty caption and with
 # a content caption (README "JPEG inputs say so themselves": at 65-75 the empty caption loses at x8 and x16;
 # at 85 and 95 both captions lose at every scale).
@@ -385,32 +391,51 @@ def caption_names(caption: str, words: Iterable[str]) -> bool:
     return any(re.search(rf"(?<!\w){re.escape(w.lower())}(?!\w)", text) for w in words)
 
 
-def caption_with_file_words(caption: str, jpeg_quality: int | None) -> str:
+def _file_words(jpeg_quality: int | None, binning: int | None) -> str:
+    """The words an input's file gives (see :func:`caption_with_file_words`), "" for none."""
+    words = []
+    if binning is not None and binning >= 2:
+        words.append(BINNED_FILE_WORDS)
+    if jpeg_quality is not None and jpeg_quality <= FILE_WORDS_MAX_JPEG_QUALITY:
+        words.append(JPEG_FILE_WORDS)
+    return _join(words) if words else ""
+
+
+def caption_with_file_words(caption: str, jpeg_quality: int | None, binning: int | None = None) -> str:
     """``caption`` plus what the input says about how the image was made.
 
     An input JPEG-compressed at quality ``jpeg_quality`` <= :data:`FILE_WORDS_MAX_JPEG_QUALITY`
     (60: where the words were measured to pay; training says them up to 85) gets
-    :data:`JPEG_FILE_WORDS` ("JPEG-compressed") joined as in training
-    (``"{content}, {degradation}"``; alone for an empty caption), unless the
-    caption already says how the image was taken (:func:`says_how_taken`).
-    Anything else (``jpeg_quality`` None: no JPEG compression known; higher
-    quality) returns ``caption`` unchanged. ``jpeg_quality`` comes from
+    :data:`JPEG_FILE_WORDS` ("JPEG-compressed"), one whose file records camera
+    ``binning`` of 2 or more (an OME-TIFF's ``DetectorSettings``,
+    :attr:`napari_textsr.imageio.ImageFile.binning`) gets
+    :data:`BINNED_FILE_WORDS` ("binned"; both: "binned and JPEG-compressed"),
+    joined as in training (``"{content}, {degradation}"``; alone for an empty
+    caption), unless the caption already says how the image was taken
+    (:func:`says_how_taken`). Anything else (``jpeg_quality`` None: no JPEG
+    compression known; higher quality; no binning) returns ``caption``
+    unchanged. ``jpeg_quality`` comes from
     :func:`napari_textsr.imageio.jpeg_evidence` (a JPEG file's header, else
     the 8x8 blocks of an 8-bit image's pixels).
     """
-    if jpeg_quality is None or jpeg_quality > FILE_WORDS_MAX_JPEG_QUALITY or says_how_taken(caption):
+    words = _file_words(jpeg_quality, binning)
+    if not words or says_how_taken(caption):
         return caption
-    return compose_caption(caption.strip().rstrip(",;:").strip(), JPEG_FILE_WORDS)  # "a cat, " -> "a cat, JPEG-..."
+    return compose_caption(caption.strip().rstrip(",;:").strip(), words)  # "a cat, " -> "a cat, JPEG-..."
 
 
 def caption_without_file_words(caption: str) -> str:
     """``caption`` less the words :func:`caption_with_file_words` joins to it.
 
-    For the caption of an output, which is no JPEG however its input was
-    made: "a cat, JPEG-compressed" -> "a cat", "JPEG-compressed" -> "";
-    anything else is returned unchanged.
+    For the caption of an output, which is no JPEG and not binned however its
+    input was made: "a cat, JPEG-compressed" -> "a cat", "binned" -> "",
+    "nuclei, binned and JPEG-compressed" -> "nuclei"; anything else is
+    returned unchanged.
     """
-    if caption.strip() == JPEG_FILE_WORDS:
-        return ""
-    joined = TRAIN_TEMPLATES[0].format(content="", degradation=JPEG_FILE_WORDS)  # ", JPEG-compressed"
-    return caption[: -len(joined)] if caption.endswith(joined) else caption
+    for words in (_join([BINNED_FILE_WORDS, JPEG_FILE_WORDS]), JPEG_FILE_WORDS, BINNED_FILE_WORDS):  # longest first
+        if caption.strip() == words:
+            return ""
+        joined = TRAIN_TEMPLATES[0].format(content="", degradation=words)  # ", JPEG-compressed"
+        if caption.endswith(joined):
+            return caption[: -len(joined)]
+    return caption
