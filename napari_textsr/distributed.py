@@ -234,6 +234,7 @@ class _Job:
     colour: Any  # IntensityMapping
     output: str  # path of the output group
     scale: int
+    consistency: str | None = None  # the back-projection's resize kernel, None: none
 
 
 def _read_plane(source: Any, region: tuple[slice, ...]) -> np.ndarray:
@@ -252,7 +253,7 @@ def _run_block(job: _Job, block: Block, raw: np.ndarray) -> dict[str, Any]:
         raise ValueError(f"block {block.grid}: read {raw.shape[-2:]} pixels, expected {expected}")
     with _INFERENCE_LOCK:
         # With the job's global intensity mapping, not one computed from this block alone.
-        image = upscaler.upscale_block(raw, job.caption, job.colour, rgb=False)
+        image = upscaler.upscale_block(raw, job.caption, job.colour, rgb=False, consistency=job.consistency or False)
     lead = (slice(None),) * (image.ndim - 2)
     core = image[lead + block.tile.core_in_padded(job.scale)]
     group = zarr.open_group(job.output, mode="r+")
@@ -434,6 +435,7 @@ def upscale_distributed(
     progress: Callable[[int, int], None] | None = None,
     percentiles: tuple[float, float] | None = None,
     jpeg_quality: int | None = None,
+    consistency: bool | str = False,
 ) -> DistributedResult:
     """Upscale ``source`` block by block on a dask cluster into the OME-Zarr ``output``.
 
@@ -460,6 +462,13 @@ def upscale_distributed(
         default, <= 60 takes the bundled model for such inputs, as
         :func:`~napari_textsr.inference.load_model` and ``textsr distributed`` do
         (:func:`napari_textsr.loading.default_for_input`).
+    consistency: back-project every block as
+        :meth:`~napari_textsr.inference.Upscaler.upscale` does (True/"auto": the
+        resize the caption names, or a kernel name of
+        :data:`napari_textsr.consistency.CONSISTENCY_KERNELS`); the halo grows
+        by the correction's reach, so the output still equals one process's.
+        The kernel is recorded in the provenance (``consistency_kernel``); no
+        consistency map is written.
 
     Returns a :class:`DistributedResult`. Raises :class:`BlocksFailed` if blocks
     still fail after ``retries``, ValueError for bad input or a mismatching
@@ -496,7 +505,9 @@ def upscale_distributed(
     upscaler = cached_upscaler(client_spec)
     info = upscaler.model.tiling_info()
     factor = upscaler.scale
-    plan = plan_blocks(array.shape, block, info.receptive_field, info.alignment, info.min_size)
+    projection = upscaler.back_projection_for(consistency, caption)  # ValueError / warning before any work
+    reach = info.receptive_field + (projection.extra_padding() if projection is not None else 0)
+    plan = plan_blocks(array.shape, block, reach, info.alignment, info.min_size)
     leading = array.ndim - 2
     out_shape = tuple(array.shape[:-2]) + (array.shape[-2] * factor, array.shape[-1] * factor)
     job_settings = {
@@ -510,6 +521,8 @@ def upscale_distributed(
         "block": list(plan.block_shape),
         "halo": plan.halo,
         "percentiles": list(percentiles or upscaler.percentiles),
+        # only when on, so a job written before this option existed still resumes
+        **({"consistency_kernel": projection.kernel} if projection is not None else {}),
     }
 
     existing = _existing_job(output, job_settings, overwrite)
@@ -566,7 +579,7 @@ def upscale_distributed(
             image.provenance() or {},
         )
 
-    job = _Job(spec, caption, colour, str(output), factor)
+    job = _Job(spec, caption, colour, str(output), factor, projection.kernel if projection is not None else None)
     client, owned = _open_client(scheduler)
     peak: dict[str, int] = {}
     try:
@@ -647,6 +660,7 @@ def _provenance(
         "input_scale": list(data.scale),
         "input_translation": list(data.translation),
         "engine": "napari_textsr.distributed",
+        **({"consistency_kernel": settings["consistency_kernel"]} if "consistency_kernel" in settings else {}),
         "job": settings,
         "software": "napari-textsr",
         "software_version": __version__,

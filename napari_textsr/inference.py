@@ -561,6 +561,7 @@ class Upscaler:
         alpha: IntensityMapping | None = None,
         rgb: bool | None = None,
         tile: int | None = None,
+        consistency: bool | str = False,
     ) -> np.ndarray:
         """Upscale one block cut from a larger image, normalised as that whole image is.
 
@@ -588,9 +589,12 @@ class Upscaler:
 
         Returns the upscaled block, halo included: (*leading, Y*s, X*s[, C])
         with s = ``self.scale``, in the block's dtype; the caller keeps the
-        core (e.g. ``Tile.core_in_padded(s)``). No attention maps, no
-        consistency back-projection (both are per-image options of
-        :meth:`upscale`). ValueError for a block :meth:`upscale` refuses, or a
+        core (e.g. ``Tile.core_in_padded(s)``). ``consistency``: back-project
+        as :meth:`upscale` does (no map or error is returned); the halo must
+        then also cover ``back_projection_for(consistency, caption).extra_padding()``
+        input pixels (no warning here: :meth:`back_projection_for` gives it
+        once). No attention maps (a per-image option of :meth:`upscale`).
+        ValueError for a block :meth:`upscale` refuses, or a
         mapping whose dtype is not the block's, or alpha given/missing
         against the block's channels.
         """
@@ -609,7 +613,8 @@ class Upscaler:
             )
         prompt, _encoded = self._prompt(caption, None)
         prepared = _Prepared(array, layout, intensity, alpha)
-        generator = self._generate(prepared, caption, prompt, tile, None, False, time.perf_counter(), "")
+        projection = self._projection(consistency, caption, warn=False)
+        generator = self._generate(prepared, caption, prompt, tile, projection, False, time.perf_counter(), "")
         return _drive(generator, None, lambda: False).image
 
     # ------------------------------------------------------------------ preparation
@@ -748,7 +753,17 @@ class Upscaler:
         assert image is not None
         return SROutput(image=image / 8, attention={name: value / 8 for name, value in maps.items()})
 
-    def _projection(self, consistency: bool | str, caption: str) -> BackProjection | None:
+    def back_projection_for(self, consistency: bool | str, caption: str = "") -> BackProjection | None:
+        """The back-projection ``consistency`` (as in :meth:`iter_upscale`) asks for with ``caption``, or None.
+
+        For drivers that plan blocks themselves: the block halo must be
+        ``model.tiling_info().receptive_field + projection.extra_padding()``
+        (:meth:`upscale_block`). Warns when the caption calls the image
+        blurred, noisy or JPEG-compressed; ValueError for an unknown kernel.
+        """
+        return self._projection(consistency, caption)
+
+    def _projection(self, consistency: bool | str, caption: str, warn: bool = True) -> BackProjection | None:
         """The back-projection a call asks for (``consistency`` of :meth:`iter_upscale`), or None."""
         if not isinstance(consistency, (str, bool, np.bool_)):
             raise TypeError(f"consistency must be a bool or a kernel name, got {type(consistency).__name__}")
@@ -757,7 +772,7 @@ class Upscaler:
                 return None
             consistency = "auto"
         kernel = resolve_kernel(consistency, caption, default=self.back_projection.kernel)
-        caveat = consistency_caveat(caption, kernel)
+        caveat = consistency_caveat(caption, kernel) if warn else None
         if caveat:
             warnings.warn(caveat, stacklevel=4)
         return dataclasses.replace(self.back_projection, kernel=kernel)

@@ -263,3 +263,32 @@ def test_cli_on_jpeg_frames_says_jpeg_in_the_caption(client, tmp_path, capsys):
     Image.fromarray(rng.integers(0, 256, size=(40, 36), dtype=np.uint8)).save(png)
     assert main(["distributed", str(files[1]), str(png), str(tmp_path / "mixed.zarr"), *default]) == 0
     assert read_ome_zarr(tmp_path / "mixed.zarr").provenance()["model"] == "pdn-x2"
+
+
+def test_back_projection_on_the_cluster_equals_one_process(client, tmp_path, capsys):
+    import tifffile
+
+    from napari_textsr.cli import main
+
+    rng = np.random.default_rng(9)
+    planes = (rng.random((1, 90, 84)) * 50000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "binned.tif", planes[0])
+    spec = "random:pdn:2:tiny"
+    argv = ["distributed", str(tmp_path / "binned.tif"), str(tmp_path / "out.zarr"), "--caption", "nuclei, binned"]
+    argv += ["--model", spec, "--scheduler", client.scheduler.address, "--block", "32", "--consistency", "--quiet"]
+    assert main(argv) == 0
+    assert "back-projected with area downsampling" in capsys.readouterr().out
+    out = read_ome_zarr(tmp_path / "out.zarr")
+    reference = load_model(spec, device="cpu").upscale(planes, "nuclei, binned", attention=False, consistency="area")
+    _assert_same(out.data[...], reference.image)
+    plain = load_model(spec, device="cpu").upscale(planes, "nuclei, binned", attention=False).image
+    assert np.abs(out.data[...].astype(np.int64) - plain.astype(np.int64)).max() > 10  # the correction did something
+    provenance = out.provenance()
+    assert provenance["consistency_kernel"] == "area" and provenance["job"]["consistency_kernel"] == "area"
+    # the halo grows by the correction's reach, so blocks still tile exactly
+    from napari_textsr.consistency import BackProjection
+
+    info = load_model(spec, device="cpu").model.tiling_info()
+    assert provenance["job"]["halo"] >= info.receptive_field + BackProjection().extra_padding()
+    code = main([*argv[:2], str(tmp_path / "other.zarr"), *argv[3:], "--consistency-kernel", "lanczos"])
+    assert code != 0 and "unknown kernel 'lanczos'" in capsys.readouterr().err

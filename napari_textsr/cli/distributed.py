@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_textsr.cli import add_file_words_option, command_help, file_words_caption, shared_jpeg_quality
+from napari_textsr.cli import (
+    add_consistency_option,
+    add_file_words_option,
+    command_help,
+    consistency_choice,
+    file_words_caption,
+    shared_jpeg_quality,
+)
 
 
 def register(subparsers) -> None:
@@ -63,6 +70,7 @@ def register(subparsers) -> None:
         metavar="N",
         help="torch threads per worker process (default: dask's, 1 per worker thread)",
     )
+    add_consistency_option(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace OUT instead of resuming it")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_distributed)
@@ -86,6 +94,7 @@ def run_distributed(args: argparse.Namespace) -> int:
         print(f"textsr distributed: error: {error}", file=sys.stderr)
         return 1
 
+    consistency = consistency_choice(args)
     source = args.inputs[0] if len(args.inputs) == 1 else list(args.inputs)
     if any(Path(p).resolve() == args.output.resolve() for p in args.inputs):
         raise ValueError("OUT must differ from IN")
@@ -123,6 +132,7 @@ def run_distributed(args: argparse.Namespace) -> int:
                 levels=args.levels,
                 overwrite=args.overwrite,
                 progress=progress,
+                consistency=consistency,
             )
         except BlocksFailed as error:
             print(f"textsr distributed: error: {error}", file=sys.stderr)
@@ -133,6 +143,8 @@ def run_distributed(args: argparse.Namespace) -> int:
         f"({len(out.levels)} level(s); {result.computed} block(s) upscaled, {result.skipped} already there; "
         f"{result.seconds:.1f} s)"
     )
+    if result.provenance.get("consistency_kernel"):
+        print(f"back-projected with {result.provenance['consistency_kernel']} downsampling (no consistency map)")
     if result.peak_rss:
         peak = max(result.peak_rss.values()) / 2**20
         print(
