@@ -292,3 +292,18 @@ def test_back_projection_on_the_cluster_equals_one_process(client, tmp_path, cap
     assert provenance["job"]["halo"] >= info.receptive_field + BackProjection().extra_padding()
     code = main([*argv[:2], str(tmp_path / "other.zarr"), *argv[3:], "--consistency-kernel", "lanczos"])
     assert code != 0 and "unknown kernel 'lanczos'" in capsys.readouterr().err
+
+
+def test_cli_on_binned_ome_tiffs_says_binned(client, tmp_path, capsys):
+    from test_binning import write_ome
+
+    from napari_textsr.cli import main
+
+    files = [tmp_path / f"plane{i}.ome.tif" for i in range(2)]
+    for path in files:
+        write_ome(path, ["2x2"], size=(40, 36))
+    argv = ["distributed", *map(str, files), str(tmp_path / "out.zarr"), "--caption", "nuclei"]
+    argv += ["--model", "random:pdn:2:tiny", "--scheduler", client.scheduler.address, "--block", "32", "--quiet"]
+    assert main(argv) == 0
+    assert "caption 'nuclei, binned': their files record camera binning 2x2" in capsys.readouterr().out
+    assert read_ome_zarr(tmp_path / "out.zarr").provenance()["caption"] == "nuclei, binned"

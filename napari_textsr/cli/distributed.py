@@ -98,15 +98,22 @@ def run_distributed(args: argparse.Namespace) -> int:
     source = args.inputs[0] if len(args.inputs) == 1 else list(args.inputs)
     if any(Path(p).resolve() == args.output.resolve() for p in args.inputs):
         raise ValueError("OUT must differ from IN")
-    from napari_textsr.imageio import jpeg_evidence, jpeg_quality
+    from napari_textsr.imageio import file_binning, jpeg_evidence, jpeg_quality
     from napari_textsr.loading import default_for_input
     from napari_textsr.training.captions import FILE_WORDS_MAX_JPEG_QUALITY
 
-    # The JPEG files' headers only: the inputs are read by the workers, block by block.
+    # The files' headers only: the inputs are read by the workers, block by block.
     evidence = [jpeg_evidence(jpeg_quality(p)) for p in args.inputs]
-    caption = file_words_caption(args.caption, evidence, args.file_words)
+    binnings = {file_binning(p) for p in args.inputs}  # said only when every file records the same
+    binning = binnings.pop() if len(binnings) == 1 else None
+    caption = file_words_caption(args.caption, evidence, args.file_words, binning)
     if caption != args.caption:
-        print(f"caption {caption!r}: the inputs are JPEG files (--no-file-words keeps the caption as typed)")
+        quality = shared_jpeg_quality(evidence)
+        why = [
+            *(["the inputs are JPEG files"] if quality is not None and quality <= FILE_WORDS_MAX_JPEG_QUALITY else []),
+            *([f"their files record camera binning {binning}x{binning}"] if binning is not None else []),
+        ]
+        print(f"caption {caption!r}: {' and '.join(why)} (--no-file-words keeps the caption as typed)")
     # One model serves every input: the one for JPEG inputs only when every file is a heavy JPEG.
     model = str(default_for_input(args.model, args.scale, shared_jpeg_quality(evidence)))
     if model != args.model:
