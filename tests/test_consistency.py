@@ -205,3 +205,19 @@ def test_cli_help_names_every_kernel(capsys):
         text = " ".join(capsys.readouterr().out.split())
         assert all(name in text for name in CONSISTENCY_KERNELS), command
     assert "matched" in text  # bench's extra choice
+
+
+def test_cli_prints_warnings_as_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    Image.fromarray((rng.random((24, 20, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    argv = ["upscale", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--model", "random:pdn:2:tiny"]
+    argv += ["--caption", "a grainy cat", "--consistency", "--quiet", "--threads", "1"]
+    done = subprocess.run([sys.executable, "-m", "napari_textsr", *argv], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "textsr upscale: warning: the caption says the image is noisy: measurement consistency" in done.stderr
+    assert "UserWarning" not in done.stderr and "inference.py" not in done.stderr

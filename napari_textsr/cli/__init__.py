@@ -11,9 +11,11 @@ functions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -202,6 +204,21 @@ def build_parser(argv: Sequence[str] | None = (), *, full: bool = False) -> argp
     return parser
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """Print warnings as ``textsr COMMAND: warning: MESSAGE`` (not Python's file:line form) while a command runs."""
+    previous = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        return f"textsr {command}: warning: {message}\n"
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -213,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from napari_textsr.devices import configure_threads
 
             configure_threads(args.threads)
-        code = int(args.func(args) or 0)
+        with _one_line_warnings(args.command):
+            code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
     except KeyboardInterrupt:
