@@ -19,7 +19,7 @@ import gc
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from napari.layers import Image
 from napari.utils.notifications import show_info, show_warning
@@ -156,6 +156,19 @@ def is_comparison_stack(layer: Any) -> bool:
 
 def _format_seconds(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+_T = TypeVar("_T")
+
+
+def _of_input_layer(cache: dict[int, tuple[object, _T]], layer: Image, read: Callable[[Image], _T]) -> _T | None:
+    """``read(layer)``, computed once per layer and data (kept in ``cache``); None for an output layer."""
+    if "input_layer" in layer.metadata:
+        return None
+    cached = cache.get(id(layer))
+    if cached is None or cached[0] is not layer.data:
+        cached = cache[id(layer)] = (layer.data, read(layer))
+    return cached[1]
 
 
 class SuperResolutionWidget(DockWidget):
@@ -431,24 +444,14 @@ class SuperResolutionWidget(DockWidget):
         Looked at once per layer and data; None for an output layer (no JPEG,
         and no time on the GUI thread while outputs go in).
         """
-        if "input_layer" in layer.metadata:
-            return None
-        cached = self._jpeg_evidence.get(id(layer))
-        if cached is None or cached[0] is not layer.data:
-            cached = self._jpeg_evidence[id(layer)] = (layer.data, layer_jpeg_evidence(layer))
-        return cached[1]
+        return _of_input_layer(self._jpeg_evidence, layer, layer_jpeg_evidence)
 
     def binning_of(self, layer: Image) -> int | None:
         """The camera binning ``layer``'s OME-TIFF records (:func:`~napari_textsr.napari.layers.layer_binning`).
 
         Read once per layer and data; None for an output layer.
         """
-        if "input_layer" in layer.metadata:
-            return None
-        cached = self._binning.get(id(layer))
-        if cached is None or cached[0] is not layer.data:
-            cached = self._binning[id(layer)] = (layer.data, layer_binning(layer))
-        return cached[1]
+        return _of_input_layer(self._binning, layer, layer_binning)
 
     def _on_caption_typed(self) -> None:
         if not self._setting_caption and self._caption_layer is not None:
