@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from napari_textsr.training.degradations import RESIZE_KERNELS
+from napari_textsr.training.degradations import RESIZE_KERNELS, resize_down
 
 __all__ = [
     "BackProjection",
@@ -139,11 +139,7 @@ def downsample(image: torch.Tensor, scale: int, kernel: str = DEFAULT_KERNEL) ->
     (:class:`~napari_textsr.training.degradations.Degradation`), so a
     correction with the right kernel undoes exactly what made the input.
     """
-    mode, antialias = RESIZE_KERNELS[kernel]
-    h, w = image.shape[-2] // scale, image.shape[-1] // scale
-    if mode == "area":
-        return F.interpolate(image, size=(h, w), mode="area")
-    return F.interpolate(image, size=(h, w), mode=mode, antialias=antialias, align_corners=False)
+    return resize_down(image, scale, kernel)
 
 
 def upsample(image: torch.Tensor, scale: int) -> torch.Tensor:

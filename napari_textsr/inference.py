@@ -477,7 +477,7 @@ class Upscaler:
             raise ValueError(f"attention_grid must be one of {ATTENTION_GRIDS}, got {attention_grid!r}")
         if regions is not None and not isinstance(regions, RegionCaptions):
             raise TypeError(f"regions must be a RegionCaptions, got {type(regions).__name__}")
-        projection = self._projection(consistency, caption)
+        projection = self.back_projection_for(consistency, caption)
         prepared = self._prepare(image, rgb, percentiles)
         prompt, encoded = self._prompt(caption, reference)
         if regions is None and not text_effect:
@@ -546,7 +546,7 @@ class Upscaler:
             start = time.perf_counter()
             prompt, encoded = self._prompt(caption, None)
             label = f"caption {i + 1}/{len(captions)}: "
-            projection = self._projection(consistency, caption)
+            projection = self.back_projection_for(consistency, caption)
             generator = self._generate(prepared, caption, prompt, tile, projection, attention, start, label)
             results.append(_drive(generator, progress, is_cancelled))
             results[-1].caption_encoded = encoded
@@ -613,7 +613,7 @@ class Upscaler:
             )
         prompt, _encoded = self._prompt(caption, None)
         prepared = _Prepared(array, layout, intensity, alpha)
-        projection = self._projection(consistency, caption, warn=False)
+        projection = self.back_projection_for(consistency, caption, warn=False)
         generator = self._generate(prepared, caption, prompt, tile, projection, False, time.perf_counter(), "")
         return _drive(generator, None, lambda: False).image
 
@@ -753,18 +753,18 @@ class Upscaler:
         assert image is not None
         return SROutput(image=image / 8, attention={name: value / 8 for name, value in maps.items()})
 
-    def back_projection_for(self, consistency: bool | str, caption: str = "") -> BackProjection | None:
+    def back_projection_for(
+        self, consistency: bool | str, caption: str = "", *, warn: bool = True
+    ) -> BackProjection | None:
         """The back-projection ``consistency`` (as in :meth:`iter_upscale`) asks for with ``caption``, or None.
 
-        For drivers that plan blocks themselves: the block halo must be
+        Every call of the engine resolves its ``consistency`` here; drivers
+        that plan blocks themselves use it for the halo,
         ``model.tiling_info().receptive_field + projection.extra_padding()``
-        (:meth:`upscale_block`). Warns when the caption calls the image
-        blurred, noisy or JPEG-compressed; ValueError for an unknown kernel.
+        (:meth:`upscale_block`). Warns (unless ``warn`` is false) when the
+        caption calls the image blurred, noisy or JPEG-compressed; ValueError
+        for an unknown kernel, TypeError for a ``consistency`` of another type.
         """
-        return self._projection(consistency, caption)
-
-    def _projection(self, consistency: bool | str, caption: str, warn: bool = True) -> BackProjection | None:
-        """The back-projection a call asks for (``consistency`` of :meth:`iter_upscale`), or None."""
         if not isinstance(consistency, (str, bool, np.bool_)):
             raise TypeError(f"consistency must be a bool or a kernel name, got {type(consistency).__name__}")
         if not isinstance(consistency, str):
@@ -774,7 +774,7 @@ class Upscaler:
         kernel = resolve_kernel(consistency, caption, default=self.back_projection.kernel)
         caveat = consistency_caveat(caption, kernel) if warn else None
         if caveat:
-            warnings.warn(caveat, stacklevel=4)
+            warnings.warn(caveat, stacklevel=3)
         return dataclasses.replace(self.back_projection, kernel=kernel)
 
     def _padding(self, projection: BackProjection | None) -> int:

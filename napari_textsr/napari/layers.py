@@ -107,15 +107,25 @@ def layer_jpeg_evidence(layer: Any) -> JpegEvidence | None:
     """
     from napari_textsr.imageio import jpeg_evidence
 
-    path = getattr(getattr(layer, "source", None), "path", None)
+    path = _source_path(layer)
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    rgb = bool(getattr(layer, "rgb", False))
     pixels = None
     if not getattr(layer, "multiscale", False):
-        if isinstance(data, np.ndarray) and data.ndim == (3 if rgb else 2):
+        if isinstance(data, np.ndarray) and data.ndim == (3 if getattr(layer, "rgb", False) else 2):
             pixels = data
-    plane = tuple(data.shape[-3:-1] if rgb else data.shape[-2:])
-    return jpeg_evidence(_file_jpeg_quality(path, plane) if path else None, pixels)
+    return jpeg_evidence(_file_jpeg_quality(path, _plane(layer)) if path else None, pixels)
+
+
+def _source_path(layer: Any) -> str | None:
+    """The file napari opened ``layer`` from (``layer.source.path``), or None."""
+    return getattr(getattr(layer, "source", None), "path", None) or None
+
+
+def _plane(layer: Any) -> tuple[int, int]:
+    """(height, width) of one plane of ``layer``'s image (its full-resolution level when multiscale)."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    shape = data.shape[-3:-1] if getattr(layer, "rgb", False) else data.shape[-2:]
+    return int(shape[0]), int(shape[1])
 
 
 def layer_binning(layer: Any) -> int | None:
@@ -126,13 +136,8 @@ def layer_binning(layer: Any) -> int | None:
     """
     from napari_textsr.imageio import file_binning
 
-    path = getattr(getattr(layer, "source", None), "path", None)
-    if not path:
-        return None
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    rgb = bool(getattr(layer, "rgb", False))
-    plane = tuple(data.shape[-3:-1] if rgb else data.shape[-2:])
-    return file_binning(path, (int(plane[0]), int(plane[1])))
+    path = _source_path(layer)
+    return file_binning(path, _plane(layer)) if path else None
 
 
 def _file_jpeg_quality(path: str, plane: tuple[int, ...]) -> int | None:

@@ -51,7 +51,8 @@ from napari_textsr.napari.training_job import (
     run_training_in_worker,
 )
 from napari_textsr.napari.widget_parts import BackgroundRun, DevicePicker, DockWidget, ModelPicker, compact_combo
-from napari_textsr.training.config import config_defaults
+from napari_textsr.training.config import config_defaults, records_recipe
+from napari_textsr.training.presets import DEFAULT_PRESET
 
 if TYPE_CHECKING:
     import napari
@@ -255,7 +256,6 @@ class TrainingWidget(DockWidget):
         settings.add_row("Batch", self.batch_spin)
         settings.add_row("LR patch", self.patch_spin)
         from napari_textsr.training.degradations import (
-            DEFAULT_PRESET,
             DEGRADATION_PRESET_TITLES,
             DEGRADATION_PRESETS,
             describe_presets,
@@ -449,14 +449,10 @@ class TrainingWidget(DockWidget):
             self.encoder_combo.setCurrentIndex(self.encoder_combo.findData(meta.encoder_spec))
             # Fine-tuning on another recipe can undo what the model's own taught it: take its own by default
             # on entering fine-tuning; a choice made while fine-tuning stays when another checkpoint is picked.
-            from napari_textsr.training.presets import DEFAULT_PRESET
-
             current = self.degradation_combo.currentData()
             entering = self._degradation_before_fine_tune is None
             if entering:
                 self._degradation_before_fine_tune = DEFAULT_PRESET if current == STARTING_RECIPE else current
-            from napari_textsr.training.config import records_recipe
-
             if not records_recipe(meta):
                 if current == STARTING_RECIPE:  # nothing recorded to take
                     self._select_degradation(self._degradation_before_fine_tune)
@@ -468,8 +464,6 @@ class TrainingWidget(DockWidget):
                 self.learning_rate_edit.setText(FINE_TUNE_LEARNING_RATE)
         else:
             # Back to a new model, which has no recipe of its own: the degradation chosen before.
-            from napari_textsr.training.presets import DEFAULT_PRESET
-
             degradation, self._degradation_before_fine_tune = self._degradation_before_fine_tune, None
             if self.degradation_combo.currentData() == STARTING_RECIPE:
                 self._select_degradation(degradation or DEFAULT_PRESET)

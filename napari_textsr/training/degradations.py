@@ -49,6 +49,7 @@ __all__ = [
     "format_degradation_options",
     "degradation_from_dict",
     "gaussian_blur",
+    "resize_down",
 ]
 
 # name -> (torch interpolate mode, antialias). "area" at an integer factor is box
@@ -65,6 +66,21 @@ RESIZE_KERNELS: dict[str, tuple[str, bool]] = {
 # The parts of a pipeline a training caption may call part of the scene
 # (Degradation.without, Degradation.content_target, CaptionPolicy).
 CONTENT_KINDS: tuple[str, ...] = ("blur", "noise", "jpeg")
+
+
+def resize_down(x: torch.Tensor, scale: int, kernel: str) -> torch.Tensor:
+    """(B, C, s*h, s*w) -> (B, C, h, w) with a kernel of :data:`RESIZE_KERNELS`, unclipped.
+
+    ``area`` at the integer factor is box averaging (pixel binning); the
+    others are ``F.interpolate`` with or without antialiasing. The one
+    resize of the training degradations and of measurement consistency
+    (:func:`napari_textsr.consistency.downsample`).
+    """
+    mode, antialias = RESIZE_KERNELS[kernel]
+    if mode == "area":
+        return F.avg_pool2d(x, scale)
+    h, w = x.shape[-2] // scale, x.shape[-1] // scale
+    return F.interpolate(x, size=(h, w), mode=mode, align_corners=False, antialias=antialias)
 
 
 def _gaussian_kernel_2d(sigma_x: float, sigma_y: float, angle: float, dtype, device) -> torch.Tensor:
@@ -196,11 +212,7 @@ class Degradation:
             raise ValueError(f"HR size {h}x{w} is not a multiple of the scale {s}")
         x = gaussian_blur(hr.float(), self.blur_sigma, self.blur_sigma_minor, self.blur_angle)
         if s > 1:
-            mode, antialias = RESIZE_KERNELS[self.resize]
-            if mode == "area":
-                x = F.avg_pool2d(x, s)
-            else:
-                x = F.interpolate(x, size=(h // s, w // s), mode=mode, align_corners=False, antialias=antialias)
+            x = resize_down(x, s, self.resize)
         x = x.clamp(0.0, 1.0)
         if self.noise_poisson_peak is not None:
             x = torch.poisson(x * self.noise_poisson_peak, generator=generator) / self.noise_poisson_peak
